@@ -1,0 +1,1 @@
+"""Connector node: the gRPC service an agency runs beside its database."""

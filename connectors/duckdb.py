@@ -1,0 +1,146 @@
+"""DuckDB backend: a database file opened read-only, the embedded default.
+
+Defense in depth beside the fragment check: the database is opened read-only,
+external access (files, network, extensions) is disabled and the configuration
+is locked, so even a fragment that slipped past the check could not read a
+file or change a setting (DuckDB docs, "Securing DuckDB").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from fedsql.connectors.backend import BackendError, Running
+
+from fedsql.wire import RemoteTable
+
+DEFAULT_BATCH_ROWS = 122_880  # DuckDB's row-group size: batches come out whole
+
+
+def lock_down(con: duckdb.DuckDBPyConnection) -> None:
+    """No files, no network, no extension loading; then freeze the settings."""
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+class DuckDBEngine:
+    """Runs fragments on one DuckDB database; each fragment gets its own cursor."""
+
+    kind = "duckdb"
+    dialect = "duckdb"
+
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, tables: tuple[RemoteTable, ...], kind: str
+    ) -> None:
+        self._con = con
+        self._tables = tables
+        self.kind = kind
+
+    def tables(self) -> tuple[RemoteTable, ...]:
+        return self._tables
+
+    def execute(self, sql: str, batch_rows: int) -> Running:
+        cur = self._con.cursor()
+        try:
+            reader = cur.sql(sql).to_arrow_reader(batch_rows or DEFAULT_BATCH_ROWS)
+        except duckdb.Error as e:
+            cur.close()
+            raise _backend_error(e) from None
+        return Running(reader=_Guarded(reader), cancel=cur.interrupt, close=cur.close)
+
+    def close(self) -> None:
+        self._con.close()
+
+
+class _Guarded:
+    """Re-raise DuckDB errors that surface mid-stream as BackendError."""
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self._reader = reader
+        self.schema = reader.schema
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        it = iter(self._reader)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except (duckdb.Error, pa.ArrowException) as e:
+                raise _backend_error(e) from None
+            yield batch
+
+
+_USER_ERRORS = tuple(
+    getattr(duckdb, n)
+    for n in (
+        "BinderException",
+        "ParserException",
+        "CatalogException",
+        "ConversionException",
+        "InvalidInputException",
+        "OutOfRangeException",
+        "NotImplementedException",
+        "PermissionException",
+        "SyntaxException",
+        "TypeMismatchException",
+    )
+    if hasattr(duckdb, n)
+)
+
+
+def _backend_error(e: Exception) -> BackendError:
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return BackendError(first, user_error=isinstance(e, _USER_ERRORS))
+
+
+def catalog_of(
+    con: duckdb.DuckDBPyConnection,
+    only: tuple[str, ...] | None,
+    row_counts: dict[str, int] | None = None,
+) -> tuple[RemoteTable, ...]:
+    """Tables and views of the open database, with Arrow schemas and estimates."""
+    rows = con.execute(
+        """
+        SELECT schema_name, table_name, estimated_size FROM duckdb_tables()
+        WHERE NOT internal AND NOT temporary
+        UNION ALL
+        SELECT schema_name, view_name, NULL FROM duckdb_views()
+        WHERE NOT internal AND NOT temporary
+        ORDER BY 1, 2
+        """
+    ).fetchall()
+    wanted = {t.lower() for t in only} if only is not None else None
+    out = []
+    seen = set()
+    for schema, name, est in rows:
+        shown_schema = "" if schema == "main" else schema
+        full = f"{shown_schema}.{name}" if shown_schema else name
+        if wanted is not None and full.lower() not in wanted and name.lower() not in wanted:
+            continue
+        qname = f'"{schema}"."{name}"'
+        arrow_schema = con.sql(f"SELECT * FROM {qname} LIMIT 0").to_arrow_table().schema
+        if row_counts and name in row_counts:
+            est = row_counts[name]
+        out.append(RemoteTable(shown_schema, name, arrow_schema, -1 if est is None else int(est)))
+        seen.add(full.lower())
+        seen.add(name.lower())
+    if wanted is not None:
+        missing = sorted(wanted - seen)
+        if missing:
+            raise ValueError(f"tables listed in [backend].tables not found: {', '.join(missing)}")
+    return tuple(out)
+
+
+def open_duckdb(path: Path, tables: tuple[str, ...] | None) -> DuckDBEngine:
+    """Open a DuckDB database file read-only and lock it down."""
+    if not path.exists():
+        raise FileNotFoundError(f"DuckDB database {path} does not exist")
+    con = duckdb.connect(str(path), read_only=True)
+    cat = catalog_of(con, tables)
+    lock_down(con)
+    return DuckDBEngine(con, cat, "duckdb")

@@ -1,0 +1,3 @@
+from fedsql.cli import main
+
+raise SystemExit(main())

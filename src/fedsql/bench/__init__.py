@@ -1,0 +1,1 @@
+"""Benchmarks and result comparison (the oracle is a single DuckDB)."""

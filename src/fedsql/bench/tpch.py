@@ -1,0 +1,197 @@
+"""``fedsql bench tpch``: the 22 queries federated and on a centralized DuckDB copy.
+
+The central copy's cost (time to copy every table into one DuckDB, and its
+size) is measured in the same run. Every federated result is checked against
+the central one.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+
+import fedsql
+from fedsql.bench.compare import diff_tables, has_order_by, tpch_query
+from fedsql.local import TPCH_SPLIT, tpch_federation
+
+
+@dataclass
+class QueryResult:
+    query: int
+    rows: int
+    central_seconds: float
+    federated_seconds: float
+    ratio: float
+    bytes_moved: int
+    rows_moved: int
+    fragments: int
+    plan_seconds: float
+    bytes_by_agency: dict[str, int]
+    ok: bool
+    error: str | None = None
+
+
+@dataclass
+class BenchReport:
+    sf: float
+    runs: int
+    backend: str
+    central_copy_seconds: float
+    central_copy_bytes: int
+    queries: list[QueryResult] = field(default_factory=list)
+
+    @property
+    def total_central(self) -> float:
+        return sum(q.central_seconds for q in self.queries)
+
+    @property
+    def total_federated(self) -> float:
+        return sum(q.federated_seconds for q in self.queries)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(q.bytes_moved for q in self.queries)
+
+
+def _median_time(fn: Callable[[], object], runs: int) -> tuple[float, object]:
+    times = []
+    out = None
+    for _ in range(runs):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def build_central_copy(agency_dbs: dict[str, Path], path: Path) -> tuple[float, int]:
+    """Copy every agency's tables into one DuckDB file; returns (seconds, bytes of the copy)."""
+    path.unlink(missing_ok=True)
+    t = time.perf_counter()
+    con = duckdb.connect(str(path))
+    for agency, db in agency_dbs.items():
+        con.execute(f"ATTACH '{db}' AS src_{agency} (READ_ONLY)")
+        for table in TPCH_SPLIT[agency]:
+            con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM src_{agency}."{table}"')
+        con.execute(f"DETACH src_{agency}")
+    con.execute("CHECKPOINT")
+    con.close()
+    return time.perf_counter() - t, path.stat().st_size
+
+
+def run(
+    sf: float,
+    runs: int = 3,
+    queries: list[int] | None = None,
+    work: Path | None = None,
+    json_path: Path | None = None,
+    progress: Callable[[str], None] = print,
+) -> BenchReport:
+    queries = queries or list(range(1, 23))
+    tmp = None
+    if work is None:
+        tmp = tempfile.TemporaryDirectory(prefix="fedsql-bench-")
+        work = Path(tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    data_dir = Path.home() / ".cache" / "fedsql" / f"tpch-sf{sf:g}"
+    progress(f"preparing TPC-H SF {sf:g} (data cached in {data_dir}) ...")
+    fed_local, _ = tpch_federation(work, sf, backend="duckdb", data_dir=data_dir)
+    try:
+        agency_dbs = {a: work / f"{a}.duckdb" for a in TPCH_SPLIT}
+        copy_s, copy_bytes = build_central_copy(agency_dbs, work / "central.duckdb")
+        progress(f"central copy: {copy_s:.2f} s, {copy_bytes / 1e6:.1f} MB")
+        report = BenchReport(sf, runs, "duckdb", copy_s, copy_bytes)
+        central = duckdb.connect(str(work / "central.duckdb"), read_only=True)
+        fed = fedsql.connect(fed_local.config_path)
+        for n in queries:
+            sql = tpch_query(n)
+            c_s, want = _median_time(lambda sql=sql: central.sql(sql).to_arrow_table(), runs)
+            try:
+                fed.sql(sql)  # warm-up (catalog, channels)
+                f_s, got = _median_time(lambda sql=sql: fed.sql(sql), runs)
+                st = fed.last_stats
+                assert st is not None
+                err = diff_tables(got, want, has_order_by(sql))  # type: ignore[arg-type]
+                q = QueryResult(
+                    n,
+                    want.num_rows,
+                    c_s,
+                    f_s,
+                    f_s / c_s if c_s else float("inf"),
+                    st.bytes,
+                    st.rows,
+                    len(st.fragments),
+                    st.plan_seconds,
+                    {a: s.bytes for a, s in st.connectors.items()},
+                    err is None,
+                    err,
+                )
+            except fedsql.FedSQLError as e:
+                q = QueryResult(
+                    n,
+                    want.num_rows,
+                    c_s,
+                    float("nan"),
+                    float("nan"),
+                    0,
+                    0,
+                    0,
+                    0.0,
+                    {},
+                    False,
+                    str(e),
+                )
+            report.queries.append(q)
+            progress(_row(q))
+        central.close()
+        fed.close()
+    finally:
+        fed_local.stop()
+        if tmp is not None:
+            tmp.cleanup()
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        doc = asdict(report) | {
+            "total_central_seconds": report.total_central,
+            "total_federated_seconds": report.total_federated,
+            "total_bytes_moved": report.total_bytes,
+        }
+        json_path.write_text(json.dumps(doc, indent=2))
+    return report
+
+
+HEADER = (
+    f"{'query':>5} {'rows':>6} {'central s':>10} {'fed s':>9} {'ratio':>7} "
+    f"{'frags':>5} {'rows moved':>11} {'bytes moved':>12}  check"
+)
+
+
+def _row(q: QueryResult) -> str:
+    check = "ok" if q.ok else f"FAIL: {q.error}"
+    return (
+        f"Q{q.query:02d}  {q.rows:>6} {q.central_seconds:>10.4f} {q.federated_seconds:>9.4f} "
+        f"{q.ratio:>7.1f} {q.fragments:>5} {q.rows_moved:>11} {q.bytes_moved:>12}  {check}"
+    )
+
+
+def summary(r: BenchReport) -> str:
+    ok = sum(q.ok for q in r.queries)
+    ratio = r.total_federated / r.total_central if r.total_central else float("nan")
+    n = len(r.queries)
+    return "\n".join(
+        [
+            f"TPC-H SF {r.sf:g}: {ok}/{n} federated results equal the central copy's",
+            f"central DuckDB total {r.total_central:.3f} s; "
+            f"federated total {r.total_federated:.3f} s "
+            f"(ratio {ratio:.1f}x; medians of {r.runs} runs)",
+            f"bytes moved by federation: {r.total_bytes / 1e6:.1f} MB over {n} queries; "
+            f"central copy: {r.central_copy_bytes / 1e6:.1f} MB "
+            f"made in {r.central_copy_seconds:.2f} s",
+        ]
+    )

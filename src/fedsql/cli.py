@@ -1,0 +1,211 @@
+"""The fedsql command line. The only module that prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+
+from fedsql.errors import FedSQLError
+
+
+def format_table(table: pa.Table, max_rows: int = 50) -> str:
+    """An aligned text table (at most ``max_rows`` rows shown)."""
+    names = table.column_names
+    rows = table.slice(0, max_rows).to_pylist()
+    cells = [[_cell(r[n]) for n in names] for r in rows]
+    widths = [max([len(n)] + [len(c[i]) for c in cells]) for i, n in enumerate(names)]
+    numeric = [
+        pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
+        for f in table.schema
+    ]
+
+    def line(vals: list[str]) -> str:
+        return " | ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(vals, widths, numeric, strict=True)
+        ).rstrip()
+
+    out = [line(names), "-+-".join("-" * w for w in widths)]
+    out += [line(c) for c in cells]
+    more = table.num_rows - len(rows)
+    out.append(
+        f"({table.num_rows} row{'s' if table.num_rows != 1 else ''}"
+        + (f", {more} not shown" if more > 0 else "")
+        + ")"
+    )
+    return "\n".join(out)
+
+
+def _cell(v: object) -> str:
+    return "NULL" if v is None else str(v)
+
+
+def _write_result(table: pa.Table, fmt: str, output: str | None) -> None:
+    if fmt == "table":
+        text = format_table(table, max_rows=table.num_rows if output else 1000)
+        _emit(text + "\n", output)
+    elif fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink)
+        _emit(sink.getvalue().to_pybytes().decode(), output)
+    elif fmt == "json":
+        _emit("\n".join(json.dumps(r, default=str) for r in table.to_pylist()) + "\n", output)
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        if not output:
+            raise FedSQLError("--format parquet needs --output FILE")
+        pq.write_table(table, output)
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+def _stats_line(fed) -> str:  # type: ignore[no-untyped-def]
+    st = fed.last_stats
+    parts = [
+        f"{a}: {s.rows} rows, {s.bytes / 1e3:.1f} kB, {s.seconds:.3f} s"
+        for a, s in sorted(st.connectors.items())
+    ]
+    return (
+        f"{st.result_rows} rows in {st.total_seconds:.3f} s (plan {st.plan_seconds:.3f} s); "
+        + "; ".join(parts)
+    )
+
+
+def _sql_arg(args: argparse.Namespace) -> str:
+    if args.sql == "-":
+        return sys.stdin.read()
+    if args.file:
+        return Path(args.file).read_text()
+    if args.sql is None:
+        raise FedSQLError("give the SQL as an argument, '-' for standard input, or -f FILE")
+    return str(args.sql)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import fedsql
+
+    with fedsql.connect(args.config, user=args.user) as fed:
+        table = fed.sql(_sql_arg(args), timeout=args.timeout)
+        _write_result(table, args.format, args.output)
+        if not args.quiet:
+            print(_stats_line(fed), file=sys.stderr)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import fedsql
+
+    with fedsql.connect(args.config, user=args.user) as fed:
+        print(fed.explain(_sql_arg(args), analyze=args.analyze))
+    return 0
+
+
+def cmd_serve_connector(args: argparse.Namespace) -> int:
+    from fedsql.config import load_agency
+    from fedsql.connectors.server import serve
+
+    serve(load_agency(args.agency_config))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fedsql.demo import run_demo
+
+    run_demo(format_table, sf=args.sf)
+    return 0
+
+
+def cmd_bench_tpch(args: argparse.Namespace) -> int:
+    from fedsql.bench import tpch
+
+    queries = [int(q) for q in args.queries.split(",")] if args.queries else None
+    print(tpch.HEADER)
+    report = tpch.run(
+        args.sf, runs=args.runs, queries=queries, json_path=Path(args.json) if args.json else None
+    )
+    print()
+    print(tpch.summary(report))
+    if args.json:
+        print(f"figures written to {args.json}")
+    return 0 if all(q.ok for q in report.queries) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fedsql", description="Federated SQL that leaves data in place."
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add_sql(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", required=True, help="FEDERATION.toml")
+        sp.add_argument("--user", help="analyst name from [user.NAME] in the config")
+        sp.add_argument("-f", "--file", help="read the SQL from this file")
+        sp.add_argument("sql", nargs="?", help="the SQL text ('-' reads standard input)")
+
+    q = sub.add_parser("query", help="run a federated query")
+    add_sql(q)
+    q.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    q.add_argument("-o", "--output", help="write the result to this file")
+    q.add_argument("--timeout", type=float, help="deadline in seconds")
+    q.add_argument("-q", "--quiet", action="store_true", help="no stats line on stderr")
+    q.set_defaults(func=cmd_query)
+
+    e = sub.add_parser("explain", help="show fragments per connector and the residual query")
+    add_sql(e)
+    e.add_argument("--analyze", action="store_true", help="run it; rows, bytes, time per fragment")
+    e.set_defaults(func=cmd_explain)
+
+    c = sub.add_parser("connector", help="connector node commands")
+    csub = c.add_subparsers(dest="connector_command", required=True)
+    s = csub.add_parser("serve", help="run one connector node")
+    s.add_argument("agency_config", help="AGENCY.toml")
+    s.set_defaults(func=cmd_serve_connector)
+
+    d = sub.add_parser("demo", help="self-contained demo: three agencies on loopback")
+    d.add_argument("--sf", type=float, default=0.01, help="TPC-H scale factor (default 0.01)")
+    d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench_command", required=True)
+    t = bsub.add_parser("tpch", help="TPC-H: federated vs a centralized DuckDB copy")
+    t.add_argument("--sf", type=float, default=0.1, help="scale factor (default 0.1)")
+    t.add_argument("--runs", type=int, default=3, help="runs per query; medians are reported")
+    t.add_argument("--queries", help="comma-separated query numbers (default: all 22)")
+    t.add_argument("--json", help="write the figures as JSON to this file")
+    t.set_defaults(func=cmd_bench_tpch)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except FedSQLError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""The embedded coordinator: ``fedsql.connect(...)`` returns a Federation."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+
+from fedsql.catalog import Catalog
+from fedsql.config import FederationConfig, load_federation
+from fedsql.errors import ConfigError, FedSQLError, from_rpc_error
+from fedsql.execute import QueryStats, connector_stats, execute
+from fedsql.planner import Plan, plan
+from fedsql.planner.shape import ShapeBinder
+from fedsql.v1 import connector_pb2 as pb
+from fedsql.v1 import connector_pb2_grpc as pb_grpc
+from fedsql.wire import GRPC_OPTIONS, Principal, catalog_from_proto, principal_to_proto
+
+log = logging.getLogger(__name__)
+
+CATALOG_TIMEOUT = 10.0
+
+
+class Federation:
+    """A coordinator embedded in this process, acting for one analyst."""
+
+    def __init__(self, config: FederationConfig, user: str | None = None) -> None:
+        self.config = config
+        if user is not None and user not in config.users:
+            known = ", ".join(sorted(config.users)) or "none"
+            raise ConfigError(f"unknown user '{user}' (users in the federation config: {known})")
+        roles = config.users[user].roles if user is not None else ()
+        self.principal = Principal(user or "anonymous", roles)
+        self._channels = {
+            c.name: grpc.insecure_channel(c.address, options=GRPC_OPTIONS)
+            for c in config.connectors
+        }
+        self._stubs = {n: pb_grpc.ConnectorStub(ch) for n, ch in self._channels.items()}
+        self._catalog: Catalog | None = None
+        self._binder: ShapeBinder | None = None
+        self.last_stats: QueryStats | None = None
+
+    # -- catalog ------------------------------------------------------------
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = self._load_catalog()
+        return self._catalog
+
+    def refresh_catalog(self) -> Catalog:
+        self._catalog = None
+        self._binder = None
+        return self.catalog
+
+    @property
+    def binder(self) -> ShapeBinder:
+        if self._binder is None:
+            self._binder = ShapeBinder(self.catalog)
+        return self._binder
+
+    def _load_catalog(self) -> Catalog:
+        req = pb.GetCatalogRequest(principal=principal_to_proto(self.principal))
+
+        def one(name: str):  # type: ignore[no-untyped-def]
+            try:
+                return catalog_from_proto(
+                    self._stubs[name].GetCatalog(req, timeout=CATALOG_TIMEOUT)
+                )
+            except grpc.RpcError as e:
+                raise from_rpc_error(name, e) from None
+
+        names = list(self._stubs)
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            cats = dict(zip(names, pool.map(one, names), strict=True))
+        return Catalog(cats)
+
+    # -- queries ------------------------------------------------------------
+    def plan(self, sql: str) -> Plan:
+        return plan(sql, self.catalog, self.binder)
+
+    def explain(self, sql: str, analyze: bool = False) -> str:
+        """The fragments per connector and the residual query (with ``analyze``: run it
+        and add rows, bytes and seconds per fragment)."""
+        p = self.plan(sql)
+        text = p.explain()
+        if not analyze:
+            return text
+        self.sql(sql)
+        st = self.last_stats
+        assert st is not None
+        lines = [text, "", "analyze:"]
+        for r in st.fragments:
+            lines.append(
+                f"  {r.fragment.id} @ {r.fragment.agency}: {r.stats.rows} rows, "
+                f"{r.stats.bytes} bytes, {r.stats.seconds:.3f} s"
+            )
+        lines.append(
+            f"  plan {st.plan_seconds:.3f} s, fetch {st.fetch_seconds:.3f} s, "
+            f"merge {st.merge_seconds:.3f} s, total {st.total_seconds:.3f} s, "
+            f"{st.result_rows} result rows"
+        )
+        return "\n".join(lines)
+
+    def sql(self, sql: str, timeout: float | None = None):  # type: ignore[no-untyped-def]
+        """Run a federated query; returns a ``pyarrow.Table``."""
+        t0 = time.perf_counter()
+        qid = uuid.uuid4().hex[:16]
+        p = self.plan(sql)
+        t1 = time.perf_counter()
+        log.info("query %s: %d fragment(s) for user %s", qid, len(p.fragments), self.principal.user)
+        for f in p.fragments:
+            log.debug("query %s: %s -> %s", qid, f.id, f.agency)
+        table, runs, fetch_s, merge_s = execute(
+            p, self._stubs, self.principal, qid, timeout or self.config.timeout_seconds
+        )
+        if p.output_names and len(p.output_names) == table.num_columns:
+            table = table.rename_columns(list(p.output_names))
+        self.last_stats = QueryStats(
+            query_id=qid,
+            connectors=connector_stats(runs),
+            fragments=runs,
+            plan_seconds=t1 - t0,
+            fetch_seconds=fetch_s,
+            merge_seconds=merge_s,
+            total_seconds=time.perf_counter() - t0,
+            result_rows=table.num_rows,
+        )
+        return table
+
+    def close(self) -> None:
+        for ch in self._channels.values():
+            ch.close()
+
+    def __enter__(self) -> Federation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(config: str | Path | FederationConfig, user: str | None = None) -> Federation:
+    """Open an embedded coordinator over the federation described by ``config``."""
+    cfg = config if isinstance(config, FederationConfig) else load_federation(config)
+    return Federation(cfg, user=user)
+
+
+__all__ = ["Federation", "FedSQLError", "connect"]

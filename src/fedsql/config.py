@@ -1,0 +1,189 @@
+"""TOML → frozen dataclasses, validated once. Unknown keys are rejected.
+
+Two files: AGENCY.toml (one connector node) and FEDERATION.toml (a
+coordinator's view of the federation); see DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedsql.errors import ConfigError
+
+BACKEND_KINDS = ("duckdb", "files")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    kind: str
+    path: Path
+    tables: tuple[str, ...] | None  # None: expose all tables
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyConfig:
+    name: str
+    listen: str
+    insecure: bool
+    audit_log: Path | None
+    backend: BackendConfig
+    max_workers: int = 16
+    source: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorRef:
+    name: str
+    address: str
+    insecure: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    name: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FederationConfig:
+    connectors: tuple[ConnectorRef, ...]
+    users: dict[str, UserConfig] = field(default_factory=dict)
+    timeout_seconds: float = 300.0
+    source: Path | None = None
+
+    def connector(self, name: str) -> ConnectorRef:
+        for c in self.connectors:
+            if c.name == name:
+                return c
+        raise ConfigError(f"no connector named '{name}' in the federation config")
+
+
+def _load(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            return p, tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+
+
+def _take(
+    where: str, d: Any, allowed: dict[str, type | tuple[type, ...]], required: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Check a TOML table: only known keys, the right types, required present."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+            f"this version knows {', '.join(sorted(allowed))}"
+        )
+    for k in required:
+        if k not in d:
+            raise ConfigError(f"{where}: missing required key '{k}'")
+    for k, v in d.items():
+        t = allowed[k]
+        if t is bool and not isinstance(v, bool):
+            raise ConfigError(f"{where}.{k}: expected true or false")
+        if not isinstance(v, t):
+            names = t.__name__ if isinstance(t, type) else "/".join(x.__name__ for x in t)
+            raise ConfigError(f"{where}.{k}: expected {names}, got {type(v).__name__}")
+    return d
+
+
+def _check_listen(where: str, listen: str) -> None:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"{where}: '{listen}' is not HOST:PORT (e.g. 127.0.0.1:50051)")
+
+
+def load_agency(path: str | Path) -> AgencyConfig:
+    """Read and validate an AGENCY.toml."""
+    p, doc = _load(path)
+    top = _take(str(p), doc, {"connector": dict, "backend": dict}, ("connector", "backend"))
+    c = _take(
+        f"{p}: [connector]",
+        top["connector"],
+        {"name": str, "listen": str, "insecure": bool, "audit_log": str, "max_workers": int},
+        ("name", "listen"),
+    )
+    _check_listen(f"{p}: [connector].listen", c["listen"])
+    if not c.get("insecure", False):
+        raise ConfigError(
+            f"{p}: [connector]: TLS is not available in this version; set insecure = true "
+            "to serve plaintext gRPC (local development only)"
+        )
+    b = _take(
+        f"{p}: [backend]",
+        top["backend"],
+        {"kind": str, "path": str, "tables": list},
+        ("kind", "path"),
+    )
+    if b["kind"] not in BACKEND_KINDS:
+        raise ConfigError(
+            f"{p}: [backend].kind = '{b['kind']}' is not one of {', '.join(BACKEND_KINDS)}"
+        )
+    tables = b.get("tables")
+    if tables is not None and not all(isinstance(t, str) for t in tables):
+        raise ConfigError(f"{p}: [backend].tables must be a list of table names")
+    base = p.parent
+    bpath = Path(b["path"])
+    audit = c.get("audit_log")
+    return AgencyConfig(
+        name=c["name"],
+        listen=c["listen"],
+        insecure=True,
+        audit_log=(base / audit) if audit else None,
+        backend=BackendConfig(
+            kind=b["kind"],
+            path=bpath if bpath.is_absolute() else base / bpath,
+            tables=tuple(tables) if tables is not None else None,
+        ),
+        max_workers=c.get("max_workers", 16),
+        source=p,
+    )
+
+
+def load_federation(path: str | Path) -> FederationConfig:
+    """Read and validate a FEDERATION.toml."""
+    p, doc = _load(path)
+    top = _take(str(p), doc, {"connector": list, "user": dict, "coordinator": dict}, ("connector",))
+    conns: list[ConnectorRef] = []
+    for i, raw in enumerate(top["connector"]):
+        c = _take(
+            f"{p}: [[connector]] #{i + 1}",
+            raw,
+            {"name": str, "address": str, "insecure": bool},
+            ("name", "address"),
+        )
+        _check_listen(f"{p}: [[connector]] '{c['name']}'.address", c["address"])
+        if any(x.name == c["name"] for x in conns):
+            raise ConfigError(f"{p}: connector name '{c['name']}' appears twice")
+        if not c.get("insecure", False):
+            raise ConfigError(
+                f"{p}: [[connector]] '{c['name']}': TLS is not available in this version; "
+                "set insecure = true to use plaintext gRPC (local development only)"
+            )
+        conns.append(ConnectorRef(c["name"], c["address"], True))
+    users: dict[str, UserConfig] = {}
+    for name, raw in top.get("user", {}).items():
+        u = _take(f"{p}: [user.{name}]", raw, {"roles": list})
+        roles = u.get("roles", [])
+        if not all(isinstance(r, str) for r in roles):
+            raise ConfigError(f"{p}: [user.{name}].roles must be a list of strings")
+        users[name] = UserConfig(name, tuple(roles))
+    coord = _take(
+        f"{p}: [coordinator]", top.get("coordinator", {}), {"timeout_seconds": (int, float)}
+    )
+    return FederationConfig(
+        connectors=tuple(conns),
+        users=users,
+        timeout_seconds=float(coord.get("timeout_seconds", 300.0)),
+        source=p,
+    )

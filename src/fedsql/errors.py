@@ -1,0 +1,80 @@
+"""One root error, flat subclasses, and the one place that maps them to gRPC.
+
+Every failure a user can cause is a :class:`FedSQLError` whose message names the
+agency, table or column involved. The CLI prints ``str(error)`` without a
+traceback.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class FedSQLError(Exception):
+    """Root of every error fedsql raises on purpose."""
+
+
+class ConfigError(FedSQLError):
+    """A configuration file is missing, malformed or inconsistent."""
+
+
+class CatalogError(FedSQLError):
+    """A table or column name does not resolve (unknown, ambiguous)."""
+
+
+class PlanError(FedSQLError):
+    """The query cannot be parsed or planned."""
+
+
+class PolicyError(FedSQLError):
+    """A policy forbids the request."""
+
+
+class QueryTimeout(FedSQLError):
+    """The query's deadline passed."""
+
+
+class ConnectorError(FedSQLError):
+    """A connector (agency) failed, refused, or could not be reached."""
+
+    def __init__(self, agency: str, message: str) -> None:
+        super().__init__(f"agency '{agency}': {message}")
+        self.agency = agency
+
+
+class FragmentRefused(ConnectorError):
+    """The connector refused a fragment (not a read-only SELECT, unknown table, ...)."""
+
+
+class ExecutionError(FedSQLError):
+    """The residual query failed at the coordinator."""
+
+
+class RefusedFragment(Exception):
+    """Raised inside a connector when a fragment fails its checks.
+
+    ``code`` is the gRPC status the connector answers with.
+    """
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT):
+        super().__init__(message)
+        self.code = code
+
+
+def from_rpc_error(agency: str, err: grpc.RpcError) -> FedSQLError:
+    """Turn a failed gRPC call to ``agency`` into the matching FedSQLError."""
+    code = err.code() if hasattr(err, "code") else None
+    details = (err.details() if hasattr(err, "details") else None) or str(code)
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED):
+        return FragmentRefused(agency, f"refused the fragment: {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return QueryTimeout(f"agency '{agency}' did not answer before the deadline")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ConnectorError(
+            agency,
+            f"unreachable ({details}); check that its connector is running "
+            "and that the address in the federation config is right",
+        )
+    if code == grpc.StatusCode.CANCELLED:
+        return ConnectorError(agency, "the fragment was cancelled")
+    return ConnectorError(agency, f"{code.name if code else 'error'}: {details}")

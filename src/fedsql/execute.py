@@ -1,0 +1,221 @@
+"""Fan fragments out to connectors in parallel, then merge in DuckDB."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import duckdb
+import grpc
+import pyarrow as pa
+
+from fedsql.errors import ExecutionError, FedSQLError, QueryTimeout, from_rpc_error
+from fedsql.planner import Fragment, Plan
+from fedsql.v1 import connector_pb2 as pb
+from fedsql.v1 import connector_pb2_grpc as pb_grpc
+from fedsql.wire import (
+    QUERY_ID_METADATA,
+    FragmentStats,
+    Principal,
+    ipc_chunks_to_reader,
+    principal_to_proto,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorStats:
+    """What one connector did for one query."""
+
+    fragments: int
+    rows: int
+    bytes: int
+    seconds: float  # wall time from its first fragment's start to its last one's end
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentRun:
+    fragment: Fragment
+    stats: FragmentStats
+
+
+@dataclass(frozen=True, slots=True)
+class QueryStats:
+    """``fed.last_stats``: per-connector rows, bytes and seconds, plus phase timings."""
+
+    query_id: str
+    connectors: dict[str, ConnectorStats]
+    fragments: tuple[FragmentRun, ...]
+    plan_seconds: float
+    fetch_seconds: float
+    merge_seconds: float
+    total_seconds: float
+    result_rows: int
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def __getitem__(self, agency: str) -> ConnectorStats:
+        return self.connectors[agency]
+
+    @property
+    def bytes(self) -> int:
+        return sum(c.bytes for c in self.connectors.values())
+
+    @property
+    def rows(self) -> int:
+        return sum(c.rows for c in self.connectors.values())
+
+
+class _Fetch:
+    """One fragment's call: streams IPC chunks and counts them."""
+
+    def __init__(
+        self,
+        stub: pb_grpc.ConnectorStub,
+        fragment: Fragment,
+        query_id: str,
+        principal: Principal,
+        deadline: float,
+    ) -> None:
+        self.fragment = fragment
+        self.bytes = 0
+        self.started = time.perf_counter()
+        self.ended = self.started
+        timeout = max(0.001, deadline - time.monotonic())
+        self.call = stub.Execute(
+            pb.ExecuteRequest(
+                query_id=query_id, sql=fragment.sql, principal=principal_to_proto(principal)
+            ),
+            timeout=timeout,
+            metadata=((QUERY_ID_METADATA, query_id),),
+        )
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            for msg in self.call:
+                if msg.arrow_ipc:
+                    self.bytes += len(msg.arrow_ipc)
+                    yield msg.arrow_ipc
+        except grpc.RpcError as e:
+            raise from_rpc_error(self.fragment.agency, e) from None
+        finally:
+            self.ended = time.perf_counter()
+
+    def reader(self) -> pa.RecordBatchReader:
+        try:
+            return ipc_chunks_to_reader(self.chunks())
+        except pa.ArrowInvalid as e:
+            raise ExecutionError(
+                f"agency '{self.fragment.agency}' sent a malformed Arrow stream: {e}"
+            ) from None
+
+    def read_all(self) -> pa.Table:
+        return self.reader().read_all()
+
+    def stats(self, rows: int) -> FragmentStats:
+        return FragmentStats(rows=rows, bytes=self.bytes, seconds=self.ended - self.started)
+
+
+def execute(
+    plan: Plan,
+    stubs: dict[str, pb_grpc.ConnectorStub],
+    principal: Principal,
+    query_id: str,
+    timeout: float,
+) -> tuple[pa.Table, tuple[FragmentRun, ...], float, float]:
+    """Run a plan; returns (result, fragment runs, fetch seconds, merge seconds)."""
+    deadline = time.monotonic() + timeout
+    t0 = time.perf_counter()
+    fetches = [_Fetch(stubs[f.agency], f, query_id, principal, deadline) for f in plan.fragments]
+    try:
+        if plan.residual is None:
+            (only,) = fetches
+            table = only.read_all()
+            runs = (FragmentRun(only.fragment, only.stats(table.num_rows)),)
+            return table, runs, time.perf_counter() - t0, 0.0
+        tables = _fetch_all(fetches)
+        t1 = time.perf_counter()
+        runs = tuple(
+            FragmentRun(f.fragment, f.stats(tables[f.fragment.id].num_rows)) for f in fetches
+        )
+        result = _merge(plan.residual, tables, deadline)
+        return result, runs, t1 - t0, time.perf_counter() - t1
+    except BaseException:
+        for f in fetches:
+            f.call.cancel()
+        _cancel_remote(stubs, {f.fragment.agency for f in fetches}, query_id)
+        raise
+
+
+def _fetch_all(fetches: list[_Fetch]) -> dict[str, pa.Table]:
+    """Read every fragment concurrently; the first failure wins and stops the others."""
+    out: dict[str, pa.Table] = {}
+    if len(fetches) == 1:
+        out[fetches[0].fragment.id] = fetches[0].read_all()
+        return out
+    with ThreadPoolExecutor(
+        max_workers=min(16, len(fetches)), thread_name_prefix="fedsql-fetch"
+    ) as pool:
+        futures = {pool.submit(f.read_all): f for f in fetches}
+        error: BaseException | None = None
+        for fut, f in futures.items():
+            try:
+                out[f.fragment.id] = fut.result()
+            except BaseException as e:  # noqa: BLE001 - re-raised below after cancelling
+                if error is None:
+                    error = e
+                    for other in fetches:
+                        other.call.cancel()
+        if error is not None:
+            raise error
+    return out
+
+
+def _merge(residual: str, tables: dict[str, pa.Table], deadline: float) -> pa.Table:
+    con = duckdb.connect(":memory:")
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), con.interrupt)
+    timer.start()
+    try:
+        for name, table in tables.items():
+            con.register(name, table)
+        return con.sql(residual).to_arrow_table()
+    except duckdb.InterruptException:
+        raise QueryTimeout("the query's deadline passed while merging results") from None
+    except duckdb.Error as e:
+        first = str(e).splitlines()[0]
+        raise ExecutionError(f"the residual query failed at the coordinator: {first}") from None
+    finally:
+        timer.cancel()
+        con.close()
+
+
+def _cancel_remote(
+    stubs: dict[str, pb_grpc.ConnectorStub], agencies: set[str], query_id: str
+) -> None:
+    for a in agencies:
+        try:
+            stubs[a].Cancel(pb.CancelRequest(query_id=query_id), timeout=2.0)
+        except grpc.RpcError:
+            log.debug("query %s: cancel at %s failed", query_id, a)
+
+
+def connector_stats(runs: tuple[FragmentRun, ...]) -> dict[str, ConnectorStats]:
+    by: dict[str, list[FragmentRun]] = {}
+    for r in runs:
+        by.setdefault(r.fragment.agency, []).append(r)
+    return {
+        a: ConnectorStats(
+            fragments=len(rs),
+            rows=sum(r.stats.rows for r in rs),
+            bytes=sum(r.stats.bytes for r in rs),
+            seconds=max(r.stats.seconds for r in rs),
+        )
+        for a, rs in by.items()
+    }
+
+
+__all__ = ["ConnectorStats", "FedSQLError", "FragmentRun", "QueryStats", "execute"]

@@ -1,0 +1,227 @@
+"""Local federations: TPC-H data split over agencies, connectors as subprocesses.
+
+Used by ``fedsql demo``, ``fedsql bench`` and the integration tests; each
+connector is a real ``fedsql connector serve`` process on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedsql.errors import ConfigError, FedSQLError
+
+TPCH_SPLIT: dict[str, tuple[str, ...]] = {
+    "trade": ("orders", "lineitem"),
+    "registry": ("customer", "nation", "region"),
+    "industry": ("part", "partsupp", "supplier"),
+}
+TPCH_TABLES = tuple(t for ts in TPCH_SPLIT.values() for t in ts)
+_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+def _tpchgen() -> str:
+    exe = Path(sys.executable).parent / "tpchgen-cli"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("tpchgen-cli")
+    if found:
+        return found
+    raise FedSQLError("tpchgen-cli is not installed; run `pip install tpchgen-cli` (make does)")
+
+
+def generate_tpch(sf: float, out_dir: Path) -> Path:
+    """TPC-H parquet files at scale ``sf`` in ``out_dir`` (reused when already complete)."""
+    marker = out_dir / ".complete"
+    if marker.exists():
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [_tpchgen(), "parquet", "-s", f"{sf:g}", "--output-dir", str(out_dir)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    missing = [t for t in TPCH_TABLES if not (out_dir / f"{t}.parquet").exists()]
+    if missing:
+        raise FedSQLError(f"tpchgen-cli did not write {', '.join(missing)} in {out_dir}")
+    marker.write_text(f"sf={sf}\n")
+    return out_dir
+
+
+def central_duckdb(parquet_dir: Path, db_path: Path, tables: tuple[str, ...] = TPCH_TABLES) -> Path:
+    """One DuckDB file holding ``tables`` (the oracle, and agencies' own databases)."""
+    import duckdb
+
+    tmp = db_path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    try:
+        for t in tables:
+            src = str(parquet_dir / f"{t}.parquet").replace("'", "''")
+            con.execute(f"CREATE TABLE \"{t}\" AS SELECT * FROM read_parquet('{src}')")
+    finally:
+        con.close()
+    tmp.replace(db_path)
+    return db_path
+
+
+def split_agencies(
+    parquet_dir: Path,
+    work: Path,
+    backend: str = "duckdb",
+    split: dict[str, tuple[str, ...]] = TPCH_SPLIT,
+) -> dict[str, Path]:
+    """Give each agency its own data: a DuckDB file or a directory of parquet files."""
+    out: dict[str, Path] = {}
+    for agency, tables in split.items():
+        if backend == "duckdb":
+            db = work / f"{agency}.duckdb"
+            if not db.exists():
+                central_duckdb(parquet_dir, db, tables)
+            out[agency] = db
+        elif backend == "files":
+            d = work / f"{agency}-files"
+            d.mkdir(parents=True, exist_ok=True)
+            for t in tables:
+                dst = d / f"{t}.parquet"
+                if not dst.exists():
+                    try:
+                        os.link(parquet_dir / f"{t}.parquet", dst)
+                    except OSError:
+                        shutil.copyfile(parquet_dir / f"{t}.parquet", dst)
+            out[agency] = d
+        else:
+            raise ConfigError(f"unknown backend kind {backend}")
+    return out
+
+
+def write_agency_toml(path: Path, name: str, backend: str, data: Path, extra: str = "") -> Path:
+    path.write_text(
+        f"""[connector]
+name = "{name}"
+listen = "127.0.0.1:0"
+insecure = true
+audit_log = "{name}-audit.jsonl"
+
+[backend]
+kind = "{backend}"
+path = "{data}"
+{extra}"""
+    )
+    return path
+
+
+@dataclass
+class LocalConnector:
+    name: str
+    address: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def start_connector(toml: Path, timeout: float = 60.0) -> LocalConnector:
+    """Start ``fedsql connector serve TOML`` and wait until it listens."""
+    log_path = toml.with_suffix(".log")
+    with log_path.open("wb") as errf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fedsql", "connector", "serve", str(toml)],
+            stdout=subprocess.PIPE,
+            stderr=errf,
+            stdin=subprocess.DEVNULL,
+            cwd=toml.parent,
+        )
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    end = time.monotonic() + timeout
+    buf = b""
+    while time.monotonic() < end:
+        if proc.poll() is not None and not sel.select(0):
+            break
+        if sel.select(0.2):
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buf += chunk
+            m = _LISTENING.search(buf.decode(errors="replace"))
+            if m:
+                sel.close()
+                name = buf.decode().split("'")[1]
+                return LocalConnector(name, f"{m.group(1)}:{m.group(2)}", proc, log_path)
+    sel.close()
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    err = log_path.read_text(errors="replace").strip().splitlines()
+    raise FedSQLError(
+        f"connector {toml} did not start: "
+        + (err[-1] if err else "no output; see " + str(log_path))
+    )
+
+
+class LocalFederation:
+    """Connectors started from AGENCY.toml files, and a FEDERATION.toml naming them."""
+
+    def __init__(self, work: Path, agency_tomls: list[Path], users: str = "") -> None:
+        self.work = work
+        self.connectors: list[LocalConnector] = []
+        try:
+            for t in agency_tomls:
+                self.connectors.append(start_connector(t))
+        except BaseException:
+            self.stop()
+            raise
+        lines = []
+        for c in self.connectors:
+            lines += [
+                "[[connector]]",
+                f'name = "{c.name}"',
+                f'address = "{c.address}"',
+                "insecure = true",
+                "",
+            ]
+        self.config_path = work / "federation.toml"
+        self.config_path.write_text("\n".join(lines) + "\n" + users)
+
+    def stop(self) -> None:
+        for c in self.connectors:
+            c.stop()
+
+    def __enter__(self) -> LocalFederation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def tpch_federation(
+    work: Path, sf: float, backend: str = "duckdb", data_dir: Path | None = None
+) -> tuple[LocalFederation, Path]:
+    """TPC-H at ``sf`` split over trade/registry/industry, connectors running.
+
+    Returns the federation and the parquet directory (for a central copy).
+    """
+    parquet = generate_tpch(sf, data_dir or (work / f"tpch-sf{sf:g}"))
+    data = split_agencies(parquet, work, backend)
+    tomls = [write_agency_toml(work / f"{a}.toml", a, backend, p) for a, p in data.items()]
+    return LocalFederation(work, tomls), parquet

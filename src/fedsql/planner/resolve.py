@@ -1,0 +1,89 @@
+"""Rules that make a parsed query valid for planning: names resolved, shapes normalised.
+
+Each rule takes an expression and returns one; the catalog is the explicit context.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+from sqlglot.optimizer.scope import traverse_scope
+
+from fedsql.catalog import Catalog, TableRef
+
+AGENCY_META = "fedsql_table"
+
+
+def cte_names(tree: exp.Expression) -> set[str]:
+    return {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+
+
+def resolve_tables(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
+    """Name every base table as ``agency.schema.table`` (catalog.db.this), aliased.
+
+    The original alias (or the table's own name) stays the alias, so column
+    references keep working. CTE references are left alone.
+
+    >>> from fedsql.catalog import Catalog
+    >>> from fedsql.wire import RemoteCatalog, RemoteTable
+    >>> import pyarrow as pa, sqlglot
+    >>> t = RemoteTable("", "orders", pa.schema([("o_id", pa.int64())]), 10)
+    >>> cat = Catalog({"trade": RemoteCatalog("trade", "0", "duckdb", (t,))})
+    >>> resolve_tables(sqlglot.parse_one("SELECT o_id FROM orders"), cat).sql()
+    'SELECT o_id FROM trade.main.orders AS orders'
+    """
+    visible_ctes: set[str] = set()
+    for scope in traverse_scope(tree):
+        for name, source in scope.sources.items():
+            if not isinstance(source, exp.Table):
+                visible_ctes.add(name.lower())
+    ctes = cte_names(tree)
+    for table in list(tree.find_all(exp.Table)):
+        if not isinstance(table.this, exp.Identifier):
+            continue  # table functions: the planner refuses them later
+        parts = [p.name for p in (table.args.get("catalog"), table.args.get("db"), table.this) if p]
+        if len(parts) == 1 and parts[0].lower() in ctes:
+            continue
+        ref = catalog.resolve(parts)
+        alias = table.alias or table.name
+        table.set("this", exp.to_identifier(ref.name, quoted=True))
+        table.set("db", exp.to_identifier(ref.schema_key, quoted=True))
+        table.set("catalog", exp.to_identifier(ref.agency, quoted=True))
+        if not table.args.get("alias"):
+            table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+        table.meta[AGENCY_META] = ref
+    return tree
+
+
+def table_ref(table: exp.Table) -> TableRef | None:
+    ref = table.meta.get(AGENCY_META)
+    return ref if isinstance(ref, TableRef) else None
+
+
+def exists_select_one(tree: exp.Expression) -> exp.Expression:
+    """``EXISTS (SELECT * ...)`` → ``EXISTS (SELECT 1 ...)``: no column is needed.
+
+    >>> import sqlglot
+    >>> exists_select_one(sqlglot.parse_one("SELECT 1 WHERE EXISTS (SELECT * FROM t)")).sql()
+    'SELECT 1 WHERE EXISTS(SELECT 1 FROM t)'
+    """
+    for node in tree.find_all(exp.Exists):
+        q = node.this
+        if isinstance(q, exp.Subquery):
+            q = q.this
+        if (
+            isinstance(q, exp.Select)
+            and not q.args.get("group")
+            and not q.args.get("distinct")
+            and all(isinstance(p, exp.Star) for p in q.expressions)
+        ):
+            q.set("expressions", [exp.Literal.number(1)])
+    return tree
+
+
+def sqlglot_schema(catalog: Catalog) -> dict[str, dict[str, dict[str, dict[str, str]]]]:
+    """The catalog as sqlglot's nested mapping (agency → schema → table → column → type)."""
+    out: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
+    for t in catalog.tables:
+        cols = {f.name: "UNKNOWN" for f in t.arrow_schema}
+        out.setdefault(t.agency, {}).setdefault(t.schema_key, {})[t.name] = cols
+    return out

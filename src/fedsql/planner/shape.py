@@ -1,0 +1,63 @@
+"""Bind a query in DuckDB against empty copies of the federation's tables.
+
+This learns the result's column names exactly as a single DuckDB holding the
+same tables would name them (``sum(l_quantity)``, ``count_star()``...), and
+gives the analyst DuckDB's own binder errors before anything is sent to an
+agency.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import duckdb
+
+from fedsql.catalog import Catalog
+from fedsql.errors import CatalogError, PlanError
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class ShapeBinder:
+    """An in-memory DuckDB with one empty table per federated table."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._con = duckdb.connect(":memory:")
+        self._lock = threading.Lock()
+        con = self._con
+        unique: dict[str, int] = {}
+        for t in catalog.tables:
+            unique[t.name.lower()] = unique.get(t.name.lower(), 0) + 1
+        for agency in catalog.agencies:
+            con.execute(f"ATTACH ':memory:' AS {_q(agency)}")
+        for t in catalog.tables:
+            empty = t.arrow_schema.empty_table()
+            con.register("__fedsql_empty", empty)
+            schema = t.schema_key
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(t.agency)}.{_q(schema)}")
+            full = f"{_q(t.agency)}.{_q(schema)}.{_q(t.name)}"
+            con.execute(f"CREATE TABLE {full} AS SELECT * FROM __fedsql_empty")
+            con.unregister("__fedsql_empty")
+            if unique[t.name.lower()] == 1:
+                con.execute(f"CREATE VIEW main.{_q(t.name)} AS SELECT * FROM {full}")
+
+    def output_names(self, sql: str) -> list[str]:
+        """The result's column names; raises PlanError/CatalogError on binder errors."""
+        with self._lock:
+            cur = self._con.cursor()
+        try:
+            return list(cur.sql(sql).columns)
+        except (duckdb.BinderException, duckdb.CatalogException) as e:
+            raise CatalogError(_first(e)) from None
+        except duckdb.ParserException as e:
+            raise PlanError(f"cannot parse the query: {_first(e)}") from None
+        except duckdb.Error as e:
+            raise PlanError(_first(e)) from None
+        finally:
+            cur.close()
+
+
+def _first(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__

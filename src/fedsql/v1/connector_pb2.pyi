@@ -1,0 +1,99 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Principal(_message.Message):
+    __slots__ = ("user", "roles")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetCatalogRequest(_message.Message):
+    __slots__ = ("principal",)
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    principal: Principal
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ...) -> None: ...
+
+class Column(_message.Message):
+    __slots__ = ("name", "arrow_type", "nullable")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARROW_TYPE_FIELD_NUMBER: _ClassVar[int]
+    NULLABLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    arrow_type: str
+    nullable: bool
+    def __init__(self, name: _Optional[str] = ..., arrow_type: _Optional[str] = ..., nullable: _Optional[bool] = ...) -> None: ...
+
+class Table(_message.Message):
+    __slots__ = ("name", "schema", "columns", "arrow_schema", "row_count_estimate")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ARROW_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNT_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    schema: str
+    columns: _containers.RepeatedCompositeFieldContainer[Column]
+    arrow_schema: bytes
+    row_count_estimate: int
+    def __init__(self, name: _Optional[str] = ..., schema: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., arrow_schema: _Optional[bytes] = ..., row_count_estimate: _Optional[int] = ...) -> None: ...
+
+class Catalog(_message.Message):
+    __slots__ = ("connector", "version", "backend", "tables")
+    CONNECTOR_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    connector: str
+    version: str
+    backend: str
+    tables: _containers.RepeatedCompositeFieldContainer[Table]
+    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[Table, _Mapping]]] = ...) -> None: ...
+
+class ExecuteRequest(_message.Message):
+    __slots__ = ("query_id", "sql", "principal", "batch_rows")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    sql: str
+    principal: Principal
+    batch_rows: int
+    def __init__(self, query_id: _Optional[str] = ..., sql: _Optional[str] = ..., principal: _Optional[_Union[Principal, _Mapping]] = ..., batch_rows: _Optional[int] = ...) -> None: ...
+
+class ExecuteStats(_message.Message):
+    __slots__ = ("rows", "bytes", "seconds")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    bytes: int
+    seconds: float
+    def __init__(self, rows: _Optional[int] = ..., bytes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class ExecuteResponse(_message.Message):
+    __slots__ = ("arrow_ipc", "stats")
+    ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    arrow_ipc: bytes
+    stats: ExecuteStats
+    def __init__(self, arrow_ipc: _Optional[bytes] = ..., stats: _Optional[_Union[ExecuteStats, _Mapping]] = ...) -> None: ...
+
+class CancelRequest(_message.Message):
+    __slots__ = ("query_id",)
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    def __init__(self, query_id: _Optional[str] = ...) -> None: ...
+
+class CancelResponse(_message.Message):
+    __slots__ = ("cancelled",)
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    cancelled: int
+    def __init__(self, cancelled: _Optional[int] = ...) -> None: ...
