@@ -124,28 +124,44 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             self._running.setdefault(qid, []).append(run)
             self.active += 1
         context.add_callback(run.cancel)  # the client went away: stop the backend query
-        rows = nbytes = 0
-        outcome = "ok"
-        error = None
+        counted = _Counter(run.reader)
+        nbytes = 0
+        audited = False
+
+        def audit(outcome: str, error: str | None = None) -> None:
+            nonlocal audited
+            record.update(
+                outcome=outcome,
+                rows=counted.rows,
+                bytes=nbytes,
+                seconds=round(time.perf_counter() - started, 6),
+            )
+            if error:
+                record["error"] = error
+            self.audit.write(record)
+            audited = True
+
         try:
-            counted = _Counter(run.reader)
             for chunk in reader_to_ipc_chunks(counted):  # type: ignore[arg-type]
                 nbytes += len(chunk)
                 yield pb.ExecuteResponse(arrow_ipc=chunk)
-            rows = counted.rows
-            stats = pb.ExecuteStats(rows=rows, bytes=nbytes, seconds=time.perf_counter() - started)
-            yield pb.ExecuteResponse(stats=stats)
+            # Audited before the last message leaves: a client that has the
+            # complete result can rely on the log line being there.
+            audit("ok")
+            seconds = time.perf_counter() - started
+            yield pb.ExecuteResponse(
+                stats=pb.ExecuteStats(rows=counted.rows, bytes=nbytes, seconds=seconds)
+            )
         except BackendError as e:
-            outcome, error = "error", str(e)
+            audit("error", str(e))
             if context.is_active():
                 code = (
                     grpc.StatusCode.INVALID_ARGUMENT if e.user_error else grpc.StatusCode.INTERNAL
                 )
                 context.abort(code, f"backend {self.backend.kind}: {e}")
-        except GeneratorExit:
-            outcome = "cancelled"
-            raise
         finally:
+            if not audited:
+                audit("cancelled")
             run.close()
             with self._lock:
                 lst = self._running.get(qid, [])
@@ -154,16 +170,13 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 if not lst:
                     self._running.pop(qid, None)
                 self.active -= 1
-            record.update(
-                outcome=outcome,
-                rows=rows,
-                bytes=nbytes,
-                seconds=round(time.perf_counter() - started, 6),
+            log.debug(
+                "query %s: fragment %s, %d rows, %d bytes",
+                qid,
+                record["outcome"],
+                counted.rows,
+                nbytes,
             )
-            if error:
-                record["error"] = error
-            self.audit.write(record)
-            log.debug("query %s: fragment %s, %d rows, %d bytes", qid, outcome, rows, nbytes)
 
 
 class _Counter:
@@ -205,6 +218,13 @@ def build_server(cfg: AgencyConfig) -> tuple[grpc.Server, int, ConnectorService]
 
 def serve(cfg: AgencyConfig) -> None:
     """Run one connector node until SIGTERM/SIGINT."""
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     server, port, service = build_server(cfg)
     server.start()
     host = cfg.listen.rpartition(":")[0]
@@ -218,13 +238,6 @@ def serve(cfg: AgencyConfig) -> None:
     log.warning(
         "connector '%s' serves plaintext gRPC (insecure = true): local development only", cfg.name
     )
-    stop = threading.Event()
-
-    def _stop(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     stop.wait()
     print(f"fedsql connector '{cfg.name}' shutting down", file=sys.stderr, flush=True)
     server.stop(grace=5).wait()

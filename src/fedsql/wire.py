@@ -13,10 +13,10 @@ import pyarrow as pa
 
 from fedsql.v1 import connector_pb2 as pb
 
-# One gRPC message carries about this many IPC bytes. Large enough that
-# per-message overhead is negligible (hundreds of MB/s on loopback), small
-# enough that streaming starts early and stays under message-size limits.
-CHUNK_BYTES = 4 << 20
+# One gRPC message carries at most this many IPC bytes: large enough that
+# per-message overhead is negligible (hundreds of MB/s on loopback), and under
+# gRPC's default 4 MiB receive limit so that any stock client can read us.
+CHUNK_BYTES = 2 << 20
 # Limit for one gRPC message, both sides (a single huge record batch is split
 # across messages anyway: a chunk is at most one batch plus CHUNK_BYTES).
 MAX_MESSAGE_BYTES = 256 << 20
@@ -124,11 +124,17 @@ class _ChunkSink(io.RawIOBase):
         self.size += len(data)
         return len(data)
 
-    def take(self) -> bytes:
-        out = b"".join(self.parts)
+    def take(self, limit: int) -> Iterator[bytes]:
+        """Everything written so far, as pieces of at most ``limit`` bytes."""
+        data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         self.parts.clear()
         self.size = 0
-        return out
+        if len(data) <= limit:
+            yield data
+            return
+        view = memoryview(data)
+        for i in range(0, len(data), limit):
+            yield bytes(view[i : i + limit])
 
 
 def reader_to_ipc_chunks(
@@ -145,8 +151,8 @@ def reader_to_ipc_chunks(
             if batch.num_rows:
                 writer.write_batch(batch)
             if sink.size >= chunk_bytes:
-                yield sink.take()
-    yield sink.take()  # whatever is left, end-of-stream marker included
+                yield from sink.take(chunk_bytes)
+    yield from sink.take(chunk_bytes)  # the rest, end-of-stream marker included
 
 
 class _ChunkSource(io.RawIOBase):

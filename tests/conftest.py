@@ -1,0 +1,63 @@
+"""Shared fixtures: TPC-H SF 0.01 data, a central DuckDB oracle, real connector processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import grpc
+import pytest
+
+import fedsql
+from fedsql.local import (
+    LocalFederation,
+    central_duckdb,
+    generate_tpch,
+    split_agencies,
+    write_agency_toml,
+)
+from fedsql.v1 import connector_pb2_grpc as pb_grpc
+
+SF = 0.01
+
+
+@pytest.fixture(scope="session")
+def tpch_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_tpch(SF, tmp_path_factory.mktemp("tpch-sf0.01"))
+
+
+@pytest.fixture(scope="session")
+def central(tpch_parquet: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The oracle: one DuckDB holding all eight tables."""
+    db = central_duckdb(tpch_parquet, tmp_path_factory.mktemp("central") / "central.duckdb")
+    con = duckdb.connect(str(db), read_only=True)
+    yield con
+    con.close()
+
+
+@pytest.fixture(scope="session")
+def tpch_local(
+    tpch_parquet: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalFederation]:
+    """Three connector processes (DuckDB backends): trade, registry, industry."""
+    work = tmp_path_factory.mktemp("federation")
+    data = split_agencies(tpch_parquet, work, "duckdb")
+    tomls = [write_agency_toml(work / f"{a}.toml", a, "duckdb", p) for a, p in data.items()]
+    users = '[user.alice]\nroles = ["analyst"]\n\n[user.bob]\nroles = ["auditor", "analyst"]\n'
+    with LocalFederation(work, tomls, users=users) as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
+def fed(tpch_local: LocalFederation) -> Iterator[fedsql.Federation]:
+    with fedsql.connect(tpch_local.config_path, user="alice") as f:
+        yield f
+
+
+@pytest.fixture(scope="session")
+def trade_stub(tpch_local: LocalFederation) -> Iterator[pb_grpc.ConnectorStub]:
+    """A raw gRPC client for the trade connector (no coordinator in between)."""
+    addr = next(c.address for c in tpch_local.connectors if c.name == "trade")
+    with grpc.insecure_channel(addr) as ch:
+        yield pb_grpc.ConnectorStub(ch)
