@@ -29,7 +29,7 @@ def resolve_tables(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
     >>> t = RemoteTable("", "orders", pa.schema([("o_id", pa.int64())]), 10)
     >>> cat = Catalog({"trade": RemoteCatalog("trade", "0", "duckdb", (t,))})
     >>> resolve_tables(sqlglot.parse_one("SELECT o_id FROM orders"), cat).sql()
-    'SELECT o_id FROM trade.main.orders AS orders'
+    'SELECT o_id FROM "trade"."main"."orders" AS orders'
     """
     visible_ctes: set[str] = set()
     for scope in traverse_scope(tree):

@@ -1,0 +1,95 @@
+"""The CLI end to end, as a user runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from fedsql.local import LocalFederation
+
+
+def fedsql(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fedsql", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+CROSS = (
+    "SELECT n_name, count(*) AS customers FROM customer JOIN nation "
+    "ON c_nationkey = n_nationkey GROUP BY n_name ORDER BY customers DESC, n_name LIMIT 3"
+)
+
+
+def test_query_prints_a_table_and_stats(tpch_local: LocalFederation) -> None:
+    r = fedsql("query", "-c", str(tpch_local.config_path), "--user", "alice", CROSS)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["n_name", "|", "customers"]
+    assert lines[-1] == "(3 rows)"
+    assert "registry:" in r.stderr and "rows in" in r.stderr
+
+
+def test_query_formats(tpch_local: LocalFederation, tmp_path: Path) -> None:
+    cfg = str(tpch_local.config_path)
+    r = fedsql("query", "-c", cfg, "--format", "csv", "SELECT r_name FROM region ORDER BY 1")
+    assert r.stdout.splitlines()[:3] == ['"r_name"', '"AFRICA"', '"AMERICA"']
+    r = fedsql(
+        "query",
+        "-c",
+        cfg,
+        "--format",
+        "json",
+        "-q",
+        "SELECT r_regionkey, r_name FROM region ORDER BY 1 LIMIT 1",
+    )
+    assert json.loads(r.stdout) == {"r_regionkey": 0, "r_name": "AFRICA"}
+    out = tmp_path / "r.parquet"
+    r = fedsql("query", "-c", cfg, "--format", "parquet", "-o", str(out), CROSS)
+    assert r.returncode == 0, r.stderr
+    assert pq.read_table(out).num_rows == 3
+
+
+def test_explain_shows_fragments_and_residual(tpch_local: LocalFederation) -> None:
+    r = fedsql("explain", "-c", str(tpch_local.config_path), CROSS)
+    assert r.returncode == 0, r.stderr
+    assert "-> registry" in r.stdout and "residual" in r.stdout
+    r = fedsql("explain", "-c", str(tpch_local.config_path), "--analyze", CROSS)
+    assert "rows," in r.stdout and "bytes" in r.stdout and "total" in r.stdout
+
+
+def test_bad_query_is_one_clear_line(tpch_local: LocalFederation) -> None:
+    cfg = str(tpch_local.config_path)
+    for sql, why in [
+        ("SELECT * FROM lineitems", "unknown table 'lineitems'; did you mean"),
+        ("SELEC 1", "cannot parse"),
+        ("SELECT nope FROM orders", "nope"),
+        ("DROP TABLE orders", "only SELECT"),
+    ]:
+        r = fedsql("query", "-c", cfg, sql)
+        assert r.returncode == 1
+        assert r.stdout == ""
+        err = r.stderr.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and why in err[0], r.stderr
+
+
+def test_unreachable_agency_is_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "f.toml"
+    cfg.write_text('[[connector]]\nname = "ghost"\naddress = "127.0.0.1:9"\ninsecure = true\n')
+    r = fedsql("query", "-c", str(cfg), "SELECT 1 FROM t", timeout=60)
+    assert r.returncode == 1
+    assert "agency 'ghost'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_config_and_unknown_user(tpch_local: LocalFederation, tmp_path: Path) -> None:
+    r = fedsql("query", "-c", str(tmp_path / "none.toml"), "SELECT 1")
+    assert r.returncode == 1 and "file not found" in r.stderr
+    r = fedsql("query", "-c", str(tpch_local.config_path), "--user", "mallory", "SELECT 1")
+    assert r.returncode == 1 and "unknown user 'mallory'" in r.stderr
