@@ -77,15 +77,27 @@ def test_q1_is_one_fragment_with_its_aggregate(fed: fedsql.Federation) -> None:
     assert p.residual is None
 
 
-def test_q3_pushes_projection_and_filters_per_table(fed: fedsql.Federation) -> None:
+def test_q3_pushes_colocated_join_projection_and_filters(fed: fedsql.Federation) -> None:
     p = plan(tpch_query(3), fed.catalog)
-    by_table = {f.tables[0]: f for f in p.fragments}
-    assert set(by_table) == {"registry.customer", "trade.orders", "trade.lineitem"}
-    assert "c_mktsegment" in by_table["registry.customer"].sql
-    assert "WHERE" in by_table["registry.customer"].sql
-    li = by_table["trade.lineitem"].sql
-    assert "l_shipdate" in li and "WHERE" in li and "l_comment" not in li
+    by_agency = {f.agency: f for f in p.fragments}
+    assert set(by_agency) == {"registry", "trade"} and len(p.fragments) == 2
+    cust = by_agency["registry"].sql
+    assert "WHERE customer.c_mktsegment = 'BUILDING'" in cust
+    assert '"c_mktsegment"' not in cust.split("FROM")[0]  # filtered there, not shipped
+    trade = by_agency["trade"]
+    assert trade.kind == "join" and trade.tables == ("trade.orders", "trade.lineitem")
+    assert "lineitem.l_orderkey = orders.o_orderkey" in trade.sql
+    assert "l_shipdate > CAST('1995-03-15' AS DATE)" in trade.sql
+    assert "l_comment" not in trade.sql and "l_shipdate" not in trade.sql.split("FROM")[0]
     assert p.residual is not None and "LIMIT 10" in p.residual
+    assert "l_shipdate" not in p.residual  # done at the agency, not again
+
+
+def test_q21_correlated_exists_runs_with_its_colocated_group(fed: fedsql.Federation) -> None:
+    p = plan(tpch_query(21), fed.catalog)
+    trade = [f for f in p.fragments if f.agency == "trade"]
+    assert len(trade) == 1 and "NOT EXISTS" in trade[0].sql and "l2.l_orderkey" in trade[0].sql
+    assert p.residual is not None and "EXISTS" not in p.residual
 
 
 def test_uncorrelated_subquery_at_one_agency_is_pushed_whole(fed: fedsql.Federation) -> None:
@@ -115,6 +127,7 @@ def test_left_join_keeps_where_on_null_supplying_side(small: Catalog) -> None:
     ret = next(f for f in p.fragments if f.agency == "tax")
     assert "> 5" in ret.sql  # ON conjunct on the right side: pushed
     assert "IS NULL" not in ret.sql and "< 100" not in ret.sql  # WHERE on it: not pushed
+    assert p.residual is not None and "> 5" not in p.residual and "< 100" in p.residual
 
 
 def test_count_star_needs_no_column(small: Catalog) -> None:

@@ -115,7 +115,7 @@ def plan(sql: str, catalog: Catalog, binder: ShapeBinder | None = None) -> Plan:
     if root_scope is None:
         raise PlanError("cannot plan this query")
     cutter.cut(root_scope)
-    residual = None if cutter.whole_query else tree.sql(dialect=DIALECT)
+    residual = None if cutter.whole_query else _drop_true(tree).sql(dialect=DIALECT)
     names = tuple(binder.output_names(sql)) if binder is not None else ()
     return Plan(tuple(cutter.fragments), residual, names)
 
@@ -131,6 +131,7 @@ class _Cutter:
         self.fragments: list[Fragment] = []
         self.whole_query = False
         self._ids = itertools.count()
+        self._consumed: set[int] = set()
 
     # -- analysis ---------------------------------------------------------
     @staticmethod
@@ -141,8 +142,14 @@ class _Cutter:
                 out.append((alias, source, ref))
         return out
 
-    def _pushable_to(self, scope: Scope) -> str | None:
-        """The one agency that can run this scope's whole subtree, if any."""
+    def _pushable_to(
+        self, scope: Scope, outer: Scope | None = None, outer_aliases: frozenset[str] = frozenset()
+    ) -> str | None:
+        """The one agency that can run this scope's whole subtree, if any.
+
+        With ``outer``, the subtree may also read columns of ``outer_aliases`` in
+        the scope ``outer`` (a correlated subquery joining a co-located group).
+        """
         inside = list(scope.traverse())
         inside_ids = {id(s) for s in inside}
         agencies: set[str] = set()
@@ -159,37 +166,39 @@ class _Cutter:
             if s.is_udtf:
                 return None
             for col in s.external_columns:
-                if not self._resolves_inside(s, col, inside_ids):
+                home = _home_scope(s, col)
+                if home is None:
+                    return None
+                if id(home) in inside_ids:
+                    continue
+                if outer is None or home is not outer or col.table not in outer_aliases:
                     return None
         if len(agencies) != 1:
             return None
         return agencies.pop()
-
-    @staticmethod
-    def _resolves_inside(scope: Scope, col: exp.Column, inside_ids: set[int]) -> bool:
-        name = col.table
-        s = scope.parent
-        while s is not None and id(s) in inside_ids:
-            if name in s.selected_sources or name in s.sources:
-                return True
-            s = s.parent
-        return False
 
     # -- cutting ----------------------------------------------------------
     def _new_id(self) -> str:
         return f"{FRAGMENT_PREFIX}{next(self._ids)}"
 
     def cut(self, scope: Scope) -> None:
+        if id(scope) in self._consumed:
+            return
         agency = self._pushable_to(scope)
         if agency is not None:
             self._push_subtree(scope, agency)
             return
-        children = itertools.chain(
-            scope.cte_scopes, scope.set_operation_scopes, scope.table_scopes, scope.subquery_scopes
+        children = list(
+            itertools.chain(
+                scope.cte_scopes,
+                scope.set_operation_scopes,
+                scope.table_scopes,
+                scope.subquery_scopes,
+            )
         )
         # Table fragments first: they read this scope's columns before children change.
         self._push_tables(scope)
-        for child in list(children):
+        for child in children:
             self.cut(child)
 
     def _push_subtree(self, scope: Scope, agency: str) -> None:
@@ -201,10 +210,7 @@ class _Cutter:
             for _, _, ref in self._tables(s):
                 tables.append(ref.qualified)
                 row_est = max(row_est, ref.row_count_estimate)
-        for t in frag_tree.find_all(exp.Table):
-            ref = table_ref(t)
-            if ref is not None:
-                _to_remote(t, ref)
+        _rename_to_remote(frag_tree)
         fid = self._new_id()
         is_root = scope.parent is None and node is self.tree
         self.fragments.append(
@@ -223,56 +229,239 @@ class _Cutter:
         node.replace(exp.select("*").from_(exp.to_table(fid)))
 
     def _push_tables(self, scope: Scope) -> None:
+        """Fragments for the base tables of one SELECT: co-located groups or single tables."""
         if not isinstance(scope.expression, exp.Select):
             return
         select = scope.expression
         tables = self._tables(scope)
         if not tables:
             return
-        null_supplying = _null_supplying(select)
-        columns: dict[str, dict[str, None]] = {alias: {} for alias, _, _ in tables}
-        for col in scope.columns:
-            if col.table in columns:
-                columns[col.table][col.name] = None
-        where_conjuncts = _conjuncts(select.args.get("where"))
-        for alias, node, ref in tables:
-            preds: list[exp.Expression] = []
-            if alias not in null_supplying:
-                preds += [c for c in where_conjuncts if _only(c, alias)]
+        where = _conjuncts(select.args.get("where"))
+        inner_only = _inner_joins_only(select)
+        if inner_only:
+            join_preds = where + [
+                c for j in select.args.get("joins") or [] for c in _conjuncts(j.args.get("on"))
+            ]
+            groups = _colocated_groups(tables, join_preds)
+        else:
+            groups = [[t] for t in tables]
+        for group in groups:
+            self._push_group(scope, select, group, where, inner_only)
+
+    def _push_group(
+        self,
+        scope: Scope,
+        select: exp.Select,
+        group: list[tuple[str, exp.Table, TableRef]],
+        where: list[exp.Expression],
+        inner_only: bool,
+    ) -> None:
+        aliases = frozenset(a for a, _, _ in group)
+        agency = group[0][2].agency
+        preds: list[exp.Expression] = []
+        absorbed: list[tuple[exp.Expression, list[Scope]]] = []
+        if inner_only:
+            for j in select.args.get("joins") or []:
+                preds += [c for c in _conjuncts(j.args.get("on")) if _within(c, aliases)]
+            for c in where:
+                if _within(c, aliases):
+                    preds.append(c)
+                elif (subs := self._absorbable(scope, select, c, aliases, agency)) is not None:
+                    preds.append(c)
+                    absorbed.append((c, subs))
+        else:
+            ((alias, node, _),) = group
+            if alias not in _null_supplying(select):
+                preds += [c for c in where if _within(c, aliases)]
             join = node.parent if isinstance(node.parent, exp.Join) else None
             if join is not None and join.args.get("on") is not None:
                 side = (join.side or "").upper()
                 if side in ("", "LEFT") and (join.kind or "").upper() not in ("SEMI", "ANTI"):
-                    preds += [c for c in _conjuncts(join.args["on"]) if _only(c, alias)]
-            wanted = columns[alias]
-            ordered = [f.name for f in ref.arrow_schema if f.name in wanted]
-            if ordered:
-                projs: list[exp.Expression] = [
-                    exp.column(c, table=alias, quoted=True) for c in ordered
-                ]
-            else:
-                projs = [exp.alias_(exp.Literal.number(1), "__fedsql_row", quoted=True)]
-            remote = node.copy()
-            _to_remote(remote, ref)
-            frag = exp.select(*projs).from_(remote)
-            if preds:
-                frag = frag.where(exp.and_(*(p.copy() for p in preds)))
-            fid = self._new_id()
-            self.fragments.append(
-                Fragment(
-                    id=fid,
-                    agency=ref.agency,
-                    sql=frag.sql(dialect=DIALECT),
-                    kind="table",
-                    tables=(ref.qualified,),
-                    row_estimate=ref.row_count_estimate,
+                    preds += [c for c in _conjuncts(join.args["on"]) if _within(c, aliases)]
+
+        # Pushed conjuncts are done exactly at the agency: the residual drops them,
+        # so columns that only they read need not travel.
+        wanted: dict[str, dict[str, None]] = {a: {} for a in aliases}
+        for col in scope.columns:
+            if col.table in wanted and not any(_is_within(col, p) for p in preds):
+                wanted[col.table][col.name] = None
+        single = len(group) == 1
+        projs: list[exp.Expression] = []
+        for alias, _, ref in group:
+            for f in ref.arrow_schema:
+                if f.name in wanted[alias]:
+                    col = exp.column(f.name, table=alias, quoted=True)
+                    projs.append(
+                        col if single else exp.alias_(col, f"{alias}.{f.name}", quoted=True)
+                    )
+        if not projs:
+            projs = [exp.alias_(exp.Literal.number(1), "__fedsql_row", quoted=True)]
+        remotes = [node.copy() for _, node, _ in group]
+        for r, (_, _, ref) in zip(remotes, group, strict=True):
+            _to_remote(r, ref)
+        frag = exp.select(*projs).from_(remotes[0])
+        for r in remotes[1:]:
+            frag = frag.join(r)
+        if preds:
+            copies = [p.copy() for p in preds]
+            for c in copies:
+                _rename_to_remote(c)
+            frag = frag.where(exp.and_(*copies))
+        names = [ref.qualified for _, _, ref in group]
+        for _, subs in absorbed:
+            for sub in subs:
+                for s in sub.traverse():
+                    names += [ref.qualified for _, _, ref in self._tables(s)]
+        fid = self._new_id()
+        self.fragments.append(
+            Fragment(
+                id=fid,
+                agency=agency,
+                sql=frag.sql(dialect=DIALECT),
+                kind="table" if single and not absorbed else "join",
+                tables=tuple(dict.fromkeys(names)),
+                row_estimate=max(ref.row_count_estimate for _, _, ref in group),
+            )
+        )
+
+        # The residual: pushed conjuncts are done at the agency ...
+        for conj in preds:
+            conj.replace(exp.true())
+        for _, subs in absorbed:
+            self._consumed.update(id(s) for sub in subs for s in sub.traverse())
+        if single:
+            ((alias, node, _),) = group
+            node.replace(
+                exp.Table(
+                    this=exp.to_identifier(fid),
+                    alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)),
                 )
             )
-            new = exp.Table(
+            return
+        # ... and the group's tables become one scan, its columns renamed.
+        galias = f"__fedsql_g{fid[len(FRAGMENT_PREFIX) :]}"
+        for col in scope.columns:
+            if col.table in aliases:
+                col.set("this", exp.to_identifier(f"{col.table}.{col.name}", quoted=True))
+                col.set("table", exp.to_identifier(galias, quoted=True))
+        first, *rest = group
+        first[1].replace(
+            exp.Table(
                 this=exp.to_identifier(fid),
-                alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)),
+                alias=exp.TableAlias(this=exp.to_identifier(galias, quoted=True)),
             )
-            node.replace(new)
+        )
+        moved: list[exp.Expression] = []
+        for _, node, _ in rest:
+            join = node.parent
+            assert isinstance(join, exp.Join)
+            if join.args.get("on") is not None:
+                moved.append(join.args["on"])
+            join.pop()
+        if moved:
+            old = select.args.get("where")
+            conds = ([old.this] if old is not None else []) + moved
+            select.set("where", exp.Where(this=exp.and_(*conds)))
+
+    def _absorbable(
+        self,
+        scope: Scope,
+        select: exp.Select,
+        conj: exp.Expression,
+        aliases: frozenset[str],
+        agency: str,
+    ) -> list[Scope] | None:
+        """Subquery scopes of ``conj`` if the whole conjunct can run with the group."""
+        subs = [s for s in scope.subquery_scopes if _is_within(s.expression, conj)]
+        if not subs:
+            return None
+        for col in conj.find_all(exp.Column):
+            if col.find_ancestor(exp.Select) is select and col.table not in aliases:
+                return None
+        for sub in subs:
+            if self._pushable_to(sub, scope, aliases) != agency:
+                return None
+        return subs
+
+
+def _home_scope(scope: Scope, col: exp.Column) -> Scope | None:
+    """The scope whose FROM defines the source that ``col`` (external to ``scope``) reads."""
+    s = scope.parent
+    while s is not None:
+        if col.table in s.selected_sources or col.table in s.sources:
+            return s
+        s = s.parent
+    return None
+
+
+def _is_within(node: exp.Expression, ancestor: exp.Expression) -> bool:
+    n: exp.Expression | None = node
+    while n is not None:
+        if n is ancestor:
+            return True
+        n = n.parent
+    return False
+
+
+def _inner_joins_only(select: exp.Select) -> bool:
+    for j in select.args.get("joins") or []:
+        if (j.side or "") or (j.kind or "").upper() not in ("", "INNER", "CROSS"):
+            return False
+        if j.args.get("using") or j.method or not isinstance(j.this, (exp.Table, exp.Subquery)):
+            return False
+    from_ = select.args.get("from_")
+    return from_ is None or isinstance(from_.this, (exp.Table, exp.Subquery))
+
+
+def _colocated_groups(
+    tables: list[tuple[str, exp.Table, TableRef]], conjuncts: list[exp.Expression]
+) -> list[list[tuple[str, exp.Table, TableRef]]]:
+    """Tables of one agency connected by join predicates, in order of appearance."""
+    parent = {a: a for a, _, _ in tables}
+    agency = {a: ref.agency for a, _, ref in tables}
+
+    def find(a: str) -> str:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for c in conjuncts:
+        if c.find(*_NOT_PUSHABLE) is not None:
+            continue
+        used = {col.table for col in c.find_all(exp.Column)}
+        if len(used) == 2 and used <= set(parent):
+            x, y = sorted(used)
+            if agency[x] == agency[y]:
+                parent[find(x)] = find(y)
+    groups: dict[str, list[tuple[str, exp.Table, TableRef]]] = {}
+    for t in tables:
+        groups.setdefault(find(t[0]), []).append(t)
+    return list(groups.values())
+
+
+def _drop_true(tree: exp.Expression) -> exp.Expression:
+    """Remove the TRUE left where pushed conjuncts were: ``x AND TRUE`` → ``x``."""
+    true = exp.true()
+    changed = True
+    while changed:
+        changed = False
+        for node in list(tree.find_all(exp.And)):
+            if node.left == true or node.right == true:
+                node.replace(node.right if node.left == true else node.left)
+                changed = True
+                break
+    for where in list(tree.find_all(exp.Where)):
+        if where.this == true:
+            where.pop()
+    return tree
+
+
+def _rename_to_remote(tree: exp.Expression) -> None:
+    for t in tree.find_all(exp.Table):
+        ref = table_ref(t)
+        if ref is not None:
+            _to_remote(t, ref)
 
 
 def _to_remote(table: exp.Table, ref: TableRef) -> None:
@@ -303,14 +492,14 @@ def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
 _NOT_PUSHABLE = (exp.Subquery, exp.Query, exp.AggFunc, exp.Window, exp.Rand, exp.Placeholder)
 
 
-def _only(pred: exp.Expression, alias: str) -> bool:
-    """True if ``pred`` reads only columns of ``alias`` and is safe to evaluate early."""
+def _within(pred: exp.Expression, aliases: frozenset[str]) -> bool:
+    """True if ``pred`` reads only columns of ``aliases`` and is safe to evaluate early."""
     if pred.find(*_NOT_PUSHABLE) is not None:
         return False
     cols = list(pred.find_all(exp.Column))
     if not cols:
         return False
-    return all(c.table == alias for c in cols)
+    return all(c.table in aliases for c in cols)
 
 
 def _null_supplying(select: exp.Select) -> set[str]:
