@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy src/fedsql connectors
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)

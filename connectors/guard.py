@@ -26,7 +26,7 @@ MAX_SQL_BYTES = 1 << 20
 MAX_NODES = 200_000
 
 # Statement and clause kinds that are never allowed anywhere in a fragment.
-_FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
+_FORBIDDEN_NODES: tuple[type[exp.Expr], ...] = tuple(
     getattr(exp, n)
     for n in (
         "Command",
@@ -324,7 +324,7 @@ def _func_name(node: exp.Func) -> str:
     return node.sql_name().lower()
 
 
-def check_fragment(sql: str, exposed: set[tuple[str, str]]) -> exp.Query:
+def check_fragment(sql: str, exposed: set[tuple[str, str]]) -> exp.Query:  # noqa: C901
     """Parse and check one fragment; return the checked tree.
 
     ``exposed`` holds (schema, table) pairs in lower case, schema "" for the
@@ -339,10 +339,10 @@ def check_fragment(sql: str, exposed: set[tuple[str, str]]) -> exp.Query:
         raise _refuse(f"fragment is not valid SQL: {first}") from None
     except RecursionError:
         raise _refuse("fragment is nested too deeply") from None
-    statements = [s for s in statements if s is not None]
-    if len(statements) != 1:
-        raise _refuse(f"a fragment must be exactly one statement, got {len(statements)}")
-    tree = statements[0]
+    present = [s for s in statements if s is not None]
+    if len(present) != 1:
+        raise _refuse(f"a fragment must be exactly one statement, got {len(present)}")
+    tree = present[0]
     if not isinstance(tree, exp.Query) or isinstance(tree, exp.Subquery):
         kind = tree.key.upper()
         raise _refuse(f"only a read-only SELECT is allowed, got {kind}")

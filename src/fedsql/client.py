@@ -82,11 +82,11 @@ class Federation:
     def plan(self, sql: str) -> Plan:
         return plan(sql, self.catalog, self.binder)
 
-    def explain(self, sql: str, analyze: bool = False) -> str:
+    def explain(self, sql: str, analyze: bool = False, pretty: bool = True) -> str:
         """The fragments per connector and the residual query (with ``analyze``: run it
         and add rows, bytes and seconds per fragment)."""
         p = self.plan(sql)
-        text = p.explain()
+        text = p.explain(pretty=pretty)
         if not analyze:
             return text
         self.sql(sql)

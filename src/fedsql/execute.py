@@ -135,7 +135,9 @@ def execute(
         if plan.residual is None:
             (only,) = fetches
             table = only.read_all()
-            runs = (FragmentRun(only.fragment, only.stats(table.num_rows)),)
+            runs: tuple[FragmentRun, ...] = (
+                FragmentRun(only.fragment, only.stats(table.num_rows)),
+            )
             return table, runs, time.perf_counter() - t0, 0.0
         tables = _fetch_all(fetches)
         t1 = time.perf_counter()

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 import fedsql
 from fedsql.bench.compare import diff_tables, has_order_by, tpch_query
@@ -60,12 +61,12 @@ class BenchReport:
         return sum(q.bytes_moved for q in self.queries)
 
 
-def _median_time(fn: Callable[[], object], runs: int) -> tuple[float, object]:
+def _median_time(fn: Callable[[str], pa.Table], sql: str, runs: int) -> tuple[float, pa.Table]:
     times = []
-    out = None
+    out = pa.table({})
     for _ in range(runs):
         t = time.perf_counter()
-        out = fn()
+        out = fn(sql)
         times.append(time.perf_counter() - t)
     return statistics.median(times), out
 
@@ -111,13 +112,13 @@ def run(
         fed = fedsql.connect(fed_local.config_path)
         for n in queries:
             sql = tpch_query(n)
-            c_s, want = _median_time(lambda sql=sql: central.sql(sql).to_arrow_table(), runs)
+            c_s, want = _median_time(lambda q: central.sql(q).to_arrow_table(), sql, runs)
             try:
                 fed.sql(sql)  # warm-up (catalog, channels)
-                f_s, got = _median_time(lambda sql=sql: fed.sql(sql), runs)
+                f_s, got = _median_time(fed.sql, sql, runs)
                 st = fed.last_stats
                 assert st is not None
-                err = diff_tables(got, want, has_order_by(sql))  # type: ignore[arg-type]
+                err = diff_tables(got, want, has_order_by(sql))
                 q = QueryResult(
                     n,
                     want.num_rows,

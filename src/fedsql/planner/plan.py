@@ -60,22 +60,29 @@ class Plan:
     residual: str | None  # None: the result is the single fragment's stream
     output_names: tuple[str, ...] = ()  # result column names, as one DuckDB would give them
 
-    def explain(self) -> str:
+    def explain(self, pretty: bool = False) -> str:
+        """Each fragment with the agency that runs it, then the residual query."""
+
+        def show(sql: str) -> str:
+            if pretty:
+                sql = sqlglot.transpile(sql, read=DIALECT, write=DIALECT, pretty=True)[0]
+            return "\n".join("    " + line for line in sql.splitlines())
+
         lines = []
         for f in self.fragments:
             lines.append(f"fragment {f.id} -> {f.agency}  [{f.kind}: {', '.join(f.tables)}]")
-            lines.append("  " + f.sql)
+            lines.append(show(f.sql))
         if self.residual is None:
             lines.append("residual: none (the fragment's result is the answer)")
         else:
             lines.append("residual (coordinator DuckDB):")
-            lines.append("  " + self.residual)
+            lines.append(show(self.residual))
         return "\n".join(lines)
 
 
 def parse(sql: str) -> exp.Query:
     try:
-        statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
+        statements: list[exp.Expr] = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
     except (ParseError, TokenError) as e:
         msg = str(e).splitlines()[0] if str(e) else "syntax error"
         raise PlanError(f"cannot parse the query: {msg}") from None
@@ -96,8 +103,8 @@ def plan(sql: str, catalog: Catalog, binder: ShapeBinder | None = None) -> Plan:
     for t in tree.find_all(exp.Table):
         if not isinstance(t.this, exp.Identifier):
             raise PlanError(f"table functions are not supported in federated queries: {t.sql()}")
-    tree = resolve_tables(tree, catalog)
-    tree = exists_select_one(tree)
+    resolve_tables(tree, catalog)
+    exists_select_one(tree)
     schema = MappingSchema(sqlglot_schema(catalog), dialect=DIALECT, normalize=False)
     try:
         tree = qualify(
@@ -253,13 +260,13 @@ class _Cutter:
         scope: Scope,
         select: exp.Select,
         group: list[tuple[str, exp.Table, TableRef]],
-        where: list[exp.Expression],
+        where: list[exp.Expr],
         inner_only: bool,
     ) -> None:
         aliases = frozenset(a for a, _, _ in group)
         agency = group[0][2].agency
-        preds: list[exp.Expression] = []
-        absorbed: list[tuple[exp.Expression, list[Scope]]] = []
+        preds: list[exp.Expr] = []
+        absorbed: list[tuple[exp.Expr, list[Scope]]] = []
         if inner_only:
             for j in select.args.get("joins") or []:
                 preds += [c for c in _conjuncts(j.args.get("on")) if _within(c, aliases)]
@@ -286,7 +293,7 @@ class _Cutter:
             if col.table in wanted and not any(_is_within(col, p) for p in preds):
                 wanted[col.table][col.name] = None
         single = len(group) == 1
-        projs: list[exp.Expression] = []
+        projs: list[exp.Expr] = []
         for alias, _, ref in group:
             for f in ref.arrow_schema:
                 if f.name in wanted[alias]:
@@ -351,13 +358,13 @@ class _Cutter:
                 alias=exp.TableAlias(this=exp.to_identifier(galias, quoted=True)),
             )
         )
-        moved: list[exp.Expression] = []
+        moved: list[exp.Expr] = []
         for _, node, _ in rest:
-            join = node.parent
-            assert isinstance(join, exp.Join)
-            if join.args.get("on") is not None:
-                moved.append(join.args["on"])
-            join.pop()
+            parent = node.parent
+            assert isinstance(parent, exp.Join)
+            if parent.args.get("on") is not None:
+                moved.append(parent.args["on"])
+            parent.pop()
         if moved:
             old = select.args.get("where")
             conds = ([old.this] if old is not None else []) + moved
@@ -367,7 +374,7 @@ class _Cutter:
         self,
         scope: Scope,
         select: exp.Select,
-        conj: exp.Expression,
+        conj: exp.Expr,
         aliases: frozenset[str],
         agency: str,
     ) -> list[Scope] | None:
@@ -394,8 +401,8 @@ def _home_scope(scope: Scope, col: exp.Column) -> Scope | None:
     return None
 
 
-def _is_within(node: exp.Expression, ancestor: exp.Expression) -> bool:
-    n: exp.Expression | None = node
+def _is_within(node: exp.Expr, ancestor: exp.Expr) -> bool:
+    n: exp.Expr | None = node
     while n is not None:
         if n is ancestor:
             return True
@@ -414,7 +421,7 @@ def _inner_joins_only(select: exp.Select) -> bool:
 
 
 def _colocated_groups(
-    tables: list[tuple[str, exp.Table, TableRef]], conjuncts: list[exp.Expression]
+    tables: list[tuple[str, exp.Table, TableRef]], conjuncts: list[exp.Expr]
 ) -> list[list[tuple[str, exp.Table, TableRef]]]:
     """Tables of one agency connected by join predicates, in order of appearance."""
     parent = {a: a for a, _, _ in tables}
@@ -440,7 +447,7 @@ def _colocated_groups(
     return list(groups.values())
 
 
-def _drop_true(tree: exp.Expression) -> exp.Expression:
+def _drop_true(tree: exp.Expr) -> exp.Expr:
     """Remove the TRUE left where pushed conjuncts were: ``x AND TRUE`` → ``x``."""
     true = exp.true()
     changed = True
@@ -457,7 +464,7 @@ def _drop_true(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-def _rename_to_remote(tree: exp.Expression) -> None:
+def _rename_to_remote(tree: exp.Expr) -> None:
     for t in tree.find_all(exp.Table):
         ref = table_ref(t)
         if ref is not None:
@@ -471,12 +478,12 @@ def _to_remote(table: exp.Table, ref: TableRef) -> None:
     table.set("this", exp.to_identifier(ref.name, quoted=True))
 
 
-def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
+def _conjuncts(node: exp.Expr | None) -> list[exp.Expr]:
     if node is None:
         return []
     if isinstance(node, exp.Where):
         node = node.this
-    out: list[exp.Expression] = []
+    out: list[exp.Expr] = []
     stack = [node]
     while stack:
         n = stack.pop()
@@ -492,7 +499,7 @@ def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
 _NOT_PUSHABLE = (exp.Subquery, exp.Query, exp.AggFunc, exp.Window, exp.Rand, exp.Placeholder)
 
 
-def _within(pred: exp.Expression, aliases: frozenset[str]) -> bool:
+def _within(pred: exp.Expr, aliases: frozenset[str]) -> bool:
     """True if ``pred`` reads only columns of ``aliases`` and is safe to evaluate early."""
     if pred.find(*_NOT_PUSHABLE) is not None:
         return False

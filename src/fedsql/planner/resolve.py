@@ -13,11 +13,11 @@ from fedsql.catalog import Catalog, TableRef
 AGENCY_META = "fedsql_table"
 
 
-def cte_names(tree: exp.Expression) -> set[str]:
+def cte_names(tree: exp.Expr) -> set[str]:
     return {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
 
 
-def resolve_tables(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
+def resolve_tables(tree: exp.Expr, catalog: Catalog) -> exp.Expr:
     """Name every base table as ``agency.schema.table`` (catalog.db.this), aliased.
 
     The original alias (or the table's own name) stays the alias, so column
@@ -59,7 +59,7 @@ def table_ref(table: exp.Table) -> TableRef | None:
     return ref if isinstance(ref, TableRef) else None
 
 
-def exists_select_one(tree: exp.Expression) -> exp.Expression:
+def exists_select_one(tree: exp.Expr) -> exp.Expr:
     """``EXISTS (SELECT * ...)`` → ``EXISTS (SELECT 1 ...)``: no column is needed.
 
     >>> import sqlglot
@@ -80,10 +80,10 @@ def exists_select_one(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-def sqlglot_schema(catalog: Catalog) -> dict[str, dict[str, dict[str, dict[str, str]]]]:
+def sqlglot_schema(catalog: Catalog) -> dict[str, object]:
     """The catalog as sqlglot's nested mapping (agency → schema → table → column → type)."""
     out: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
     for t in catalog.tables:
         cols = {f.name: "UNKNOWN" for f in t.arrow_schema}
         out.setdefault(t.agency, {}).setdefault(t.schema_key, {})[t.name] = cols
-    return out
+    return dict(out)
