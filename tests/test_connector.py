@@ -21,8 +21,9 @@ def _execute(stub, sql: str) -> pa.Table:  # type: ignore[no-untyped-def]
     req = pb.ExecuteRequest(
         query_id="t", sql=sql, principal=pb.Principal(user="tester", roles=["analyst"])
     )
-    chunks = (m.arrow_ipc for m in stub.Execute(req, timeout=30) if m.arrow_ipc)
-    return ipc_chunks_to_reader(chunks).read_all()
+    msgs = list(stub.Execute(req, timeout=30))  # the whole call, stats message included
+    assert msgs[-1].HasField("stats")
+    return ipc_chunks_to_reader(m.arrow_ipc for m in msgs if m.arrow_ipc).read_all()
 
 
 REFUSED = {

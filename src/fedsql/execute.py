@@ -83,6 +83,7 @@ class _Fetch:
     ) -> None:
         self.fragment = fragment
         self.bytes = 0
+        self.server_rows: int | None = None
         self.started = time.perf_counter()
         self.ended = self.started
         timeout = max(0.001, deadline - time.monotonic())
@@ -94,27 +95,37 @@ class _Fetch:
             metadata=((QUERY_ID_METADATA, query_id),),
         )
 
-    def chunks(self) -> Iterator[bytes]:
+    def _chunks(self) -> Iterator[bytes]:
         try:
             for msg in self.call:
                 if msg.arrow_ipc:
                     self.bytes += len(msg.arrow_ipc)
                     yield msg.arrow_ipc
+                if msg.HasField("stats"):
+                    self.server_rows = msg.stats.rows
         except grpc.RpcError as e:
             raise from_rpc_error(self.fragment.agency, e) from None
         finally:
             self.ended = time.perf_counter()
 
-    def reader(self) -> pa.RecordBatchReader:
+    def read_all(self) -> pa.Table:
+        """Read the whole stream, then the call's last message (its stats), so the
+        call ends cleanly instead of being cancelled half-read."""
+        chunks = self._chunks()
         try:
-            return ipc_chunks_to_reader(self.chunks())
+            table = ipc_chunks_to_reader(chunks).read_all()
         except pa.ArrowInvalid as e:
             raise ExecutionError(
                 f"agency '{self.fragment.agency}' sent a malformed Arrow stream: {e}"
             ) from None
-
-    def read_all(self) -> pa.Table:
-        return self.reader().read_all()
+        for _ in chunks:  # nothing but the stats message may follow the end of stream
+            raise ExecutionError(f"agency '{self.fragment.agency}' sent data after its stream end")
+        if self.server_rows is not None and self.server_rows != table.num_rows:
+            raise ExecutionError(
+                f"agency '{self.fragment.agency}' reported {self.server_rows} rows "
+                f"but sent {table.num_rows}"
+            )
+        return table
 
     def stats(self, rows: int) -> FragmentStats:
         return FragmentStats(rows=rows, bytes=self.bytes, seconds=self.ended - self.started)
