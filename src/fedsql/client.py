@@ -13,7 +13,7 @@ import grpc
 from fedsql.catalog import Catalog
 from fedsql.config import FederationConfig, load_federation
 from fedsql.errors import ConfigError, FedSQLError, from_rpc_error
-from fedsql.execute import QueryStats, connector_stats, execute
+from fedsql.execute import MergeEngine, QueryStats, connector_stats, execute
 from fedsql.planner import Plan, plan
 from fedsql.planner.shape import ShapeBinder
 from fedsql.v1 import connector_pb2 as pb
@@ -42,6 +42,7 @@ class Federation:
         self._stubs = {n: pb_grpc.ConnectorStub(ch) for n, ch in self._channels.items()}
         self._catalog: Catalog | None = None
         self._binder: ShapeBinder | None = None
+        self._merger = MergeEngine()
         self.last_stats: QueryStats | None = None
 
     # -- catalog ------------------------------------------------------------
@@ -115,7 +116,12 @@ class Federation:
         for f in p.fragments:
             log.debug("query %s: %s -> %s", qid, f.id, f.agency)
         table, runs, fetch_s, merge_s = execute(
-            p, self._stubs, self.principal, qid, timeout or self.config.timeout_seconds
+            p,
+            self._stubs,
+            self.principal,
+            qid,
+            timeout or self.config.timeout_seconds,
+            self._merger,
         )
         if p.output_names and len(p.output_names) == table.num_columns:
             table = table.rename_columns(list(p.output_names))
@@ -134,6 +140,7 @@ class Federation:
     def close(self) -> None:
         for ch in self._channels.values():
             ch.close()
+        self._merger.close()
 
     def __enter__(self) -> Federation:
         return self
