@@ -23,6 +23,10 @@ class TableRef:
     arrow_schema: pa.Schema
     row_count_estimate: int
 
+    def __deepcopy__(self, memo: dict[int, object]) -> TableRef:
+        # Immutable: sqlglot deep-copies expression metadata on every copy().
+        return self
+
     @property
     def qualified(self) -> str:
         """The name analysts can always use: agency[.schema].table."""
