@@ -8,6 +8,8 @@ file or change a setting (DuckDB docs, "Securing DuckDB").
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -93,8 +95,27 @@ _USER_ERRORS = tuple(
 )
 
 
+_DATA_ERRORS = tuple(
+    getattr(duckdb, n)
+    for n in (
+        "ConversionException",
+        "OutOfRangeException",
+        "InvalidInputException",
+        "ConstraintException",
+        "TypeMismatchException",
+    )
+    if hasattr(duckdb, n)
+)
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
+
+
 def _backend_error(e: Exception) -> BackendError:
+    """First line of the backend's message; for errors raised by a *value* (a failed
+    cast, an overflow) the quoted value is cut out: it may come from a masked column
+    or a row the caller may not see, and must not leave the agency."""
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if isinstance(e, _DATA_ERRORS):
+        first = _LITERAL.sub("'…'", first)
     return BackendError(first, user_error=isinstance(e, _USER_ERRORS))
 
 
@@ -136,11 +157,21 @@ def catalog_of(
     return tuple(out)
 
 
-def open_duckdb(path: Path, tables: tuple[str, ...] | None) -> DuckDBEngine:
-    """Open a DuckDB database file read-only and lock it down."""
+Setup = Callable[[duckdb.DuckDBPyConnection], None]
+
+
+def open_duckdb(
+    path: Path, tables: tuple[str, ...] | None, setup: Setup | None = None
+) -> DuckDBEngine:
+    """Open a DuckDB database file read-only and lock it down.
+
+    ``setup`` runs before the lock (it registers the node's own functions).
+    """
     if not path.exists():
         raise FileNotFoundError(f"DuckDB database {path} does not exist")
     con = duckdb.connect(str(path), read_only=True)
     cat = catalog_of(con, tables)
+    if setup is not None:
+        setup(con)
     lock_down(con)
     return DuckDBEngine(con, cat, "duckdb")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
-from fedsql.connectors.duckdb import DuckDBEngine, catalog_of, lock_down
+from fedsql.connectors.duckdb import DuckDBEngine, Setup, catalog_of, lock_down
 
 _READERS = {".parquet": "read_parquet", ".csv": "read_csv_auto"}
 
@@ -24,7 +24,9 @@ def _quote_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def open_files(directory: Path, tables: tuple[str, ...] | None) -> DuckDBEngine:
+def open_files(
+    directory: Path, tables: tuple[str, ...] | None, setup: Setup | None = None
+) -> DuckDBEngine:
     if not directory.is_dir():
         raise FileNotFoundError(f"files backend: {directory} is not a directory")
     directory = directory.resolve()
@@ -46,5 +48,7 @@ def open_files(directory: Path, tables: tuple[str, ...] | None) -> DuckDBEngine:
         raise FileNotFoundError(f"files backend: no *.parquet or *.csv files in {directory}")
     con.execute(f"SET allowed_directories = [{_quote_str(str(directory) + '/')}]")
     cat = catalog_of(con, tables, row_counts)
+    if setup is not None:
+        setup(con)
     lock_down(con)
     return DuckDBEngine(con, cat, "files")

@@ -312,6 +312,8 @@ _SAFE_ANONYMOUS = frozenset(
 )
 
 _SCHEMA_ALIASES = ("", "main")
+# Set on each checked Table node that reads an exposed table: its exposed name.
+EXPOSED_META = "fedsql_exposed"
 
 
 def _refuse(msg: str) -> RefusedFragment:
@@ -348,8 +350,14 @@ def check_fragment(sql: str, exposed: set[tuple[str, str]]) -> exp.Query:  # noq
         raise _refuse(f"only a read-only SELECT is allowed, got {kind}")
 
     cte_names: set[str] = set()
+    exposed_names = {name for _, name in exposed}
     for cte in tree.find_all(exp.CTE):
-        cte_names.add(cte.alias_or_name.lower())
+        name = cte.alias_or_name.lower()
+        if name in exposed_names:
+            # A CTE named like a table would shadow it in some places and not in
+            # others (its own body); refuse rather than guess which one is meant.
+            raise _refuse(f"a CTE may not be named like the exposed table {name}")
+        cte_names.add(name)
 
     for count, node in enumerate(tree.walk()):
         if count >= MAX_NODES:
@@ -378,7 +386,11 @@ def _check_table(node: exp.Table, exposed: set[tuple[str, str]], ctes: set[str])
     schema = node.db.lower() if node.db else ""
     if not schema and name in ctes:
         return
-    if (schema, name) in exposed or (schema in _SCHEMA_ALIASES and ("", name) in exposed):
+    if (schema, name) in exposed:
+        node.meta[EXPOSED_META] = f"{schema}.{name}" if schema else name
+        return
+    if schema in _SCHEMA_ALIASES and ("", name) in exposed:
+        node.meta[EXPOSED_META] = name
         return
     shown = f"{schema}.{name}" if schema else name
     raise RefusedFragment(f"table {shown} is not exposed by this connector")

@@ -9,17 +9,23 @@ import sys
 import threading
 import time
 from concurrent import futures
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pyarrow as pa
 from fedsql.connectors.backend import Backend, BackendError
-from fedsql.connectors.guard import check_fragment
+from fedsql.connectors.guard import EXPOSED_META, check_fragment
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sqlglot import exp
 
 from fedsql import __version__
 from fedsql.config import AgencyConfig
 from fedsql.errors import ConfigError, RefusedFragment
+from fedsql.policy import apply_views, view_for
+from fedsql.policy.load import validate
+from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key, masked_type, register_hash
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import (
@@ -33,17 +39,21 @@ from fedsql.wire import (
 log = logging.getLogger(__name__)
 
 
-def open_backend(cfg: AgencyConfig) -> Backend:
+def open_backend(cfg: AgencyConfig, hash_key: bytes | None = None) -> Backend:
     b = cfg.backend
+
+    def setup(con: Any) -> None:
+        register_hash(con, hash_key)
+
     try:
         if b.kind == "duckdb":
             from fedsql.connectors.duckdb import open_duckdb
 
-            return open_duckdb(b.path, b.tables)
+            return open_duckdb(b.path, b.tables, setup)
         if b.kind == "files":
             from fedsql.connectors.files import open_files
 
-            return open_files(b.path, b.tables)
+            return open_files(b.path, b.tables, setup)
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"{cfg.source}: [backend]: {e}") from None
     raise ConfigError(f"{cfg.source}: unknown backend kind {b.kind}")
@@ -69,22 +79,90 @@ class AuditLog:
             self._f.close()
 
 
+def load_policy(cfg: AgencyConfig, backend: Backend, hash_key: bytes | None) -> None:
+    """Check the agency's policies against its real tables; refuse to start if wrong."""
+    schemas = {t.full_name.lower(): t.arrow_schema for t in backend.tables()}
+    validate(cfg.policy, schemas, f"connector '{cfg.name}'")
+    hashed = [m for m in cfg.policy.masks if m.rule == "hash"]
+    if hashed and hash_key is None:
+        raise ConfigError(
+            f"{hashed[0].where}: a 'hash' mask needs the federation's secret key: set "
+            f"hash_key_file under [connector] or the environment variable {HASH_KEY_ENV}"
+        )
+
+
 class ConnectorService(pb_grpc.ConnectorServicer):
     def __init__(self, cfg: AgencyConfig, backend: Backend) -> None:
         self.cfg = cfg
         self.backend = backend
+        self.policy = cfg.policy
         self.audit = AuditLog(cfg.audit_log)
-        tables = backend.tables()
-        self._catalog = catalog_to_proto(RemoteCatalog(cfg.name, __version__, backend.kind, tables))
-        self._exposed = {(t.schema.lower(), t.name.lower()) for t in tables}
+        self._tables = {t.full_name.lower(): t for t in backend.tables()}
+        self._exposed = {(t.schema.lower(), t.name.lower()) for t in self._tables.values()}
+        self._catalogs: dict[tuple[str, ...], pb.Catalog] = {}
         self._running: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
         self.active = 0
 
+    def _catalog_for(self, roles: tuple[str, ...]) -> pb.Catalog:
+        key = tuple(sorted(set(roles)))
+        cached = self._catalogs.get(key)
+        if cached is not None:
+            return cached
+        tables = []
+        for full, t in self._tables.items():
+            tp = self.policy.for_table(full, key)
+            masks, filters = self.policy.rules_for(full)
+            fields = []
+            for f in t.arrow_schema:
+                m = tp.masks.get(f.name.lower())
+                fields.append(f.with_type(masked_type(m, f.type)) if m else f)
+            tables.append(
+                replace(
+                    t,
+                    arrow_schema=pa.schema(fields),
+                    masks=tuple(
+                        (f.name, tp.masks[f.name.lower()].describe().split(" [")[0])
+                        for f in t.arrow_schema
+                        if f.name.lower() in tp.masks
+                    ),
+                    mask_rules=tuple(
+                        (f.name, m.describe())
+                        for m in masks
+                        for f in t.arrow_schema
+                        if f.name.lower() == m.column.lower()
+                    ),
+                    row_filtered=bool(tp.filters),
+                    row_filters=tuple(f.describe() for f in filters),
+                )
+            )
+        cat = catalog_to_proto(
+            RemoteCatalog(self.cfg.name, __version__, self.backend.kind, tuple(tables))
+        )
+        with self._lock:
+            self._catalogs[key] = cat
+        return cat
+
     def GetCatalog(
         self, request: pb.GetCatalogRequest, context: grpc.ServicerContext
     ) -> pb.Catalog:
-        return self._catalog
+        return self._catalog_for(principal_from_proto(request.principal).roles)
+
+    def _apply_policy(self, tree: Any, roles: tuple[str, ...], applied: list[str]) -> Any:
+        """Wrap every exposed table in the view this principal may see."""
+
+        def view(table: exp.Table) -> exp.Select | None:
+            name = table.meta.get(EXPOSED_META)
+            if name is None:
+                return None
+            tp = self.policy.for_table(name, roles)
+            if not tp:
+                return None
+            applied.extend(f"{name}.{c}:{m.rule}" for c, m in tp.masks.items())
+            applied.extend(f"{name}:row_filter" for _ in tp.filters)
+            return view_for(tp, name, self._tables[name].arrow_schema)
+
+        return apply_views(tree, view) if self.policy else tree
 
     def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.CancelResponse:
         with self._lock:
@@ -112,6 +190,9 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             self.audit.write(record)
             log.info("query %s: fragment refused: %s", qid, e)
             context.abort(e.code, str(e))
+        applied: list[str] = []
+        tree = self._apply_policy(tree, principal.roles, applied)
+        record["policies"] = applied
         sql = tree.sql(dialect=self.backend.dialect)
         try:
             run = self.backend.execute(sql, int(request.batch_rows))
@@ -195,7 +276,13 @@ class _Counter:
 
 def build_server(cfg: AgencyConfig) -> tuple[grpc.Server, int, ConnectorService]:
     """Open the backend, build the server and bind it; returns (server, port, service)."""
-    backend = open_backend(cfg)
+    hash_key = load_hash_key(cfg.hash_key_file, str(cfg.source))
+    backend = open_backend(cfg, hash_key)
+    try:
+        load_policy(cfg, backend, hash_key)
+    except ConfigError:
+        backend.close()
+        raise
     service = ConnectorService(cfg, backend)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="fragment"),

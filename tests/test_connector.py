@@ -150,9 +150,9 @@ def test_unknown_config_key_stops_the_node(tmp_path: Path, tpch_parquet: Path) -
         "a",
         "files",
         tpch_parquet,
-        extra='\n[[mask]]\ntable = "orders"\ncolumn = "o_comment"\nrule = "redact"\n',
+        extra='\n[[grant]]\ntable = "orders"\nrole = "analyst"\n',
     )
-    assert "unknown key(s) 'mask'" in _serve_fails(toml)
+    assert "unknown key(s) 'grant'" in _serve_fails(toml)
 
 
 def test_plaintext_needs_insecure(tmp_path: Path, tpch_parquet: Path) -> None:

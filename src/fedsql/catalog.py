@@ -22,6 +22,8 @@ class TableRef:
     name: str
     arrow_schema: pa.Schema
     row_count_estimate: int
+    masks: tuple[tuple[str, str], ...] = ()  # (column, mask) the agency applies for us
+    row_filtered: bool = False  # the agency hides some rows from us
 
     def __deepcopy__(self, memo: dict[int, object]) -> TableRef:
         # Immutable: sqlglot deep-copies expression metadata on every copy().
@@ -44,7 +46,15 @@ class Catalog:
     def __init__(self, catalogs: dict[str, RemoteCatalog]) -> None:
         self.catalogs = catalogs
         self.tables: list[TableRef] = [
-            TableRef(agency, t.schema, t.name, t.arrow_schema, t.row_count_estimate)
+            TableRef(
+                agency,
+                t.schema,
+                t.name,
+                t.arrow_schema,
+                t.row_count_estimate,
+                t.masks,
+                t.row_filtered,
+            )
             for agency, cat in catalogs.items()
             for t in cat.tables
         ]

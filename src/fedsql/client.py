@@ -16,6 +16,8 @@ from fedsql.errors import ConfigError, FedSQLError, from_rpc_error
 from fedsql.execute import MergeEngine, QueryStats, connector_stats, execute
 from fedsql.planner import Plan, plan
 from fedsql.planner.shape import ShapeBinder
+from fedsql.policy.load import validate
+from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import GRPC_OPTIONS, Principal, catalog_from_proto, principal_to_proto
@@ -42,7 +44,8 @@ class Federation:
         self._stubs = {n: pb_grpc.ConnectorStub(ch) for n, ch in self._channels.items()}
         self._catalog: Catalog | None = None
         self._binder: ShapeBinder | None = None
-        self._merger = MergeEngine()
+        self._hash_key = load_hash_key(config.hash_key_file, f"{config.source}: [coordinator]")
+        self._merger = MergeEngine(self._hash_key)
         self.last_stats: QueryStats | None = None
 
     # -- catalog ------------------------------------------------------------
@@ -77,11 +80,30 @@ class Federation:
         names = list(self._stubs)
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             cats = dict(zip(names, pool.map(one, names), strict=True))
-        return Catalog(cats)
+        catalog = Catalog(cats)
+        self._check_policy(catalog)
+        return catalog
+
+    def _check_policy(self, catalog: Catalog) -> None:
+        """The federation's own masks and filters must name real tables and columns."""
+        pol = self.config.policy
+        if not pol:
+            return
+        schemas = {}
+        for t in catalog.tables:
+            schemas[t.qualified.lower()] = t.arrow_schema
+            schemas[f"{t.agency}.{t.schema_key}.{t.name}".lower()] = t.arrow_schema
+        validate(pol, schemas, "the federation")
+        hashed = [m for m in pol.masks if m.rule == "hash"]
+        if hashed and self._hash_key is None:
+            raise ConfigError(
+                f"{hashed[0].where}: a 'hash' mask needs the federation's secret key: set "
+                f"hash_key_file under [coordinator] or the environment variable {HASH_KEY_ENV}"
+            )
 
     # -- queries ------------------------------------------------------------
     def plan(self, sql: str) -> Plan:
-        return plan(sql, self.catalog, self.binder)
+        return plan(sql, self.catalog, self.binder, self.config.policy, self.principal.roles)
 
     def explain(self, sql: str, analyze: bool = False, pretty: bool = True) -> str:
         """The fragments per connector and the residual query (with ``analyze``: run it

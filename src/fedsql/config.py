@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from fedsql.errors import ConfigError
+from fedsql.policy.load import parse_policy
+from fedsql.policy.model import Policy
 
 BACKEND_KINDS = ("duckdb", "files")
 
@@ -32,6 +34,8 @@ class AgencyConfig:
     backend: BackendConfig
     max_workers: int = 16
     source: Path | None = None
+    policy: Policy = Policy()
+    hash_key_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,8 @@ class FederationConfig:
     users: dict[str, UserConfig] = field(default_factory=dict)
     timeout_seconds: float = 300.0
     source: Path | None = None
+    policy: Policy = Policy()
+    hash_key_file: Path | None = None
 
     def connector(self, name: str) -> ConnectorRef:
         for c in self.connectors:
@@ -106,11 +112,23 @@ def _check_listen(where: str, listen: str) -> None:
 def load_agency(path: str | Path) -> AgencyConfig:
     """Read and validate an AGENCY.toml."""
     p, doc = _load(path)
-    top = _take(str(p), doc, {"connector": dict, "backend": dict}, ("connector", "backend"))
+    top = _take(
+        str(p),
+        doc,
+        {"connector": dict, "backend": dict, "mask": list, "row_filter": list},
+        ("connector", "backend"),
+    )
     c = _take(
         f"{p}: [connector]",
         top["connector"],
-        {"name": str, "listen": str, "insecure": bool, "audit_log": str, "max_workers": int},
+        {
+            "name": str,
+            "listen": str,
+            "insecure": bool,
+            "audit_log": str,
+            "max_workers": int,
+            "hash_key_file": str,
+        },
         ("name", "listen"),
     )
     _check_listen(f"{p}: [connector].listen", c["listen"])
@@ -135,6 +153,7 @@ def load_agency(path: str | Path) -> AgencyConfig:
     base = p.parent
     bpath = Path(b["path"])
     audit = c.get("audit_log")
+    key = c.get("hash_key_file")
     return AgencyConfig(
         name=c["name"],
         listen=c["listen"],
@@ -147,13 +166,20 @@ def load_agency(path: str | Path) -> AgencyConfig:
         ),
         max_workers=c.get("max_workers", 16),
         source=p,
+        policy=parse_policy(p, top.get("mask"), top.get("row_filter")),
+        hash_key_file=_rel(base, key) if key else None,
     )
 
 
 def load_federation(path: str | Path) -> FederationConfig:
     """Read and validate a FEDERATION.toml."""
     p, doc = _load(path)
-    top = _take(str(p), doc, {"connector": list, "user": dict, "coordinator": dict}, ("connector",))
+    top = _take(
+        str(p),
+        doc,
+        {"connector": list, "user": dict, "coordinator": dict, "mask": list, "row_filter": list},
+        ("connector",),
+    )
     conns: list[ConnectorRef] = []
     for i, raw in enumerate(top["connector"]):
         c = _take(
@@ -179,11 +205,21 @@ def load_federation(path: str | Path) -> FederationConfig:
             raise ConfigError(f"{p}: [user.{name}].roles must be a list of strings")
         users[name] = UserConfig(name, tuple(roles))
     coord = _take(
-        f"{p}: [coordinator]", top.get("coordinator", {}), {"timeout_seconds": (int, float)}
+        f"{p}: [coordinator]",
+        top.get("coordinator", {}),
+        {"timeout_seconds": (int, float), "hash_key_file": str},
     )
+    key = coord.get("hash_key_file")
     return FederationConfig(
         connectors=tuple(conns),
         users=users,
         timeout_seconds=float(coord.get("timeout_seconds", 300.0)),
         source=p,
+        policy=parse_policy(p, top.get("mask"), top.get("row_filter")),
+        hash_key_file=_rel(p.parent, key) if key else None,
     )
+
+
+def _rel(base: Path, path: str) -> Path:
+    q = Path(path)
+    return q if q.is_absolute() else base / q

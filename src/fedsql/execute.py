@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from fedsql.errors import ExecutionError, FedSQLError, QueryTimeout, from_rpc_error
 from fedsql.planner import Fragment, Plan
+from fedsql.policy.masks import register_hash
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import (
@@ -196,8 +197,9 @@ class MergeEngine:
     microseconds, and what a cursor registers is visible to it alone.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hash_key: bytes | None = None) -> None:
         self._db = duckdb.connect(":memory:")
+        register_hash(self._db, hash_key)  # for the federation's own 'hash' masks
         self._lock = threading.Lock()
 
     def run(self, residual: str, tables: dict[str, pa.Table], deadline: float) -> pa.Table:

@@ -35,12 +35,20 @@ class Principal:
 
 @dataclass(frozen=True, slots=True)
 class RemoteTable:
-    """A table as a connector exposes it."""
+    """A table as a connector exposes it (to one principal)."""
 
     schema: str  # "" for the backend's default schema
     name: str
     arrow_schema: pa.Schema
     row_count_estimate: int  # -1 when unknown
+    masks: tuple[tuple[str, str], ...] = ()  # (column, mask this principal gets)
+    mask_rules: tuple[tuple[str, str], ...] = ()  # (column, a configured rule), all roles
+    row_filtered: bool = False
+    row_filters: tuple[str, ...] = ()
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +88,19 @@ def catalog_to_proto(cat: RemoteCatalog) -> pb.Catalog:
                 name=t.name,
                 schema=t.schema,
                 columns=[
-                    pb.Column(name=f.name, arrow_type=str(f.type), nullable=f.nullable)
+                    pb.Column(
+                        name=f.name,
+                        arrow_type=str(f.type),
+                        nullable=f.nullable,
+                        mask=dict(t.masks).get(f.name, ""),
+                        mask_rules=[r for c, r in t.mask_rules if c == f.name],
+                    )
                     for f in t.arrow_schema
                 ],
                 arrow_schema=schema_to_bytes(t.arrow_schema),
                 row_count_estimate=t.row_count_estimate,
+                row_filtered=t.row_filtered,
+                row_filters=list(t.row_filters),
             )
             for t in cat.tables
         ],
@@ -102,6 +118,10 @@ def catalog_from_proto(msg: pb.Catalog) -> RemoteCatalog:
                 name=t.name,
                 arrow_schema=pa.ipc.read_schema(pa.py_buffer(t.arrow_schema)),
                 row_count_estimate=t.row_count_estimate,
+                masks=tuple((c.name, c.mask) for c in t.columns if c.mask),
+                mask_rules=tuple((c.name, r) for c in t.columns for r in c.mask_rules),
+                row_filtered=t.row_filtered,
+                row_filters=tuple(t.row_filters),
             )
             for t in msg.tables
         ),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import OptimizeError, ParseError, TokenError
@@ -31,12 +32,15 @@ from sqlglot.schema import MappingSchema
 from fedsql.catalog import Catalog, TableRef
 from fedsql.errors import CatalogError, PlanError
 from fedsql.planner.resolve import (
+    coordinator_policy,
     exists_select_one,
     resolve_tables,
     sqlglot_schema,
     table_ref,
 )
 from fedsql.planner.shape import ShapeBinder
+from fedsql.policy import view_for
+from fedsql.policy.model import Policy
 
 DIALECT = "duckdb"
 FRAGMENT_PREFIX = "__fedsql_f"
@@ -59,6 +63,7 @@ class Plan:
     fragments: tuple[Fragment, ...]
     residual: str | None  # None: the result is the single fragment's stream
     output_names: tuple[str, ...] = ()  # result column names, as one DuckDB would give them
+    policies: tuple[str, ...] = ()  # which masks and row filters apply where
 
     def explain(self, pretty: bool = False) -> str:
         """Each fragment with the agency that runs it, then the residual query."""
@@ -77,6 +82,9 @@ class Plan:
         else:
             lines.append("residual (coordinator DuckDB):")
             lines.append(show(self.residual))
+        if self.policies:
+            lines.append("policies:")
+            lines += [f"    {p}" for p in self.policies]
         return "\n".join(lines)
 
 
@@ -94,16 +102,27 @@ def parse(sql: str) -> exp.Query:
     return tree
 
 
-def plan(sql: str, catalog: Catalog, binder: ShapeBinder | None = None) -> Plan:
+def plan(
+    sql: str,
+    catalog: Catalog,
+    binder: ShapeBinder | None = None,
+    policy: Policy | None = None,
+    roles: tuple[str, ...] = (),
+) -> Plan:
     """Plan one query against the federation's catalog.
 
-    ``binder`` (built from the same catalog) supplies the result's column names.
+    ``binder`` (built from the same catalog) supplies the result's column names;
+    ``policy`` is the federation's own masks and row filters, for ``roles``.
     """
     tree = parse(sql)
     for t in tree.find_all(exp.Table):
         if not isinstance(t.this, exp.Identifier):
             raise PlanError(f"table functions are not supported in federated queries: {t.sql()}")
-    resolve_tables(tree, catalog)
+    for f in tree.find_all(exp.Anonymous):
+        if str(f.name).lower().startswith("fedsql_"):
+            raise PlanError(f"function {f.name} is internal to fedsql")
+    resolve_tables(tree, catalog, policy, roles)
+    notes = _policy_notes(tree)
     exists_select_one(tree)
     schema = MappingSchema(sqlglot_schema(catalog), dialect=DIALECT, normalize=False)
     try:
@@ -124,7 +143,27 @@ def plan(sql: str, catalog: Catalog, binder: ShapeBinder | None = None) -> Plan:
     cutter.cut(root_scope)
     residual = None if cutter.whole_query else _drop_true(tree).sql(dialect=DIALECT)
     names = tuple(binder.output_names(sql)) if binder is not None else ()
-    return Plan(tuple(cutter.fragments), residual, names)
+    return Plan(tuple(cutter.fragments), residual, names, notes)
+
+
+def _policy_notes(tree: exp.Expr) -> tuple[str, ...]:
+    """Which masks and row filters apply where, for explain."""
+    notes: dict[str, None] = {}
+    for t in tree.find_all(exp.Table):
+        ref = table_ref(t)
+        if ref is None:
+            continue
+        for col, mask in ref.masks:
+            notes[f"at agency {ref.agency}: {ref.qualified}.{col} masked ({mask})"] = None
+        if ref.row_filtered:
+            notes[f"at agency {ref.agency}: {ref.qualified} row filter"] = None
+        tp = coordinator_policy(t)
+        if tp is not None:
+            for col, m in tp.masks.items():
+                notes[f"at coordinator: {ref.qualified}.{col} masked ({m.describe()})"] = None
+            for f in tp.filters:
+                notes[f"at coordinator: {ref.qualified} row filter: {f.sql}"] = None
+    return tuple(notes)
 
 
 def _column_error(msg: str) -> str:
@@ -170,6 +209,8 @@ class _Cutter:
             for t in s.tables:
                 if table_ref(t) is None and not isinstance(s.sources.get(t.alias_or_name), Scope):
                     return None
+                if coordinator_policy(t) is not None:
+                    return None  # the federation's own view is applied at the coordinator
             if s.is_udtf:
                 return None
             for col in s.external_columns:
@@ -267,6 +308,9 @@ class _Cutter:
         agency = group[0][2].agency
         preds: list[exp.Expr] = []
         absorbed: list[tuple[exp.Expr, list[Scope]]] = []
+        coord = coordinator_policy(group[0][1]) if len(group) == 1 else None
+        if coord is not None:
+            inner_only = False  # no subquery absorption under the federation's view
         if inner_only:
             for j in select.args.get("joins") or []:
                 preds += [c for c in _conjuncts(j.args.get("on")) if _within(c, aliases)]
@@ -285,6 +329,14 @@ class _Cutter:
                 side = (join.side or "").upper()
                 if side in ("", "LEFT") and (join.kind or "").upper() not in ("SEMI", "ANTI"):
                     preds += [c for c in _conjuncts(join.args["on"]) if _within(c, aliases)]
+        if coord is not None:
+            # Predicates must see masked values: only those on unmasked columns go
+            # down (below the federation's row filter, which commutes with them).
+            preds = [
+                p
+                for p in preds
+                if not any(c.name.lower() in coord.masks for c in p.find_all(exp.Column))
+            ]
 
         # Pushed conjuncts are done exactly at the agency: the residual drops them,
         # so columns that only they read need not travel.
@@ -292,6 +344,14 @@ class _Cutter:
         for col in scope.columns:
             if col.table in wanted and not any(_is_within(col, p) for p in preds):
                 wanted[col.table][col.name] = None
+        if coord is not None:
+            for f in coord.filters:  # the federation's row filters read these too
+                for c in sqlglot.parse_one(f.sql, read=DIALECT).find_all(exp.Column):
+                    wanted[group[0][0]][c.name] = None
+            lowered = {k.lower(): None for k in wanted[group[0][0]]}
+            wanted[group[0][0]] = {
+                f.name: None for f in group[0][2].arrow_schema if f.name.lower() in lowered
+            }
         single = len(group) == 1
         projs: list[exp.Expr] = []
         for alias, _, ref in group:
@@ -337,13 +397,16 @@ class _Cutter:
         for _, subs in absorbed:
             self._consumed.update(id(s) for sub in subs for s in sub.traverse())
         if single:
-            ((alias, node, _),) = group
-            node.replace(
-                exp.Table(
-                    this=exp.to_identifier(fid),
-                    alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)),
-                )
-            )
+            ((alias, node, ref),) = group
+            scan = exp.Table(this=exp.to_identifier(fid))
+            shipped = pa.schema([f for f in ref.arrow_schema if f.name in wanted[alias]])
+            view = view_for(coord, fid, shipped, source=scan) if coord and len(shipped) else None
+            talias = exp.TableAlias(this=exp.to_identifier(alias, quoted=True))
+            if view is not None:  # the federation's own masks, at the coordinator
+                node.replace(exp.Subquery(this=view, alias=talias))
+            else:
+                scan.set("alias", talias)
+                node.replace(scan)
             return
         # ... and the group's tables become one scan, its columns renamed.
         galias = f"__fedsql_g{fid[len(FRAGMENT_PREFIX) :]}"
@@ -425,7 +488,11 @@ def _colocated_groups(
 ) -> list[list[tuple[str, exp.Table, TableRef]]]:
     """Tables of one agency connected by join predicates, in order of appearance."""
     parent = {a: a for a, _, _ in tables}
-    agency = {a: ref.agency for a, _, ref in tables}
+    # A table under the federation's own policy is read alone (its view is applied
+    # at the coordinator), so it gets an agency of its own here.
+    agency = {
+        a: ref.agency if coordinator_policy(node) is None else f"\0{a}" for a, node, ref in tables
+    }
 
     def find(a: str) -> str:
         while parent[a] != a:

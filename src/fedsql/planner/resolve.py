@@ -9,15 +9,20 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import traverse_scope
 
 from fedsql.catalog import Catalog, TableRef
+from fedsql.policy.model import Policy, TablePolicy
 
 AGENCY_META = "fedsql_table"
+# The federation's own policy for this principal on this table (a TablePolicy).
+COORD_POLICY_META = "fedsql_coordinator_policy"
 
 
 def cte_names(tree: exp.Expr) -> set[str]:
     return {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
 
 
-def resolve_tables(tree: exp.Expr, catalog: Catalog) -> exp.Expr:
+def resolve_tables(
+    tree: exp.Expr, catalog: Catalog, policy: Policy | None = None, roles: tuple[str, ...] = ()
+) -> exp.Expr:
     """Name every base table as ``agency.schema.table`` (catalog.db.this), aliased.
 
     The original alias (or the table's own name) stays the alias, so column
@@ -51,7 +56,18 @@ def resolve_tables(tree: exp.Expr, catalog: Catalog) -> exp.Expr:
         if not table.args.get("alias"):
             table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
         table.meta[AGENCY_META] = ref
+        if policy:
+            tp = policy.for_table(ref.qualified, roles)
+            if not tp and ref.schema:
+                tp = policy.for_table(f"{ref.agency}.{ref.name}", roles)
+            if tp:
+                table.meta[COORD_POLICY_META] = tp
     return tree
+
+
+def coordinator_policy(table: exp.Table) -> TablePolicy | None:
+    tp = table.meta.get(COORD_POLICY_META)
+    return tp if isinstance(tp, TablePolicy) else None
 
 
 def table_ref(table: exp.Table) -> TableRef | None:

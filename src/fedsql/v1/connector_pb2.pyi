@@ -21,28 +21,36 @@ class GetCatalogRequest(_message.Message):
     def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ...) -> None: ...
 
 class Column(_message.Message):
-    __slots__ = ("name", "arrow_type", "nullable")
+    __slots__ = ("name", "arrow_type", "nullable", "mask", "mask_rules")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARROW_TYPE_FIELD_NUMBER: _ClassVar[int]
     NULLABLE_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    MASK_RULES_FIELD_NUMBER: _ClassVar[int]
     name: str
     arrow_type: str
     nullable: bool
-    def __init__(self, name: _Optional[str] = ..., arrow_type: _Optional[str] = ..., nullable: _Optional[bool] = ...) -> None: ...
+    mask: str
+    mask_rules: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., arrow_type: _Optional[str] = ..., nullable: _Optional[bool] = ..., mask: _Optional[str] = ..., mask_rules: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Table(_message.Message):
-    __slots__ = ("name", "schema", "columns", "arrow_schema", "row_count_estimate")
+    __slots__ = ("name", "schema", "columns", "arrow_schema", "row_count_estimate", "row_filtered", "row_filters")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     ARROW_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     ROW_COUNT_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    ROW_FILTERED_FIELD_NUMBER: _ClassVar[int]
+    ROW_FILTERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     schema: str
     columns: _containers.RepeatedCompositeFieldContainer[Column]
     arrow_schema: bytes
     row_count_estimate: int
-    def __init__(self, name: _Optional[str] = ..., schema: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., arrow_schema: _Optional[bytes] = ..., row_count_estimate: _Optional[int] = ...) -> None: ...
+    row_filtered: bool
+    row_filters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., schema: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., arrow_schema: _Optional[bytes] = ..., row_count_estimate: _Optional[int] = ..., row_filtered: _Optional[bool] = ..., row_filters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Catalog(_message.Message):
     __slots__ = ("connector", "version", "backend", "tables")
