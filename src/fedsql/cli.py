@@ -113,6 +113,44 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_catalog(args: argparse.Namespace) -> int:
+    import fedsql
+
+    with fedsql.connect(args.config, user=args.user) as fed:
+        who = f"user {fed.principal.user}" + (
+            f" (roles: {', '.join(fed.principal.roles)})" if fed.principal.roles else ""
+        )
+        print(f"Tables as {who} sees them; 'mask' is what you get, 'rules' what is configured.")
+        for agency, cat in fed.catalog.catalogs.items():
+            for t in cat.tables:
+                est = f"~{t.row_count_estimate} rows" if t.row_count_estimate >= 0 else "rows: ?"
+                print(f"\n{agency}.{t.full_name}  ({est}, backend {cat.backend})")
+                for f in t.row_filters:
+                    state = "applies to you" if t.row_filtered else "not for you"
+                    print(f"  row filter: {f}  ({state})")
+                masks = dict(t.masks)
+                rules: dict[str, list[str]] = {}
+                for c, r in t.mask_rules:
+                    rules.setdefault(c, []).append(r)
+                rows = [
+                    (f.name, str(f.type), masks.get(f.name, "-"), "; ".join(rules.get(f.name, [])))
+                    for f in t.arrow_schema
+                ]
+                print(
+                    format_table(
+                        pa.table(
+                            {
+                                "column": [r[0] for r in rows],
+                                "type": [r[1] for r in rows],
+                                "mask": [r[2] for r in rows],
+                                "rules": [r[3] for r in rows],
+                            }
+                        )
+                    ).rsplit("\n", 1)[0]
+                )
+    return 0
+
+
 def cmd_serve_connector(args: argparse.Namespace) -> int:
     from fedsql.config import load_agency
     from fedsql.connectors.server import serve
@@ -168,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_sql(e)
     e.add_argument("--analyze", action="store_true", help="run it; rows, bytes, time per fragment")
     e.set_defaults(func=cmd_explain)
+
+    cat = sub.add_parser("catalog", help="tables and columns, with the masks you would get")
+    cat.add_argument("-c", "--config", required=True, help="FEDERATION.toml")
+    cat.add_argument("--user", help="analyst name from [user.NAME] in the config")
+    cat.set_defaults(func=cmd_catalog)
 
     c = sub.add_parser("connector", help="connector node commands")
     csub = c.add_subparsers(dest="connector_command", required=True)
