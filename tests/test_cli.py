@@ -93,3 +93,12 @@ def test_missing_config_and_unknown_user(tpch_local: LocalFederation, tmp_path: 
     assert r.returncode == 1 and "file not found" in r.stderr
     r = fedsql("query", "-c", str(tpch_local.config_path), "--user", "mallory", "SELECT 1")
     assert r.returncode == 1 and "unknown user 'mallory'" in r.stderr
+
+
+def test_demo_runs_end_to_end() -> None:
+    r = fedsql("demo", timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "connector trade" in out and "residual" in out and "bytes" in out
+    assert "-- as alice" in out and "-- as audrey" in out and "at agency registry" in out
+    assert "Demo done; connectors stopped." in out
