@@ -23,22 +23,109 @@ class Running:
 class Backend(Protocol):
     kind: str
     dialect: str  # sqlglot dialect fragments are transpiled to
+    # Schema names that mean "the default schema" in fragments ("" always does).
+    default_schemas: tuple[str, ...]
+    # sqlglot expression kinds this backend cannot run exactly as DuckDB does.
+    unsupported: frozenset[str]
 
     def tables(self) -> tuple[RemoteTable, ...]:
         """The tables this backend exposes (cached; the data is read-only)."""
         ...
 
     def execute(self, sql: str, batch_rows: int) -> Running:
-        """Start one checked SELECT; the caller must call ``close()``."""
+        """Start one checked SELECT (in ``dialect``); the caller must call ``close()``."""
         ...
 
     def close(self) -> None: ...
 
 
 class BackendError(Exception):
-    """The backend could not run a fragment. ``user_error`` says whether the
-    fragment itself is at fault (binder/parser/conversion error) or the node."""
+    """The backend could not run a fragment.
 
-    def __init__(self, message: str, user_error: bool) -> None:
+    ``user_error``: the fragment itself is at fault (binder, parser, conversion);
+    ``unsupported``: the backend lacks a function or construct the fragment uses,
+    so a smaller fragment may succeed.
+    """
+
+    def __init__(self, message: str, user_error: bool, unsupported: bool = False) -> None:
         super().__init__(message)
         self.user_error = user_error
+        self.unsupported = unsupported
+
+
+def arrow_type_of_declared(decl: str) -> pa.DataType:
+    """Arrow type for a SQL type as a database declares it (SQLite, PostgreSQL names).
+
+    >>> arrow_type_of_declared("DECIMAL(15,2)")
+    Decimal128Type(decimal128(15, 2))
+    >>> arrow_type_of_declared("character varying(25)")
+    DataType(string)
+    """
+    d = decl.strip().lower()
+    base = d.split("(")[0].strip()
+    args = d[len(base) :].strip("() ").split(",") if "(" in d else []
+    if base in ("decimal", "numeric"):
+        if len(args) == 2 and all(a.strip().isdigit() for a in args):
+            return pa.decimal128(int(args[0]), int(args[1]))
+        if len(args) == 1 and args[0].strip().isdigit():
+            return pa.decimal128(int(args[0]), 0)
+        return pa.float64()
+    table = {
+        "bigint": pa.int64(),
+        "int8": pa.int64(),
+        "integer": pa.int64(),
+        "int": pa.int64(),
+        "int4": pa.int32(),
+        "smallint": pa.int16(),
+        "int2": pa.int16(),
+        "tinyint": pa.int8(),
+        "real": pa.float32(),
+        "float4": pa.float32(),
+        "double": pa.float64(),
+        "double precision": pa.float64(),
+        "float": pa.float64(),
+        "float8": pa.float64(),
+        "date": pa.date32(),
+        "timestamp": pa.timestamp("us"),
+        "datetime": pa.timestamp("us"),
+        "timestamp without time zone": pa.timestamp("us"),
+        "timestamptz": pa.timestamp("us", tz="UTC"),
+        "timestamp with time zone": pa.timestamp("us", tz="UTC"),
+        "boolean": pa.bool_(),
+        "bool": pa.bool_(),
+        "blob": pa.binary(),
+        "bytea": pa.binary(),
+        "time": pa.time64("us"),
+    }
+    if base in table:
+        return table[base]
+    if any(k in base for k in ("char", "text", "clob", "string", "uuid", "json")):
+        return pa.string()
+    if "int" in base:
+        return pa.int64()
+    return pa.string()
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Cast a backend's batch to the schema one DuckDB would produce for the fragment.
+
+    Backends type results their own way (PostgreSQL NUMERIC arrives as text,
+    SQLite has no DATE or DECIMAL); this makes a federated result equal the
+    central one, column names included.
+    """
+    cols = []
+    for arr, field in zip(batch.columns, schema, strict=True):
+        if isinstance(arr.type, pa.ExtensionType):
+            arr = arr.storage
+        if arr.type != field.type:
+            if pa.types.is_null(arr.type):
+                arr = pa.nulls(len(arr), field.type)
+            elif pa.types.is_decimal(field.type) and pa.types.is_floating(arr.type):
+                # Round to the scale first: a binary double is rarely an exact decimal.
+                import pyarrow.compute as pc
+
+                arr = pc.round(arr, field.type.scale).cast(field.type)
+            else:
+                arr = arr.cast(field.type)
+        cols.append(arr)
+    return pa.RecordBatch.from_arrays(cols, schema=schema)

@@ -34,6 +34,8 @@ class DuckDBEngine:
 
     kind = "duckdb"
     dialect = "duckdb"
+    default_schemas = ("", "main")
+    unsupported: frozenset[str] = frozenset()
 
     def __init__(
         self, con: duckdb.DuckDBPyConnection, tables: tuple[RemoteTable, ...], kind: str

@@ -326,7 +326,11 @@ def _func_name(node: exp.Func) -> str:
     return node.sql_name().lower()
 
 
-def check_fragment(sql: str, exposed: set[tuple[str, str]]) -> exp.Query:  # noqa: C901
+def check_fragment(
+    sql: str,
+    exposed: set[tuple[str, str]],  # noqa: C901
+    default_schemas: tuple[str, ...] = _SCHEMA_ALIASES,
+) -> exp.Query:
     """Parse and check one fragment; return the checked tree.
 
     ``exposed`` holds (schema, table) pairs in lower case, schema "" for the
@@ -365,7 +369,7 @@ def check_fragment(sql: str, exposed: set[tuple[str, str]]) -> exp.Query:  # noq
         if isinstance(node, _FORBIDDEN_NODES):
             raise _refuse(f"{node.key.upper()} is not allowed in a fragment")
         if isinstance(node, exp.Table):
-            _check_table(node, exposed, cte_names)
+            _check_table(node, exposed, cte_names, default_schemas)
         elif isinstance(node, exp.Func):
             name = _func_name(node)
             if isinstance(node, exp.Anonymous) and name not in _SAFE_ANONYMOUS:
@@ -375,7 +379,9 @@ def check_fragment(sql: str, exposed: set[tuple[str, str]]) -> exp.Query:  # noq
     return tree
 
 
-def _check_table(node: exp.Table, exposed: set[tuple[str, str]], ctes: set[str]) -> None:
+def _check_table(
+    node: exp.Table, exposed: set[tuple[str, str]], ctes: set[str], default_schemas: tuple[str, ...]
+) -> None:
     this = node.this
     if not isinstance(this, exp.Identifier):
         what = this.sql_name() if isinstance(this, exp.Func) else type(this).__name__
@@ -389,7 +395,8 @@ def _check_table(node: exp.Table, exposed: set[tuple[str, str]], ctes: set[str])
     if (schema, name) in exposed:
         node.meta[EXPOSED_META] = f"{schema}.{name}" if schema else name
         return
-    if schema in _SCHEMA_ALIASES and ("", name) in exposed:
+    if (schema in default_schemas or not schema) and ("", name) in exposed:
+        node.set("db", None)  # the backend's default schema, named its own way
         node.meta[EXPOSED_META] = name
         return
     shown = f"{schema}.{name}" if schema else name

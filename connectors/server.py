@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pyarrow as pa
 from fedsql.connectors.backend import Backend, BackendError
+from fedsql.connectors.execution import FragmentRunner
 from fedsql.connectors.guard import EXPOSED_META, check_fragment
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlglot import exp
@@ -54,7 +55,15 @@ def open_backend(cfg: AgencyConfig, hash_key: bytes | None = None) -> Backend:
             from fedsql.connectors.files import open_files
 
             return open_files(b.path, b.tables, setup)
-    except (FileNotFoundError, ValueError) as e:
+        if b.kind == "sqlite":
+            from fedsql.connectors.sqlite import SQLiteBackend
+
+            return SQLiteBackend(b.path, b.tables)
+        if b.kind == "postgres":
+            from fedsql.connectors.postgres import PostgresBackend
+
+            return PostgresBackend(b)
+    except (FileNotFoundError, ValueError, BackendError) as e:
         raise ConfigError(f"{cfg.source}: [backend]: {e}") from None
     raise ConfigError(f"{cfg.source}: unknown backend kind {b.kind}")
 
@@ -92,9 +101,10 @@ def load_policy(cfg: AgencyConfig, backend: Backend, hash_key: bytes | None) -> 
 
 
 class ConnectorService(pb_grpc.ConnectorServicer):
-    def __init__(self, cfg: AgencyConfig, backend: Backend) -> None:
+    def __init__(self, cfg: AgencyConfig, backend: Backend, hash_key: bytes | None = None) -> None:
         self.cfg = cfg
         self.backend = backend
+        self.runner = FragmentRunner(backend, hash_key)
         self.policy = cfg.policy
         self.audit = AuditLog(cfg.audit_log)
         self._tables = {t.full_name.lower(): t for t in backend.tables()}
@@ -137,7 +147,14 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 )
             )
         cat = catalog_to_proto(
-            RemoteCatalog(self.cfg.name, __version__, self.backend.kind, tuple(tables))
+            RemoteCatalog(
+                self.cfg.name,
+                __version__,
+                self.backend.kind,
+                tuple(tables),
+                self.backend.dialect,
+                self.backend.unsupported,
+            )
         )
         with self._lock:
             self._catalogs[key] = cat
@@ -184,7 +201,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             "sql": request.sql,
         }
         try:
-            tree = check_fragment(request.sql, self._exposed)
+            tree = check_fragment(request.sql, self._exposed, self.backend.default_schemas)
         except RefusedFragment as e:
             record.update(outcome="refused", error=str(e))
             self.audit.write(record)
@@ -193,14 +210,12 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         applied: list[str] = []
         tree = self._apply_policy(tree, principal.roles, applied)
         record["policies"] = applied
-        sql = tree.sql(dialect=self.backend.dialect)
         try:
-            run = self.backend.execute(sql, int(request.batch_rows))
+            run = self.runner.start(tree, int(request.batch_rows), bool(applied))
         except BackendError as e:
-            record.update(outcome="error", error=str(e))
+            record.update(outcome="unsupported" if e.unsupported else "error", error=str(e))
             self.audit.write(record)
-            code = grpc.StatusCode.INVALID_ARGUMENT if e.user_error else grpc.StatusCode.INTERNAL
-            context.abort(code, f"backend {self.backend.kind}: {e}")
+            context.abort(_status(e), f"backend {self.backend.kind}: {e}")
         with self._lock:
             self._running.setdefault(qid, []).append(run)
             self.active += 1
@@ -260,6 +275,12 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             )
 
 
+def _status(e: BackendError) -> grpc.StatusCode:
+    if e.unsupported:
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.INVALID_ARGUMENT if e.user_error else grpc.StatusCode.INTERNAL
+
+
 class _Counter:
     """Count rows while passing record batches through."""
 
@@ -283,7 +304,7 @@ def build_server(cfg: AgencyConfig) -> tuple[grpc.Server, int, ConnectorService]
     except ConfigError:
         backend.close()
         raise
-    service = ConnectorService(cfg, backend)
+    service = ConnectorService(cfg, backend, hash_key)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="fragment"),
         options=GRPC_OPTIONS,

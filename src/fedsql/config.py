@@ -6,6 +6,7 @@ coordinator's view of the federation); see DESIGN.md.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +16,22 @@ from fedsql.errors import ConfigError
 from fedsql.policy.load import parse_policy
 from fedsql.policy.model import Policy
 
-BACKEND_KINDS = ("duckdb", "files")
+BACKEND_KINDS = ("duckdb", "files", "sqlite", "postgres")
 
 
 @dataclass(frozen=True, slots=True)
 class BackendConfig:
     kind: str
-    path: Path
+    path: Path | None  # duckdb/sqlite file, files directory
     tables: tuple[str, ...] | None  # None: expose all tables
+    dsn: str | None = None  # postgres: libpq URI without the password
+    password_file: Path | None = None  # postgres: the password, from this file ...
+    password_env: str | None = None  # ... or from this environment variable
+    pool_size: int = 4  # postgres: connections at most
+    statement_timeout_seconds: float = 300.0  # postgres: per fragment
+
+    def __repr__(self) -> str:  # never show a DSN that might carry a secret
+        return f"BackendConfig(kind={self.kind!r}, path={self.path!r}, tables={self.tables!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,18 +149,42 @@ def load_agency(path: str | Path) -> AgencyConfig:
     b = _take(
         f"{p}: [backend]",
         top["backend"],
-        {"kind": str, "path": str, "tables": list},
-        ("kind", "path"),
+        {
+            "kind": str,
+            "path": str,
+            "tables": list,
+            "dsn": str,
+            "password_file": str,
+            "password_env": str,
+            "pool_size": int,
+            "statement_timeout_seconds": (int, float),
+        },
+        ("kind",),
     )
     if b["kind"] not in BACKEND_KINDS:
         raise ConfigError(
             f"{p}: [backend].kind = '{b['kind']}' is not one of {', '.join(BACKEND_KINDS)}"
         )
+    need = "dsn" if b["kind"] == "postgres" else "path"
+    if need not in b:
+        raise ConfigError(f"{p}: [backend]: kind '{b['kind']}' needs '{need}'")
+    if b["kind"] == "postgres" and "path" in b:
+        raise ConfigError(f"{p}: [backend]: kind 'postgres' takes 'dsn', not 'path'")
+    if b["kind"] != "postgres":
+        extra = sorted(
+            set(b)
+            & {"dsn", "password_file", "password_env", "pool_size", "statement_timeout_seconds"}
+        )
+        if extra:
+            raise ConfigError(f"{p}: [backend]: {', '.join(extra)} only go with kind 'postgres'")
+    if "dsn" in b and re.search(r"://[^/@]*:[^/@]*@", b["dsn"]):
+        raise ConfigError(
+            f"{p}: [backend].dsn must not contain a password; use password_file or password_env"
+        )
     tables = b.get("tables")
     if tables is not None and not all(isinstance(t, str) for t in tables):
         raise ConfigError(f"{p}: [backend].tables must be a list of table names")
     base = p.parent
-    bpath = Path(b["path"])
     audit = c.get("audit_log")
     key = c.get("hash_key_file")
     return AgencyConfig(
@@ -161,8 +194,13 @@ def load_agency(path: str | Path) -> AgencyConfig:
         audit_log=(base / audit) if audit else None,
         backend=BackendConfig(
             kind=b["kind"],
-            path=bpath if bpath.is_absolute() else base / bpath,
+            path=_rel(base, b["path"]) if "path" in b else None,
             tables=tuple(tables) if tables is not None else None,
+            dsn=b.get("dsn"),
+            password_file=_rel(base, b["password_file"]) if "password_file" in b else None,
+            password_env=b.get("password_env"),
+            pool_size=b.get("pool_size", 4),
+            statement_timeout_seconds=float(b.get("statement_timeout_seconds", 300.0)),
         ),
         max_workers=c.get("max_workers", 16),
         source=p,

@@ -95,8 +95,9 @@ GROUP BY decade ORDER BY decade""",
 ]
 
 
-def run_scenario(work: Path, show_table: Callable[[object], str],
-                 out: Callable[[str], None] = print) -> None:
+def run_scenario(
+    work: Path, show_table: Callable[[object], str], out: Callable[[str], None] = print
+) -> None:
     out("== Agency scenario: population registry, health and tax agencies")
     out("   Each agency masks at the source: national IDs are hashed with the federation's")
     out("   shared key (so they still join), birth dates become years, addresses are")
@@ -114,7 +115,9 @@ def run_scenario(work: Path, show_table: Callable[[object], str],
         out("-- which policies applied where (fedsql explain, as alice):")
         with fedsql.connect(local.config_path, user="alice") as fed:
             plan = fed.explain(SCENARIO_QUERIES[1][1])
-            out(plan[plan.index("policies:"):])
+            out(plan[plan.index("policies:") :])
         audit = work / "registry-audit.jsonl"
-        out(f"-- every fragment is in each agency's audit log, e.g. {audit.name}: "
-            f"{len(audit.read_text().splitlines())} lines")
+        out(
+            f"-- every fragment is in each agency's audit log, e.g. {audit.name}: "
+            f"{len(audit.read_text().splitlines())} lines"
+        )

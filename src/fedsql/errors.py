@@ -46,6 +46,10 @@ class FragmentRefused(ConnectorError):
     """The connector refused a fragment (not a read-only SELECT, unknown table, ...)."""
 
 
+class FragmentUnsupported(ConnectorError):
+    """The agency's backend cannot run this fragment; a smaller one may work."""
+
+
 class ExecutionError(FedSQLError):
     """The residual query failed at the coordinator."""
 
@@ -67,6 +71,8 @@ def from_rpc_error(agency: str, err: grpc.RpcError) -> FedSQLError:
     details = (err.details() if hasattr(err, "details") else None) or str(code)
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED):
         return FragmentRefused(agency, f"refused the fragment: {details}")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FragmentUnsupported(agency, f"its backend cannot run the fragment: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return QueryTimeout(f"agency '{agency}' did not answer before the deadline")
     if code == grpc.StatusCode.UNAVAILABLE:

@@ -57,6 +57,8 @@ class RemoteCatalog:
     version: str
     backend: str
     tables: tuple[RemoteTable, ...]
+    dialect: str = "duckdb"
+    unsupported: frozenset[str] = frozenset()  # sqlglot expression kinds not to push
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,8 @@ def catalog_to_proto(cat: RemoteCatalog) -> pb.Catalog:
         connector=cat.connector,
         version=cat.version,
         backend=cat.backend,
+        dialect=cat.dialect,
+        unsupported=sorted(cat.unsupported),
         tables=[
             pb.Table(
                 name=t.name,
@@ -125,6 +129,8 @@ def catalog_from_proto(msg: pb.Catalog) -> RemoteCatalog:
             )
             for t in msg.tables
         ),
+        dialect=msg.dialect or "duckdb",
+        unsupported=frozenset(msg.unsupported),
     )
 
 

@@ -53,16 +53,20 @@ class Table(_message.Message):
     def __init__(self, name: _Optional[str] = ..., schema: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., arrow_schema: _Optional[bytes] = ..., row_count_estimate: _Optional[int] = ..., row_filtered: _Optional[bool] = ..., row_filters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Catalog(_message.Message):
-    __slots__ = ("connector", "version", "backend", "tables")
+    __slots__ = ("connector", "version", "backend", "tables", "dialect", "unsupported")
     CONNECTOR_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
+    DIALECT_FIELD_NUMBER: _ClassVar[int]
+    UNSUPPORTED_FIELD_NUMBER: _ClassVar[int]
     connector: str
     version: str
     backend: str
     tables: _containers.RepeatedCompositeFieldContainer[Table]
-    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[Table, _Mapping]]] = ...) -> None: ...
+    dialect: str
+    unsupported: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., dialect: _Optional[str] = ..., unsupported: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("query_id", "sql", "principal", "batch_rows")

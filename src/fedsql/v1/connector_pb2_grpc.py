@@ -69,7 +69,9 @@ class ConnectorServicer:
         The `arrow_ipc` payloads of one call, concatenated in order, form exactly
         one Arrow IPC stream: the schema message first, then record batches, then
         the end-of-stream marker. A refused fragment fails the call with
-        INVALID_ARGUMENT or PERMISSION_DENIED and a message that says why.
+        INVALID_ARGUMENT or PERMISSION_DENIED and a message that says why; a
+        fragment the backend cannot run (a function or construct it lacks) fails
+        with FAILED_PRECONDITION, and a smaller fragment may succeed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

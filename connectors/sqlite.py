@@ -1,0 +1,190 @@
+"""SQLite backend: a database file opened read-only (``mode=ro`` URI), read through ADBC.
+
+SQLite has no DATE or DECIMAL type and its LIKE ignores case, so the planner
+is told not to push what SQLite would compute differently from DuckDB
+(arithmetic on decimals, date functions, LIKE ...); results are cast back to
+the declared column types.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from fedsql.connectors.backend import BackendError, Running, arrow_type_of_declared
+
+from fedsql.wire import RemoteTable
+
+UNSUPPORTED = frozenset(
+    {
+        # Dates are ISO text in SQLite: no date arithmetic, truncation or extraction.
+        "Extract",
+        "Interval",
+        "DateAdd",
+        "DateSub",
+        "DateDiff",
+        "DateTrunc",
+        "TimestampTrunc",
+        "Year",
+        "Month",
+        "Day",
+        "Quarter",
+        "Week",
+        "DayOfWeek",
+        "DayOfYear",
+        "StrToDate",
+        "TsOrDsAdd",
+        "TsOrDsToDate",
+        "Cast",
+        "TryCast",
+        # DECIMAL is a binary double in SQLite: arithmetic and sums are not exact.
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Mod",
+        "IntDiv",
+        "Pow",
+        "Sum",
+        "Avg",
+        "Floor",
+        "Ceil",
+        "Round",
+        # LIKE is case-insensitive in SQLite; DuckDB's is not.
+        "Like",
+        "ILike",
+        "RegexpLike",
+        "SimilarTo",
+        # Functions SQLite lacks or names differently.
+        "Left",
+        "Right",
+        "Repeat",
+        "StrPosition",
+        "ArrayAgg",
+        "GroupConcat",
+        "Stddev",
+        "Variance",
+        "Median",
+        "Quantile",
+        "ApproxDistinct",
+        "Corr",
+    }
+)
+
+
+class SQLiteBackend:
+    kind = "sqlite"
+    dialect = "sqlite"
+    default_schemas = ("", "main")
+    unsupported = UNSUPPORTED
+
+    def __init__(self, path: Path, only: tuple[str, ...] | None) -> None:
+        import adbc_driver_sqlite.dbapi as sqlite
+
+        if not path.exists():
+            raise FileNotFoundError(f"SQLite database {path} does not exist")
+        self._sqlite = sqlite
+        self._uri = f"file:{path.resolve()}?mode=ro"
+        con = self._connect()
+        try:
+            self._tables = self._catalog(con, only)
+        finally:
+            con.close()
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        con = self._sqlite.connect(self._uri)
+        with con.cursor() as cur:
+            cur.execute("PRAGMA query_only = 1")
+        return con
+
+    @staticmethod
+    def _catalog(con: Any, only: tuple[str, ...] | None) -> tuple[RemoteTable, ...]:
+        with con.cursor() as cur:
+            cur.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+            names = [r[0] for r in cur.fetchall()]
+            wanted = {t.lower() for t in only} if only is not None else None
+            out = []
+            for name in names:
+                if wanted is not None and name.lower() not in wanted:
+                    continue
+                quoted = '"' + name.replace('"', '""') + '"'
+                cur.execute(f"PRAGMA table_info({quoted})")
+                fields = [
+                    pa.field(col, arrow_type_of_declared(typ or "TEXT"), nullable=not nn)
+                    for _, col, typ, nn, _, _ in cur.fetchall()
+                ]
+                cur.execute(f"SELECT count(*) FROM {quoted}")
+                count = cur.fetchone()[0]
+                out.append(RemoteTable("", name, pa.schema(fields), int(count)))
+        if wanted is not None:
+            missing = sorted(wanted - {t.name.lower() for t in out})
+            if missing:
+                raise ValueError(
+                    f"tables listed in [backend].tables not found: {', '.join(missing)}"
+                )
+        return tuple(out)
+
+    def tables(self) -> tuple[RemoteTable, ...]:
+        return self._tables
+
+    def execute(self, sql: str, batch_rows: int) -> Running:
+        con = self._connect()
+        cur = con.cursor()
+        try:
+            cur.execute(sql)
+            reader = cur.fetch_record_batch()
+        except Exception as e:
+            cur.close()
+            con.close()
+            raise _backend_error(e) from None
+
+        def close() -> None:
+            try:
+                cur.close()
+                con.close()
+            except Exception:
+                pass
+
+        def cancel() -> None:
+            try:
+                cur.adbc_cancel()
+            except Exception:
+                pass
+
+        return Running(reader=_Guarded(reader), cancel=cancel, close=close)
+
+    def close(self) -> None:
+        pass
+
+
+class _Guarded:
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self._reader = reader
+        self.schema = reader.schema
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        it = iter(self._reader)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except Exception as e:
+                raise _backend_error(e) from None
+            yield batch
+
+
+def _backend_error(e: Exception) -> BackendError:
+    text = str(e).strip().splitlines()
+    msg = text[0] if text else type(e).__name__
+    low = msg.lower()
+    unsupported = "no such function" in low or "syntax error" in low or "near " in low
+    return BackendError(
+        f"SQLite: {msg.split('] ', 1)[-1]}", user_error=True, unsupported=unsupported
+    )
