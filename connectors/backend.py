@@ -70,11 +70,11 @@ def arrow_type_of_declared(decl: str) -> pa.DataType:
         if len(args) == 1 and args[0].strip().isdigit():
             return pa.decimal128(int(args[0]), 0)
         return pa.float64()
-    table = {
+    table = {  # SQL's INTEGER is 32 bits (PostgreSQL int4); BIGINT is 64
         "bigint": pa.int64(),
         "int8": pa.int64(),
-        "integer": pa.int64(),
-        "int": pa.int64(),
+        "integer": pa.int32(),
+        "int": pa.int32(),
         "int4": pa.int32(),
         "smallint": pa.int16(),
         "int2": pa.int16(),

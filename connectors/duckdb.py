@@ -14,8 +14,8 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-from fedsql.connectors.backend import BackendError, Running
 
+from fedsql.connectors.backend import BackendError, Running
 from fedsql.wire import RemoteTable
 
 DEFAULT_BATCH_ROWS = 122_880  # DuckDB's row-group size: batches come out whole

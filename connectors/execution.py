@@ -16,24 +16,15 @@ from collections.abc import Iterator
 import duckdb
 import pyarrow as pa
 import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel, UnsupportedError
+
+from fedsql.capabilities import first_unsupported
 from fedsql.connectors.backend import Backend, BackendError, Running, conform
 from fedsql.connectors.duckdb import DEFAULT_BATCH_ROWS
 from fedsql.connectors.guard import EXPOSED_META
 from fedsql.connectors.shape import ShapeMirror
-from sqlglot import exp
-from sqlglot.errors import ErrorLevel, UnsupportedError
-
 from fedsql.policy.masks import HASH_FUNCTION, register_hash
-
-
-def first_unsupported(tree: exp.Expr, unsupported: frozenset[str]) -> str | None:
-    """The first expression kind in ``tree`` that the backend declared it cannot run."""
-    if not unsupported:
-        return None
-    for node in tree.walk():
-        if type(node).__name__ in unsupported:
-            return type(node).__name__
-    return None
 
 
 def _uses_hash(tree: exp.Expr) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+
 from fedsql.connectors.duckdb import DuckDBEngine, Setup, catalog_of, lock_down
 
 _READERS = {".parquet": "read_parquet", ".csv": "read_csv_auto"}

@@ -15,9 +15,9 @@ import threading
 from typing import Any
 
 import pyarrow as pa
-from fedsql.connectors.backend import BackendError, Running, arrow_type_of_declared
 
 from fedsql.config import BackendConfig
+from fedsql.connectors.backend import BackendError, Running, arrow_type_of_declared
 from fedsql.wire import RemoteTable
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,9 @@ class PostgresBackend:
         con = self._connect()
         try:
             self._tables = self._catalog(con, cfg.tables)
-            collation = self._scalar(con, "SHOW lc_collate")
+            collation = self._scalar(
+                con, "SELECT datcollate FROM pg_database WHERE datname = current_database()"
+            )
             if collation not in ("C", "POSIX"):
                 # Text order differs from DuckDB's byte order: keep sorting home.
                 self.unsupported = frozenset({"Ordered", "GT", "GTE", "LT", "LTE", "Between"})

@@ -15,14 +15,14 @@ from typing import Any
 
 import grpc
 import pyarrow as pa
-from fedsql.connectors.backend import Backend, BackendError
-from fedsql.connectors.execution import FragmentRunner
-from fedsql.connectors.guard import EXPOSED_META, check_fragment
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlglot import exp
 
 from fedsql import __version__
 from fedsql.config import AgencyConfig
+from fedsql.connectors.backend import Backend, BackendError
+from fedsql.connectors.execution import FragmentRunner
+from fedsql.connectors.guard import EXPOSED_META, check_fragment
 from fedsql.errors import ConfigError, RefusedFragment
 from fedsql.policy import apply_views, view_for
 from fedsql.policy.load import validate
@@ -177,7 +177,9 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 return None
             applied.extend(f"{name}.{c}:{m.rule}" for c, m in tp.masks.items())
             applied.extend(f"{name}:row_filter" for _ in tp.filters)
-            return view_for(tp, name, self._tables[name].arrow_schema)
+            source = table.copy()  # keeps the node's marks: it still reads the exposed table
+            source.set("alias", None)
+            return view_for(tp, name, self._tables[name].arrow_schema, source=source)
 
         return apply_views(tree, view) if self.policy else tree
 

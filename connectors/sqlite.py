@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from fedsql.connectors.backend import BackendError, Running, arrow_type_of_declared
 
+from fedsql.connectors.backend import BackendError, Running, arrow_type_of_declared
 from fedsql.wire import RemoteTable
 
 UNSUPPORTED = frozenset(

@@ -17,9 +17,11 @@ from fedsql.local import (
     split_agencies,
     write_agency_toml,
 )
+from fedsql.pgserver import PostgresServer
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 
 SF = 0.01
+MIXED = {"trade": "postgres", "registry": "sqlite", "industry": "files"}
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +45,7 @@ def tpch_local(
     """Three connector processes (DuckDB backends): trade, registry, industry."""
     work = tmp_path_factory.mktemp("federation")
     data = split_agencies(tpch_parquet, work, "duckdb")
-    tomls = [write_agency_toml(work / f"{a}.toml", a, "duckdb", p) for a, p in data.items()]
+    tomls = [write_agency_toml(work / f"{a}.toml", a, k, p) for a, (k, p) in data.items()]
     users = '[user.alice]\nroles = ["analyst"]\n\n[user.bob]\nroles = ["auditor", "analyst"]\n'
     with LocalFederation(work, tomls, users=users) as local:
         yield local
@@ -61,3 +63,29 @@ def trade_stub(tpch_local: LocalFederation) -> Iterator[pb_grpc.ConnectorStub]:
     addr = next(c.address for c in tpch_local.connectors if c.name == "trade")
     with grpc.insecure_channel(addr) as ch:
         yield pb_grpc.ConnectorStub(ch)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on loopback (fails, with how to install it, if missing)."""
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mixed_local(
+    tpch_parquet: Path, tmp_path_factory: pytest.TempPathFactory, pg_server: PostgresServer
+) -> Iterator[LocalFederation]:
+    """trade on PostgreSQL, registry on SQLite, industry on Parquet files."""
+    work = tmp_path_factory.mktemp("mixed")
+    data = split_agencies(tpch_parquet, work, MIXED, pg=pg_server)
+    tomls = [write_agency_toml(work / f"{a}.toml", a, k, p) for a, (k, p) in data.items()]
+    with LocalFederation(work, tomls) as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
+def mixed(mixed_local: LocalFederation) -> Iterator[fedsql.Federation]:
+    with fedsql.connect(mixed_local.config_path) as f:
+        yield f

@@ -26,7 +26,7 @@ def test_tpch_query_matches_central(n: int, fed: fedsql.Federation, central) -> 
 def test_files_backend_federation(tpch_parquet: Path, tmp_path: Path, central) -> None:  # type: ignore[no-untyped-def]
     """The same split served from directories of Parquet files."""
     data = split_agencies(tpch_parquet, tmp_path, "files")
-    tomls = [write_agency_toml(tmp_path / f"{a}.toml", a, "files", p) for a, p in data.items()]
+    tomls = [write_agency_toml(tmp_path / f"{a}.toml", a, k, p) for a, (k, p) in data.items()]
     with LocalFederation(tmp_path, tomls) as local, fedsql.connect(local.config_path) as fed:
         for n in (3, 5, 13, 18, 21, 22):
             sql = tpch_query(n)

@@ -13,7 +13,13 @@ from fedsql.config import load_agency, load_federation
 from fedsql.errors import ConfigError
 from fedsql.wire import ipc_chunks_to_reader, reader_to_ipc_chunks
 
-DOCTEST_MODULES = ["fedsql.connectors.guard", "fedsql.planner.resolve"]
+DOCTEST_MODULES = [
+    "fedsql.connectors.guard",
+    "fedsql.connectors.backend",
+    "fedsql.planner.resolve",
+    "fedsql.policy.rewrite",
+    "fedsql.capabilities",
+]
 
 
 @pytest.mark.parametrize("name", DOCTEST_MODULES)

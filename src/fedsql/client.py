@@ -12,7 +12,7 @@ import grpc
 
 from fedsql.catalog import Catalog
 from fedsql.config import FederationConfig, load_federation
-from fedsql.errors import ConfigError, FedSQLError, from_rpc_error
+from fedsql.errors import ConfigError, FedSQLError, FragmentUnsupported, from_rpc_error
 from fedsql.execute import MergeEngine, QueryStats, connector_stats, execute
 from fedsql.planner import Plan, plan
 from fedsql.planner.shape import ShapeBinder
@@ -102,8 +102,10 @@ class Federation:
             )
 
     # -- queries ------------------------------------------------------------
-    def plan(self, sql: str) -> Plan:
-        return plan(sql, self.catalog, self.binder, self.config.policy, self.principal.roles)
+    def plan(self, sql: str, scan_only: frozenset[str] = frozenset()) -> Plan:
+        return plan(
+            sql, self.catalog, self.binder, self.config.policy, self.principal.roles, scan_only
+        )
 
     def explain(self, sql: str, analyze: bool = False, pretty: bool = True) -> str:
         """The fragments per connector and the residual query (with ``analyze``: run it
@@ -135,16 +137,28 @@ class Federation:
         p = self.plan(sql)
         t1 = time.perf_counter()
         log.info("query %s: %d fragment(s) for user %s", qid, len(p.fragments), self.principal.user)
-        for f in p.fragments:
-            log.debug("query %s: %s -> %s", qid, f.id, f.agency)
-        table, runs, fetch_s, merge_s = execute(
-            p,
-            self._stubs,
-            self.principal,
-            qid,
-            timeout or self.config.timeout_seconds,
-            self._merger,
-        )
+        scan_only: frozenset[str] = frozenset()
+        while True:
+            for f in p.fragments:
+                log.debug("query %s: %s -> %s", qid, f.id, f.agency)
+            try:
+                table, runs, fetch_s, merge_s = execute(
+                    p,
+                    self._stubs,
+                    self.principal,
+                    qid,
+                    timeout or self.config.timeout_seconds,
+                    self._merger,
+                )
+                break
+            except FragmentUnsupported as e:
+                # The agency's backend could not run what was pushed to it: plan
+                # again with plain scans there, the rest done here. Once per agency.
+                if e.agency in scan_only:
+                    raise
+                log.info("query %s: %s; retrying with table scans there", qid, e)
+                scan_only |= {e.agency}
+                p = self.plan(sql, scan_only)
         if p.output_names and len(p.output_names) == table.num_columns:
             table = table.rename_columns(list(p.output_names))
         self.last_stats = QueryStats(

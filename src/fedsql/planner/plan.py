@@ -29,6 +29,7 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope
 from sqlglot.schema import MappingSchema
 
+from fedsql.capabilities import CORRELATED_SUBQUERY, first_unsupported
 from fedsql.catalog import Catalog, TableRef
 from fedsql.errors import CatalogError, PlanError
 from fedsql.planner.resolve import (
@@ -108,6 +109,7 @@ def plan(
     binder: ShapeBinder | None = None,
     policy: Policy | None = None,
     roles: tuple[str, ...] = (),
+    scan_only: frozenset[str] = frozenset(),
 ) -> Plan:
     """Plan one query against the federation's catalog.
 
@@ -136,7 +138,8 @@ def plan(
         )
     except OptimizeError as e:
         raise CatalogError(_column_error(str(e))) from None
-    cutter = _Cutter(tree)
+    caps = {a: c.unsupported for a, c in catalog.catalogs.items()}
+    cutter = _Cutter(tree, caps, scan_only)
     root_scope = build_scope(tree)
     if root_scope is None:
         raise PlanError("cannot plan this query")
@@ -172,8 +175,12 @@ def _column_error(msg: str) -> str:
 
 
 class _Cutter:
-    def __init__(self, tree: exp.Query) -> None:
+    def __init__(
+        self, tree: exp.Query, caps: dict[str, frozenset[str]], scan_only: frozenset[str]
+    ) -> None:
         self.tree = tree
+        self.caps = caps  # agency → what its backend cannot run
+        self.scan_only = scan_only  # agencies that get plain table scans only
         self.fragments: list[Fragment] = []
         self.whole_query = False
         self._ids = itertools.count()
@@ -223,7 +230,23 @@ class _Cutter:
                     return None
         if len(agencies) != 1:
             return None
-        return agencies.pop()
+        agency = agencies.pop()
+        if agency in self.scan_only:
+            return None
+        lacking = self.caps.get(agency, frozenset())
+        if first_unsupported(scope.expression, lacking) is not None:
+            return None
+        if CORRELATED_SUBQUERY in lacking and (
+            outer is not None or any(s.external_columns for s in inside if s is not scope)
+        ):
+            return None
+        return agency
+
+    def _runnable(self, pred: exp.Expr, agency: str) -> bool:
+        """Can ``agency``'s backend evaluate this predicate exactly?"""
+        if agency in self.scan_only:
+            return False
+        return first_unsupported(pred, self.caps.get(agency, frozenset())) is None
 
     # -- cutting ----------------------------------------------------------
     def _new_id(self) -> str:
@@ -290,7 +313,15 @@ class _Cutter:
             join_preds = where + [
                 c for j in select.args.get("joins") or [] for c in _conjuncts(j.args.get("on"))
             ]
-            groups = _colocated_groups(tables, join_preds)
+            groups = _colocated_groups(
+                tables,
+                [
+                    c
+                    for c in join_preds
+                    if all(self._runnable(c, ref.agency) for _, _, ref in tables)
+                ],
+                self.scan_only,
+            )
         else:
             groups = [[t] for t in tables]
         for group in groups:
@@ -329,6 +360,8 @@ class _Cutter:
                 side = (join.side or "").upper()
                 if side in ("", "LEFT") and (join.kind or "").upper() not in ("SEMI", "ANTI"):
                     preds += [c for c in _conjuncts(join.args["on"]) if _within(c, aliases)]
+        preds = [p for p in preds if self._runnable(p, agency)]
+        absorbed = [(c, subs) for c, subs in absorbed if any(p is c for p in preds)]
         if coord is not None:
             # Predicates must see masked values: only those on unmasked columns go
             # down (below the federation's row filter, which commutes with them).
@@ -484,14 +517,19 @@ def _inner_joins_only(select: exp.Select) -> bool:
 
 
 def _colocated_groups(
-    tables: list[tuple[str, exp.Table, TableRef]], conjuncts: list[exp.Expr]
+    tables: list[tuple[str, exp.Table, TableRef]],
+    conjuncts: list[exp.Expr],
+    scan_only: frozenset[str] = frozenset(),
 ) -> list[list[tuple[str, exp.Table, TableRef]]]:
     """Tables of one agency connected by join predicates, in order of appearance."""
     parent = {a: a for a, _, _ in tables}
     # A table under the federation's own policy is read alone (its view is applied
     # at the coordinator), so it gets an agency of its own here.
     agency = {
-        a: ref.agency if coordinator_policy(node) is None else f"\0{a}" for a, node, ref in tables
+        a: ref.agency
+        if coordinator_policy(node) is None and ref.agency not in scan_only
+        else f"\0{a}"
+        for a, node, ref in tables
     }
 
     def find(a: str) -> str:

@@ -1,0 +1,315 @@
+"""PostgreSQL and SQLite agencies: the mixed federation, type round-trips,
+capability-aware pushdown and fallback, read-only access at the source."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import sqlite3
+import threading
+from pathlib import Path
+
+import adbc_driver_postgresql.dbapi as pgdb
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import fedsql
+from fedsql.bench.compare import diff_tables, has_order_by, tpch_query
+from fedsql.config import load_agency
+from fedsql.connectors.backend import BackendError
+from fedsql.connectors.postgres import PostgresBackend
+from fedsql.connectors.sqlite import SQLiteBackend
+from fedsql.errors import ConfigError
+from fedsql.local import LocalFederation, start_connector, write_agency_toml
+from fedsql.pgserver import PostgresServer
+
+
+@pytest.mark.parametrize("n", range(1, 23), ids=lambda n: f"q{n:02d}")
+def test_mixed_federation_tpch(n: int, mixed: fedsql.Federation, central) -> None:  # type: ignore[no-untyped-def]
+    sql = tpch_query(n)
+    want = central.sql(sql).to_arrow_table()
+    got = mixed.sql(sql)
+    assert diff_tables(got, want, has_order_by(sql)) is None
+    assert got.schema.types == want.schema.types  # typed as one DuckDB would type it
+
+
+def test_catalog_reports_dialects_and_capabilities(mixed: fedsql.Federation) -> None:
+    cats = mixed.catalog.catalogs
+    assert (cats["trade"].backend, cats["trade"].dialect) == ("postgres", "postgres")
+    assert (cats["registry"].backend, cats["registry"].dialect) == ("sqlite", "sqlite")
+    assert "Like" in cats["registry"].unsupported and not cats["trade"].unsupported
+    lineitem = next(t for t in cats["trade"].tables if t.name == "lineitem")
+    assert lineitem.arrow_schema.field("l_quantity").type == pa.decimal128(15, 2)
+    assert lineitem.arrow_schema.field("l_shipdate").type == pa.date32()
+    assert lineitem.row_count_estimate > 50_000  # pg_class.reltuples after ANALYZE
+    customer = next(t for t in cats["registry"].tables if t.name == "customer")
+    assert customer.row_count_estimate == 1500
+    assert customer.arrow_schema.field("c_acctbal").type == pa.decimal128(15, 2)
+
+
+def test_sqlite_gets_only_what_it_computes_like_duckdb(mixed: fedsql.Federation, central) -> None:  # type: ignore[no-untyped-def]
+    sql = (
+        "SELECT c_name, c_acctbal * 2 AS twice FROM customer "
+        "WHERE c_name LIKE '%00001%' AND c_nationkey = 3 ORDER BY c_name"
+    )
+    plan = mixed.plan(sql)
+    (frag,) = [f for f in plan.fragments if f.agency == "registry"]
+    assert "LIKE" not in frag.sql and "* 2" not in frag.sql and "c_nationkey = 3" in frag.sql
+    assert diff_tables(mixed.sql(sql), central.sql(sql).to_arrow_table(), True) is None
+
+
+def test_rejected_fragment_is_retried_smaller(mixed: fedsql.Federation, central) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL has no GROUP BY ALL: the connector says so (FAILED_PRECONDITION),
+    and the coordinator plans again with plain scans at that agency."""
+    sql = "SELECT o_orderpriority, count(*) AS n FROM orders GROUP BY ALL ORDER BY ALL"
+    assert mixed.plan(sql).fragments[0].kind == "query"  # first try: all at trade
+    got = mixed.sql(sql)
+    assert diff_tables(got, central.sql(sql).to_arrow_table(), True) is None
+    st = mixed.last_stats
+    assert st is not None and [r.fragment.kind for r in st.fragments] == ["table"]
+
+
+def test_masks_hold_on_postgres_and_sqlite(tmp_path: Path, pg_server: PostgresServer) -> None:
+    """Policy views (hash included) run at the agency whatever its backend."""
+    dsn = pg_server.create_database("policy_pg")
+    with pgdb.connect(dsn) as con, con.cursor() as cur:
+        cur.execute("CREATE TABLE people (nid TEXT, name TEXT, born DATE, income NUMERIC(12,2))")
+        cur.execute(
+            "INSERT INTO people VALUES ('NID1', 'Anna Smith', DATE '1980-05-06', 51234.5),"
+            " ('NID2', 'Ben Okafor', DATE '1975-01-02', 72000), (NULL, NULL, NULL, NULL)"
+        )
+        con.commit()
+    sq = tmp_path / "tax.sqlite"
+    with sqlite3.connect(sq) as con:
+        con.execute("CREATE TABLE returns (nid VARCHAR, employer VARCHAR)")
+        con.execute("INSERT INTO returns VALUES ('NID1', 'Acme'), ('NID2', 'Globex')")
+    key = tmp_path / "k"
+    key.write_text("0123456789abcdef0123456789abcdef")
+    policy = (
+        '[[mask]]\ntable = "{t}"\ncolumn = "nid"\nrule = "hash"\n\n'
+        '[[mask]]\ntable = "{t}"\ncolumn = "{c}"\nrule = "{r}"\n'
+    )
+    tomls = [
+        write_agency_toml(
+            tmp_path / "pg.toml",
+            "pg",
+            "postgres",
+            dsn,
+            extra=policy.format(t="people", c="name", r="partial"),
+        ),
+        write_agency_toml(
+            tmp_path / "sq.toml",
+            "sq",
+            "sqlite",
+            sq,
+            extra=policy.format(t="returns", c="employer", r="redact"),
+        ),
+    ]
+    for t in tomls:
+        t.write_text(t.read_text().replace("[backend]", f'hash_key_file = "{key}"\n\n[backend]'))
+    with LocalFederation(tmp_path, tomls) as local, fedsql.connect(local.config_path) as fed:
+        got = fed.sql(
+            "SELECT p.name, p.born, p.income, r.employer FROM people p "
+            "JOIN returns r ON p.nid = r.nid ORDER BY p.income"
+        )
+        assert got.to_pylist() == [
+            {
+                "name": "******mith",
+                "born": dt.date(1980, 5, 6),
+                "income": decimal.Decimal("51234.50"),
+                "employer": "***",
+            },
+            {
+                "name": "******afor",
+                "born": dt.date(1975, 1, 2),
+                "income": decimal.Decimal("72000.00"),
+                "employer": "***",
+            },
+        ]
+        assert fed.sql("SELECT count(*) FROM people WHERE nid = 'NID1'").column(0)[0].as_py() == 0
+
+
+# -- type round-trips --------------------------------------------------------------
+
+TYPES = pa.table(
+    {
+        "i64": pa.array([1, -(2**62), None], pa.int64()),
+        "f64": pa.array([1.5, -0.25, None], pa.float64()),
+        "dec": pa.array(
+            [decimal.Decimal("12345.67"), decimal.Decimal("-0.01"), None], pa.decimal128(15, 2)
+        ),
+        "d": pa.array([dt.date(1992, 1, 2), dt.date(2038, 12, 31), None], pa.date32()),
+        "ts": pa.array(
+            [dt.datetime(2001, 2, 3, 4, 5, 6, 789000), dt.datetime(1970, 1, 1), None],
+            pa.timestamp("us"),
+        ),
+        "b": pa.array([True, False, None], pa.bool_()),
+        "s": pa.array(["plain", "ünïcødé ✓ 'quoted'", None], pa.string()),
+    }
+)
+
+
+def _serve_types(kind: str, tmp_path: Path, pg: PostgresServer) -> Path:
+    if kind in ("duckdb", "files"):
+        target = tmp_path / ("t.duckdb" if kind == "duckdb" else "files")
+        if kind == "files":
+            target.mkdir()
+            pq.write_table(TYPES, target / "types.parquet")
+        else:
+            con = duckdb.connect(str(target))
+            con.register("src", TYPES)
+            con.execute("CREATE TABLE types AS SELECT * FROM src")
+            con.close()
+        where: str | Path = target
+    elif kind == "sqlite":
+        where = tmp_path / "t.sqlite"
+        with sqlite3.connect(where) as con:
+            con.execute(
+                "CREATE TABLE types (i64 BIGINT, f64 DOUBLE, dec DECIMAL(15,2), d DATE, "
+                "ts TIMESTAMP, b BOOLEAN, s VARCHAR)"
+            )
+            con.executemany(
+                "INSERT INTO types VALUES (?,?,?,?,?,?,?)",
+                [
+                    (1, 1.5, 12345.67, "1992-01-02", "2001-02-03 04:05:06.789", 1, "plain"),
+                    (
+                        -(2**62),
+                        -0.25,
+                        -0.01,
+                        "2038-12-31",
+                        "1970-01-01 00:00:00",
+                        0,
+                        "ünïcødé ✓ 'quoted'",
+                    ),
+                    (None,) * 7,
+                ],
+            )
+    else:
+        where = pg.create_database(f"types_{abs(hash(str(tmp_path))) % 10**8}")
+        with pgdb.connect(where) as con, con.cursor() as cur:
+            cur.execute(
+                "CREATE TABLE types (i64 BIGINT, f64 DOUBLE PRECISION, dec NUMERIC(15,2),"
+                " d DATE, ts TIMESTAMP, b BOOLEAN, s TEXT)"
+            )
+            cur.adbc_ingest("types", TYPES, mode="append")
+            con.commit()
+    return write_agency_toml(tmp_path / "a.toml", "a", kind, where)
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "files", "sqlite", "postgres"])
+def test_type_round_trip(kind: str, tmp_path: Path, pg_server: PostgresServer) -> None:
+    toml = _serve_types(kind, tmp_path, pg_server)
+    with LocalFederation(tmp_path, [toml]) as local, fedsql.connect(local.config_path) as fed:
+        got = fed.sql("SELECT * FROM types ORDER BY i64 NULLS LAST")
+        want = TYPES.take([1, 0, 2])
+        assert got.schema.types == want.schema.types, got.schema
+        assert got.to_pylist() == want.to_pylist()
+        # and computed on the way: filters, arithmetic, a NULL-aware aggregate
+        t = fed.sql(
+            "SELECT count(s) AS n, sum(dec) AS total, max(d) AS last FROM types "
+            "WHERE b OR b IS NULL"
+        )
+        assert t.to_pylist() == [
+            {"n": 1, "total": decimal.Decimal("12345.67"), "last": dt.date(1992, 1, 2)}
+        ]
+
+
+# -- read-only at the source ---------------------------------------------------------
+
+
+def test_postgres_sessions_are_read_only(pg_server: PostgresServer, tmp_path: Path) -> None:
+    dsn = pg_server.create_database("ro_check")
+    toml = write_agency_toml(tmp_path / "a.toml", "a", "postgres", dsn)
+    backend = PostgresBackend(load_agency(toml).backend)
+    try:
+        for sql in ("CREATE TABLE x (a int)", "CREATE TEMP TABLE y AS SELECT 1 AS a"):
+            with pytest.raises(BackendError):
+                run = backend.execute(sql, 0)
+                list(run.reader)
+                run.close()
+        run = backend.execute("SELECT current_setting('transaction_read_only') AS ro", 0)
+        assert pa.Table.from_batches(list(run.reader)).column(0)[0].as_py() == "on"
+        run.close()
+    finally:
+        backend.close()
+
+
+def test_sqlite_is_opened_read_only(tmp_path: Path) -> None:
+    db = tmp_path / "x.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE t (a INT)")
+    backend = SQLiteBackend(db, None)
+    with pytest.raises(BackendError):
+        run = backend.execute("INSERT INTO t VALUES (1)", 0)
+        list(run.reader)
+
+
+def test_postgres_statement_timeout_and_bounded_pool(
+    pg_server: PostgresServer, mixed_local: LocalFederation, tmp_path: Path
+) -> None:
+    trade = (mixed_local.work / "trade.toml").read_text()
+    dsn = trade.split('dsn = "')[1].split('"')[0]
+    toml = write_agency_toml(
+        tmp_path / "t.toml",
+        "trade",
+        "postgres",
+        dsn,
+        extra="pool_size = 2\nstatement_timeout_seconds = 1\n",
+    )
+    with LocalFederation(tmp_path, [toml]) as local, fedsql.connect(local.config_path) as fed:
+        with pytest.raises(fedsql.FedSQLError, match="statement timeout"):
+            fed.sql("SELECT count(*) FROM lineitem a, lineitem b WHERE a.l_tax + b.l_tax > 1")
+        results: list[int] = []
+        errors: list[Exception] = []
+
+        def worker() -> None:
+            try:
+                results.append(fed.sql("SELECT count(*) FROM orders").column(0)[0].as_py())
+            except Exception as e:  # noqa: BLE001 - collected and asserted below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors and results == [15000] * 8
+
+
+def test_postgres_schemas_are_qualified_names(pg_server: PostgresServer, tmp_path: Path) -> None:
+    dsn = pg_server.create_database("schemas")
+    with pgdb.connect(dsn) as con, con.cursor() as cur:
+        cur.execute("CREATE SCHEMA sales")
+        cur.execute("CREATE TABLE sales.invoices (id BIGINT, amount NUMERIC(10,2))")
+        cur.execute("CREATE TABLE invoices (id BIGINT)")
+        cur.execute("INSERT INTO sales.invoices VALUES (1, 9.99), (2, 20)")
+        con.commit()
+    toml = write_agency_toml(tmp_path / "a.toml", "acct", "postgres", dsn)
+    with LocalFederation(tmp_path, [toml]) as local, fedsql.connect(local.config_path) as fed:
+        got = fed.sql("SELECT sum(amount) AS s FROM acct.sales.invoices")
+        assert got.column(0)[0].as_py() == decimal.Decimal("29.99")
+        assert fed.sql("SELECT count(*) FROM acct.invoices").column(0)[0].as_py() == 0
+        with pytest.raises(fedsql.CatalogError, match="unknown table"):
+            fed.sql("SELECT * FROM acct.nosuch.invoices")
+
+
+def test_postgres_config_errors(tmp_path: Path) -> None:
+    bad = write_agency_toml(
+        tmp_path / "a.toml", "a", "postgres", "postgresql://u:secret@127.0.0.1:1/db"
+    )
+    with pytest.raises(ConfigError, match="must not contain a password"):
+        load_agency(bad)
+    missing = write_agency_toml(
+        tmp_path / "b.toml",
+        "b",
+        "postgres",
+        "postgresql://u@127.0.0.1:1/db",
+        extra='password_env = "FEDSQL_TEST_NO_SUCH_VAR"\n',
+    )
+    with pytest.raises(fedsql.FedSQLError, match="FEDSQL_TEST_NO_SUCH_VAR"):
+        start_connector(missing, timeout=30)
+    down = write_agency_toml(tmp_path / "c.toml", "c", "postgres", "postgresql://u@127.0.0.1:9/db")
+    with pytest.raises(fedsql.FedSQLError, match="cannot connect to PostgreSQL"):
+        start_connector(down, timeout=30)
