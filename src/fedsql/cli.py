@@ -172,7 +172,11 @@ def cmd_bench_tpch(args: argparse.Namespace) -> int:
     queries = [int(q) for q in args.queries.split(",")] if args.queries else None
     print(tpch.HEADER)
     report = tpch.run(
-        args.sf, runs=args.runs, queries=queries, json_path=Path(args.json) if args.json else None
+        args.sf,
+        runs=args.runs,
+        queries=queries,
+        json_path=Path(args.json) if args.json else None,
+        backend=args.backend,
     )
     print()
     print(tpch.summary(report))
@@ -229,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--runs", type=int, default=3, help="runs per query; medians are reported")
     t.add_argument("--queries", help="comma-separated query numbers (default: all 22)")
     t.add_argument("--json", help="write the figures as JSON to this file")
+    t.add_argument(
+        "--backend",
+        choices=["duckdb", "files", "sqlite", "postgres"],
+        default="duckdb",
+        help="the agencies' databases (postgres: a throwaway "
+        "PostgreSQL 15 server with one database per agency)",
+    )
     t.set_defaults(func=cmd_bench_tpch)
     return p
 

@@ -20,7 +20,8 @@ import pyarrow as pa
 
 import fedsql
 from fedsql.bench.compare import diff_tables, has_order_by, tpch_query
-from fedsql.local import TPCH_SPLIT, tpch_federation
+from fedsql.local import TPCH_SPLIT, central_duckdb, tpch_federation
+from fedsql.pgserver import PostgresServer
 
 
 @dataclass
@@ -86,6 +87,36 @@ def build_central_copy(agency_dbs: dict[str, Path], path: Path) -> tuple[float, 
     return time.perf_counter() - t, path.stat().st_size
 
 
+def build_central_copy_from_postgres(dsns: dict[str, str], path: Path) -> tuple[float, int]:
+    """Copy every PostgreSQL agency's tables into one DuckDB file (Arrow through ADBC)."""
+    import adbc_driver_postgresql.dbapi as pgdb
+
+    from fedsql.connectors.backend import arrow_type_of_declared, conform
+
+    path.unlink(missing_ok=True)
+    t = time.perf_counter()
+    con = duckdb.connect(str(path))
+    for agency, dsn in dsns.items():
+        with pgdb.connect(dsn) as pg, pg.cursor() as cur:
+            for table in TPCH_SPLIT[agency]:
+                cur.execute(
+                    "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                    f"WHERE a.attrelid = '{table}'::regclass AND a.attnum > 0 ORDER BY a.attnum"
+                )
+                schema = pa.schema([(n, arrow_type_of_declared(ty)) for n, ty in cur.fetchall()])
+                cur.execute(f'SELECT * FROM "{table}"')
+                src = cur.fetch_record_batch()
+                reader = pa.RecordBatchReader.from_batches(
+                    schema, (conform(b, schema) for b in src)
+                )
+                con.register("src", reader)
+                con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM src')
+                con.unregister("src")
+    con.execute("CHECKPOINT")
+    con.close()
+    return time.perf_counter() - t, path.stat().st_size
+
+
 def run(
     sf: float,
     runs: int = 3,
@@ -93,6 +124,7 @@ def run(
     work: Path | None = None,
     json_path: Path | None = None,
     progress: Callable[[str], None] = print,
+    backend: str = "duckdb",
 ) -> BenchReport:
     queries = queries or list(range(1, 23))
     tmp = None
@@ -101,13 +133,28 @@ def run(
         work = Path(tmp.name)
     work.mkdir(parents=True, exist_ok=True)
     data_dir = Path.home() / ".cache" / "fedsql" / f"tpch-sf{sf:g}"
-    progress(f"preparing TPC-H SF {sf:g} (data cached in {data_dir}) ...")
-    fed_local, _ = tpch_federation(work, sf, backend="duckdb", data_dir=data_dir)
+    progress(f"preparing TPC-H SF {sf:g} on {backend} agencies (data cached in {data_dir}) ...")
+    pg = PostgresServer() if backend == "postgres" else None
     try:
-        agency_dbs = {a: work / f"{a}.duckdb" for a in TPCH_SPLIT}
-        copy_s, copy_bytes = build_central_copy(agency_dbs, work / "central.duckdb")
+        fed_local, _ = tpch_federation(work, sf, backend=backend, data_dir=data_dir, pg=pg)
+    except BaseException:
+        if pg is not None:
+            pg.stop()
+        raise
+    try:
+        if pg is not None:
+            dsns = {a: pg.dsn(a) for a in TPCH_SPLIT}
+            copy_s, copy_bytes = build_central_copy_from_postgres(dsns, work / "central.duckdb")
+        else:
+            central_duckdb(data_dir, work / "agencies-src.duckdb") if backend != "duckdb" else None
+            agency_dbs = (
+                {a: work / f"{a}.duckdb" for a in TPCH_SPLIT}
+                if backend == "duckdb"
+                else {a: work / "agencies-src.duckdb" for a in TPCH_SPLIT}
+            )
+            copy_s, copy_bytes = build_central_copy(agency_dbs, work / "central.duckdb")
         progress(f"central copy: {copy_s:.2f} s, {copy_bytes / 1e6:.1f} MB")
-        report = BenchReport(sf, runs, "duckdb", copy_s, copy_bytes)
+        report = BenchReport(sf, runs, backend, copy_s, copy_bytes)
         central = duckdb.connect(str(work / "central.duckdb"), read_only=True)
         fed = fedsql.connect(fed_local.config_path)
         for n in queries:
@@ -154,6 +201,8 @@ def run(
         fed.close()
     finally:
         fed_local.stop()
+        if pg is not None:
+            pg.stop()
         if tmp is not None:
             tmp.cleanup()
     if json_path is not None:
@@ -187,7 +236,8 @@ def summary(r: BenchReport) -> str:
     n = len(r.queries)
     return "\n".join(
         [
-            f"TPC-H SF {r.sf:g}: {ok}/{n} federated results equal the central copy's",
+            f"TPC-H SF {r.sf:g}, {r.backend} agencies: {ok}/{n} federated results equal "
+            "the central copy's",
             f"central DuckDB total {r.total_central:.3f} s; "
             f"federated total {r.total_federated:.3f} s "
             f"(ratio {ratio:.1f}x; medians of {r.runs} runs)",
