@@ -34,6 +34,10 @@ class QueryTimeout(FedSQLError):
     """The query's deadline passed."""
 
 
+class QueryCancelled(FedSQLError):
+    """The query was cancelled (by the caller, or because another part failed)."""
+
+
 class ConnectorError(FedSQLError):
     """A connector (agency) failed, refused, or could not be reached."""
 

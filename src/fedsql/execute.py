@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 import grpc
 import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
 
-from fedsql.errors import ExecutionError, FedSQLError, QueryTimeout, from_rpc_error
+from fedsql.errors import (
+    ExecutionError,
+    FedSQLError,
+    QueryCancelled,
+    QueryTimeout,
+    from_rpc_error,
+)
 from fedsql.planner import Fragment, Plan
 from fedsql.policy.masks import register_hash
 from fedsql.v1 import connector_pb2 as pb
@@ -27,6 +38,9 @@ from fedsql.wire import (
 )
 
 log = logging.getLogger(__name__)
+
+# Up to this many distinct join keys travel as an IN list; beyond, a key range.
+MAX_IN_KEYS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +57,7 @@ class ConnectorStats:
 class FragmentRun:
     fragment: Fragment
     stats: FragmentStats
+    sql: str = ""  # what was sent (the fragment, reduced by join keys where planned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,19 +97,36 @@ class _Fetch:
         principal: Principal,
         deadline: float,
     ) -> None:
+        self.stub = stub
         self.fragment = fragment
+        self.query_id = query_id
+        self.principal = principal
+        self.deadline = deadline
         self.bytes = 0
         self.server_rows: int | None = None
+        self.started = self.ended = time.perf_counter()
+        self.sql = fragment.sql
+        self.call: Any = None
+        self.cancelled = False
+
+    def start(self, sql: str) -> None:
+        self.sql = sql
         self.started = time.perf_counter()
-        self.ended = self.started
-        timeout = max(0.001, deadline - time.monotonic())
-        self.call = stub.Execute(
+        if self.cancelled:
+            raise QueryCancelled("the query was cancelled")
+        timeout = max(0.001, self.deadline - time.monotonic())
+        self.call = self.stub.Execute(
             pb.ExecuteRequest(
-                query_id=query_id, sql=fragment.sql, principal=principal_to_proto(principal)
+                query_id=self.query_id, sql=sql, principal=principal_to_proto(self.principal)
             ),
             timeout=timeout,
-            metadata=((QUERY_ID_METADATA, query_id),),
+            metadata=((QUERY_ID_METADATA, self.query_id),),
         )
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.call is not None:
+            self.call.cancel()
 
     def _chunks(self) -> Iterator[bytes]:
         try:
@@ -143,51 +175,122 @@ def execute(
     """Run a plan; returns (result, fragment runs, fetch seconds, merge seconds)."""
     deadline = time.monotonic() + timeout
     t0 = time.perf_counter()
-    fetches = [_Fetch(stubs[f.agency], f, query_id, principal, deadline) for f in plan.fragments]
+    fetches = {
+        f.id: _Fetch(stubs[f.agency], f, query_id, principal, deadline) for f in plan.fragments
+    }
     try:
         if plan.residual is None:
-            (only,) = fetches
+            (only,) = fetches.values()
+            only.start(only.fragment.sql)
             table = only.read_all()
             runs: tuple[FragmentRun, ...] = (
-                FragmentRun(only.fragment, only.stats(table.num_rows)),
+                FragmentRun(only.fragment, only.stats(table.num_rows), only.sql),
             )
             return table, runs, time.perf_counter() - t0, 0.0
         tables = _fetch_all(fetches)
         t1 = time.perf_counter()
         runs = tuple(
-            FragmentRun(f.fragment, f.stats(tables[f.fragment.id].num_rows)) for f in fetches
+            FragmentRun(f.fragment, f.stats(tables[fid].num_rows), f.sql)
+            for fid, f in fetches.items()
         )
         result = merger.run(plan.residual, tables, deadline)
         return result, runs, t1 - t0, time.perf_counter() - t1
     except BaseException:
-        for f in fetches:
-            f.call.cancel()
-        _cancel_remote(stubs, {f.fragment.agency for f in fetches}, query_id)
+        for f in fetches.values():
+            f.cancel()
+        _cancel_remote(stubs, {f.fragment.agency for f in fetches.values()}, query_id)
         raise
 
 
-def _fetch_all(fetches: list[_Fetch]) -> dict[str, pa.Table]:
-    """Read every fragment concurrently; the first failure wins and stops the others."""
+def _fetch_all(fetches: dict[str, _Fetch]) -> dict[str, pa.Table]:
+    """Read every fragment concurrently, each as soon as the fragments whose keys
+    reduce it are in; the first failure wins and stops the others."""
     out: dict[str, pa.Table] = {}
-    if len(fetches) == 1:
-        out[fetches[0].fragment.id] = fetches[0].read_all()
-        return out
+    order = _topological(list(fetches.values()))
     with ThreadPoolExecutor(
-        max_workers=min(16, len(fetches)), thread_name_prefix="fedsql-fetch"
+        max_workers=max(1, len(order)), thread_name_prefix="fedsql-fetch"
     ) as pool:
-        futures = {pool.submit(f.read_all): f for f in fetches}
+        futures: dict[str, Future[pa.Table]] = {}
+
+        def run(f: _Fetch) -> pa.Table:
+            builds = {r.build: futures[r.build].result() for r in f.fragment.reduce_by}
+            f.start(reduced_sql(f.fragment, builds))
+            return f.read_all()
+
+        for f in order:
+            futures[f.fragment.id] = pool.submit(run, f)
         error: BaseException | None = None
-        for fut, f in futures.items():
+        for fid, fut in futures.items():
             try:
-                out[f.fragment.id] = fut.result()
+                out[fid] = fut.result()
             except BaseException as e:  # noqa: BLE001 - re-raised below after cancelling
                 if error is None:
                     error = e
-                    for other in fetches:
-                        other.call.cancel()
+                    for other in fetches.values():
+                        other.cancel()
         if error is not None:
             raise error
     return out
+
+
+def _topological(fetches: list[_Fetch]) -> list[_Fetch]:
+    """Fragments in an order where every reducing fragment comes before those it reduces."""
+    by_id = {f.fragment.id: f for f in fetches}
+    done: set[str] = set()
+    out: list[_Fetch] = []
+
+    def visit(f: _Fetch) -> None:
+        if f.fragment.id in done:
+            return
+        done.add(f.fragment.id)
+        for r in f.fragment.reduce_by:
+            visit(by_id[r.build])
+        out.append(f)
+
+    for f in fetches:
+        visit(f)
+    return out
+
+
+def reduced_sql(fragment: Fragment, builds: dict[str, pa.Table]) -> str:
+    """The fragment's SQL, also filtered to the join keys its reducers returned."""
+    if not fragment.reduce_by:
+        return fragment.sql
+    tree = sqlglot.parse_one(fragment.sql, read="duckdb")
+    assert isinstance(tree, exp.Select)
+    for r in fragment.reduce_by:
+        cond = key_filter(
+            sqlglot.parse_one(r.probe_sql, read="duckdb"), builds[r.build].column(r.build_column)
+        )
+        if cond is not None:
+            tree = tree.where(cond, copy=False)
+    return tree.sql(dialect="duckdb")
+
+
+def key_filter(column: exp.Expr, keys: pa.ChunkedArray) -> exp.Expr | None:
+    """``column IN (keys)`` for a few keys, ``BETWEEN min AND max`` for many; None when
+    the key type has no literal form here."""
+    values = pc.unique(keys.combine_chunks()).drop_null()
+    if len(values) == 0:
+        return exp.false()
+    t = values.type
+    if not (
+        pa.types.is_integer(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_date(t)
+    ):
+        return None
+
+    def lit(v: object) -> exp.Expr:
+        if isinstance(v, dt.date):
+            return exp.cast(exp.Literal.string(v.isoformat()), "DATE")
+        return exp.convert(v)
+
+    if len(values) <= MAX_IN_KEYS:
+        return exp.In(this=column.copy(), expressions=[lit(v) for v in values.to_pylist()])
+    lo, hi = pc.min_max(values).values()
+    return exp.Between(this=column.copy(), low=lit(lo.as_py()), high=lit(hi.as_py()))
 
 
 class MergeEngine:

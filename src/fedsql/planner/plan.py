@@ -39,12 +39,15 @@ from fedsql.planner.resolve import (
     sqlglot_schema,
     table_ref,
 )
+from fedsql.planner.rules import factor_or, implied_by_or
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy import view_for
 from fedsql.policy.model import Policy
 
 DIALECT = "duckdb"
 FRAGMENT_PREFIX = "__fedsql_f"
+# Below this estimated size a fragment is not worth waiting for another's keys.
+MIN_PROBE_ROWS = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +57,25 @@ class Fragment:
     id: str  # the name its result has in the residual, e.g. "__fedsql_f0"
     agency: str
     sql: str  # DuckDB dialect, tables named as the connector exposes them
-    kind: str  # "query" (the whole query), "subtree", or "table"
+    kind: str  # "query" (the whole query), "subtree", "table" or "join"
     tables: tuple[str, ...]  # qualified names of the tables it reads
     row_estimate: int  # largest row-count estimate among its tables (-1 unknown)
+    # Semi-join reduction: before this fragment is sent, it is also filtered to the
+    # join keys another fragment returned (see ``execute``).
+    reduce_by: tuple[Reducer, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reducer:
+    """``probe_sql IN (the distinct values of column `build_column` of fragment `build`)``.
+
+    Exact because the probe fragment only feeds an inner join (or a correlated
+    subquery) on that equality: rows without a matching key could never count.
+    """
+
+    build: str  # fragment id whose result supplies the keys
+    build_column: str  # output column of that fragment
+    probe_sql: str  # the expression in the probe fragment's own SQL (DuckDB dialect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +97,10 @@ class Plan:
         for f in self.fragments:
             lines.append(f"fragment {f.id} -> {f.agency}  [{f.kind}: {', '.join(f.tables)}]")
             lines.append(show(f.sql))
+            for r in f.reduce_by:
+                lines.append(
+                    f"    + semi-join: {r.probe_sql} IN (keys of {r.build}.{r.build_column})"
+                )
         if self.residual is None:
             lines.append("residual: none (the fragment's result is the answer)")
         else:
@@ -139,6 +162,7 @@ def plan(
     except OptimizeError as e:
         raise CatalogError(_column_error(str(e))) from None
     caps = {a: c.unsupported for a, c in catalog.catalogs.items()}
+    factor_or(tree)
     cutter = _Cutter(tree, caps, scan_only)
     root_scope = build_scope(tree)
     if root_scope is None:
@@ -146,7 +170,7 @@ def plan(
     cutter.cut(root_scope)
     residual = None if cutter.whole_query else _drop_true(tree).sql(dialect=DIALECT)
     names = tuple(binder.output_names(sql)) if binder is not None else ()
-    return Plan(tuple(cutter.fragments), residual, names, notes)
+    return Plan(tuple(cutter.with_reducers()), residual, names, notes)
 
 
 def _policy_notes(tree: exp.Expr) -> tuple[str, ...]:
@@ -185,6 +209,12 @@ class _Cutter:
         self.whole_query = False
         self._ids = itertools.count()
         self._consumed: set[int] = set()
+        # For semi-join reduction: residual alias → fragment, per scope; each
+        # fragment's output columns as expressions in its own SQL; candidate edges.
+        self._scope_frags: dict[int, dict[str, str]] = {}
+        self._outputs: dict[str, dict[str, str]] = {}
+        self._est: dict[str, float] = {}
+        self._edges: list[tuple[str, str, Reducer, bool]] = []  # (build, probe, r, forced)
 
     # -- analysis ---------------------------------------------------------
     @staticmethod
@@ -326,6 +356,70 @@ class _Cutter:
             groups = [[t] for t in tables]
         for group in groups:
             self._push_group(scope, select, group, where, inner_only)
+        if inner_only:
+            self._find_reducers(scope, select)
+
+    def _find_reducers(self, scope: Scope, select: exp.Select) -> None:
+        """Equalities between two fragments' columns: semi-join reduction candidates."""
+        conds = _conjuncts(select.args.get("where"))
+        for j in select.args.get("joins") or []:
+            conds += _conjuncts(j.args.get("on"))
+        for c in conds:
+            if not (
+                isinstance(c, exp.EQ)
+                and isinstance(c.left, exp.Column)
+                and isinstance(c.right, exp.Column)
+            ):
+                continue
+            a = self._resolve(scope, c.left)
+            b = self._resolve(scope, c.right)
+            if a is None or b is None or a[0] == b[0]:
+                continue
+            (fa, ca, local_a), (fb, cb, local_b) = a, b
+            if local_a and local_b:  # an inner join here: either side may filter the other
+                self._edge(fa, ca, fb, cb, forced=False)
+                self._edge(fb, cb, fa, ca, forced=False)
+            elif local_a:  # b is an outer query's column: its keys may filter us, not back
+                self._edge(fb, cb, fa, ca, forced=True)
+            elif local_b:
+                self._edge(fa, ca, fb, cb, forced=True)
+
+    def _resolve(self, scope: Scope, col: exp.Column) -> tuple[str, str, bool] | None:
+        """(fragment, its output column, whether it is read in ``scope`` itself)."""
+        s: Scope | None = scope
+        while s is not None:
+            frags = self._scope_frags.get(id(s), {})
+            if col.table in frags:
+                fid = frags[col.table]
+                return (fid, col.name, s is scope) if col.name in self._outputs[fid] else None
+            if col.table in s.sources or col.table in s.selected_sources:
+                return None  # a source that is not a fragment (derived table, CTE)
+            s = s.parent
+        return None
+
+    def _edge(self, build: str, bcol: str, probe: str, pcol: str, forced: bool) -> None:
+        kinds = {f.id: f.kind for f in self.fragments}
+        if kinds.get(probe) not in ("table", "join"):
+            return
+        r = Reducer(build=build, build_column=bcol, probe_sql=self._outputs[probe][pcol])
+        self._edges.append((build, probe, r, forced))
+
+    def with_reducers(self) -> list[Fragment]:
+        """Keep the edges worth it (a smaller build side), acyclic by construction."""
+        keep: dict[str, list[Reducer]] = {}
+        for build, probe, r, forced in self._edges:
+            eb, ep = self._est.get(build, 0.0), self._est.get(probe, 0.0)
+            if ep < MIN_PROBE_ROWS:
+                continue
+            if not forced and (eb, build) >= (ep, probe):
+                continue
+            if forced and eb > ep:
+                continue
+            if r not in keep.setdefault(probe, []):
+                keep[probe].append(r)
+        from dataclasses import replace
+
+        return [replace(f, reduce_by=tuple(keep.get(f.id, ()))) for f in self.fragments]
 
     def _push_group(
         self,
@@ -402,8 +496,23 @@ class _Cutter:
         frag = exp.select(*projs).from_(remotes[0])
         for r in remotes[1:]:
             frag = frag.join(r)
-        if preds:
-            copies = [p.copy() for p in preds]
+        # Conditions an OR implies about these tables alone (TPC-H Q7, Q19) filter
+        # the fragment too; the OR itself stays in the residual.
+        implied: list[exp.Expr] = []
+        if inner_only or coord is not None:
+            for c in where:
+                if _within(c, aliases) or not isinstance(_unparen(c), exp.Or):
+                    continue
+                imp = implied_by_or(_unparen(c), set(aliases))
+                if imp is None or not self._runnable(imp, agency):
+                    continue
+                if coord is not None and any(
+                    col.name.lower() in coord.masks for col in imp.find_all(exp.Column)
+                ):
+                    continue
+                implied.append(imp)
+        if preds or implied:
+            copies = [p.copy() for p in preds] + implied
             for c in copies:
                 _rename_to_remote(c)
             frag = frag.where(exp.and_(*copies))
@@ -413,6 +522,7 @@ class _Cutter:
                 for s in sub.traverse():
                     names += [ref.qualified for _, _, ref in self._tables(s)]
         fid = self._new_id()
+        row_est = max(ref.row_count_estimate for _, _, ref in group)
         self.fragments.append(
             Fragment(
                 id=fid,
@@ -420,9 +530,22 @@ class _Cutter:
                 sql=frag.sql(dialect=DIALECT),
                 kind="table" if single and not absorbed else "join",
                 tables=tuple(dict.fromkeys(names)),
-                row_estimate=max(ref.row_count_estimate for _, _, ref in group),
+                row_estimate=row_est,
             )
         )
+        # A crude estimate of what it returns: each pushed condition keeps a third.
+        self._est[fid] = max(row_est, 0) * (1 / 3) ** min(len(preds) + len(implied), 3)
+        if coord is None:  # a federation view changes values: no keys from/into it
+            residual_alias = group[0][0] if single else f"__fedsql_g{fid[len(FRAGMENT_PREFIX) :]}"
+            self._scope_frags.setdefault(id(scope), {})[residual_alias] = fid
+            self._outputs[fid] = {
+                (f.name if single else f"{a}.{f.name}"): exp.column(
+                    f.name, table=a, quoted=True
+                ).sql(DIALECT)
+                for a, _, ref in group
+                for f in ref.arrow_schema
+                if f.name in wanted[a]
+            }
 
         # The residual: pushed conjuncts are done at the agency ...
         for conj in preds:
@@ -602,6 +725,12 @@ def _conjuncts(node: exp.Expr | None) -> list[exp.Expr]:
 
 
 _NOT_PUSHABLE = (exp.Subquery, exp.Query, exp.AggFunc, exp.Window, exp.Rand, exp.Placeholder)
+
+
+def _unparen(node: exp.Expr) -> exp.Expr:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return node
 
 
 def _within(pred: exp.Expr, aliases: frozenset[str]) -> bool:

@@ -1,0 +1,89 @@
+"""Rules that make a plan cheaper without changing its result.
+
+Each takes an expression and returns one (the same tree, rewritten in place).
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+
+def _flatten(node: exp.Expr, kind: type[exp.Connector]) -> list[exp.Expr]:
+    out: list[exp.Expr] = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        while isinstance(n, exp.Paren):
+            n = n.this
+        if isinstance(n, kind):
+            stack.extend([n.right, n.left])
+        else:
+            out.append(n)
+    return out
+
+
+def factor_or(tree: exp.Expr) -> exp.Expr:
+    """Pull conjuncts common to every branch of an OR out of it:
+    ``(a AND b) OR (a AND c)`` → ``a AND (b OR c)`` (boolean distributivity).
+
+    A join condition hidden in every branch (TPC-H Q19) becomes a plain
+    conjunct that the planner can use.
+
+    >>> import sqlglot
+    >>> q = "SELECT 1 FROM t, u WHERE (t.k = u.k AND t.a = 1) OR (t.k = u.k AND u.b = 2)"
+    >>> factor_or(sqlglot.parse_one(q)).sql()
+    'SELECT 1 FROM t, u WHERE t.k = u.k AND (t.a = 1 OR u.b = 2)'
+    """
+    for where in list(tree.find_all(exp.Where)):
+        changed = False
+        out: list[exp.Expr] = []
+        for conj in _flatten(where.this, exp.And):
+            branches = _flatten(conj, exp.Or)
+            if len(branches) < 2:
+                out.append(conj)
+                continue
+            parts = [_flatten(b, exp.And) for b in branches]
+            common = [c for c in parts[0] if all(any(c == d for d in p) for p in parts[1:])]
+            if not common:
+                out.append(conj)
+                continue
+            changed = True
+            out.extend(c.copy() for c in common)
+            rests = [[d for d in p if not any(d == c for c in common)] for p in parts]
+            if all(rests):  # an empty branch would make the OR true: then nothing remains
+                out.append(
+                    exp.paren(exp.or_(*(exp.and_(*r) if len(r) > 1 else r[0] for r in rests)))
+                )
+        if changed:
+            where.set("this", exp.and_(*out))
+    return tree
+
+
+def implied_by_or(pred: exp.Expr, keep: set[str]) -> exp.Expr | None:
+    """From ``(a1 AND b1) OR (a2 AND b2)``, the condition on the tables in ``keep``
+    alone that the OR implies: ``a1 OR a2`` when a1, a2 read only those tables.
+
+    None when some branch says nothing about them (then nothing is implied).
+
+    >>> import sqlglot
+    >>> p = sqlglot.parse_one("(t.a = 1 AND u.b = 2) OR (t.a = 3 AND u.b = 4)")
+    >>> implied_by_or(p, {"t"}).sql()
+    't.a = 1 OR t.a = 3'
+    """
+    branches = _flatten(pred, exp.Or)
+    if len(branches) < 2:
+        return None
+    picked: list[exp.Expr] = []
+    for b in branches:
+        mine = [c for c in _flatten(b, exp.And) if _reads_only(c, keep)]
+        if not mine:
+            return None
+        picked.append(exp.and_(*(c.copy() for c in mine)) if len(mine) > 1 else mine[0].copy())
+    return exp.or_(*picked)
+
+
+def _reads_only(pred: exp.Expr, tables: set[str]) -> bool:
+    if pred.find(exp.Subquery, exp.Query, exp.AggFunc, exp.Window) is not None:
+        return False
+    cols = list(pred.find_all(exp.Column))
+    return bool(cols) and all(c.table in tables for c in cols)
