@@ -32,8 +32,13 @@ class Backend(Protocol):
         """The tables this backend exposes (cached; the data is read-only)."""
         ...
 
-    def execute(self, sql: str, batch_rows: int) -> Running:
-        """Start one checked SELECT (in ``dialect``); the caller must call ``close()``."""
+    def execute(
+        self, sql: str, batch_rows: int, tables: dict[str, pa.Table] | None = None
+    ) -> Running:
+        """Start one checked SELECT (in ``dialect``); the caller must call ``close()``.
+
+        ``tables`` (DuckDB backends only): extra tables visible to this query alone.
+        """
         ...
 
     def close(self) -> None: ...

@@ -47,8 +47,12 @@ class DuckDBEngine:
     def tables(self) -> tuple[RemoteTable, ...]:
         return self._tables
 
-    def execute(self, sql: str, batch_rows: int) -> Running:
+    def execute(
+        self, sql: str, batch_rows: int, tables: dict[str, pa.Table] | None = None
+    ) -> Running:
         cur = self._con.cursor()
+        for name, table in (tables or {}).items():
+            cur.register(name, table)  # this cursor's alone
         try:
             reader = cur.sql(sql).to_arrow_reader(batch_rows or DEFAULT_BATCH_ROWS)
         except duckdb.Error as e:

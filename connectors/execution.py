@@ -40,9 +40,21 @@ class FragmentRunner:
         self._local: duckdb.DuckDBPyConnection | None = None
         self._hash_key = hash_key
 
-    def start(self, tree: exp.Expr, batch_rows: int, policy_applied: bool) -> Running:
+    def start(
+        self,
+        tree: exp.Expr,
+        batch_rows: int,
+        policy_applied: bool,
+        keys: dict[str, pa.Table] | None = None,
+    ) -> Running:
         if self._native:
-            return self.backend.execute(tree.sql(dialect="duckdb"), batch_rows)
+            return self.backend.execute(tree.sql(dialect="duckdb"), batch_rows, keys)
+        if keys:
+            raise BackendError(
+                f"{self.backend.kind} backends take join keys inline, not as key sets",
+                user_error=False,
+                unsupported=True,
+            )
         assert self._mirror is not None
         duck_sql = tree.sql(dialect="duckdb")
         try:

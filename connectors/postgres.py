@@ -156,7 +156,9 @@ class PostgresBackend:
         return self._tables
 
     # -- execution -------------------------------------------------------------
-    def execute(self, sql: str, batch_rows: int) -> Running:
+    def execute(
+        self, sql: str, batch_rows: int, tables: dict[str, pa.Table] | None = None
+    ) -> Running:
         con = self._acquire()
         cur = con.cursor()
         try:

@@ -33,6 +33,7 @@ from fedsql.wire import (
     GRPC_OPTIONS,
     RemoteCatalog,
     catalog_to_proto,
+    key_set_from_proto,
     principal_from_proto,
     reader_to_ipc_chunks,
 )
@@ -203,7 +204,18 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             "sql": request.sql,
         }
         try:
-            tree = check_fragment(request.sql, self._exposed, self.backend.default_schemas)
+            keys = dict(key_set_from_proto(k) for k in request.key_sets)
+        except ValueError as e:
+            keys = {}
+            record.update(outcome="refused", error=str(e))
+            self.audit.write(record)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        if keys:
+            record["key_sets"] = {n: t.num_rows for n, t in keys.items()}
+        try:
+            tree = check_fragment(
+                request.sql, self._exposed, self.backend.default_schemas, frozenset(keys)
+            )
         except RefusedFragment as e:
             record.update(outcome="refused", error=str(e))
             self.audit.write(record)
@@ -213,7 +225,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         tree = self._apply_policy(tree, principal.roles, applied)
         record["policies"] = applied
         try:
-            run = self.runner.start(tree, int(request.batch_rows), bool(applied))
+            run = self.runner.start(tree, int(request.batch_rows), bool(applied), keys)
         except BackendError as e:
             record.update(outcome="unsupported" if e.unsupported else "error", error=str(e))
             self.audit.write(record)

@@ -133,7 +133,9 @@ class SQLiteBackend:
     def tables(self) -> tuple[RemoteTable, ...]:
         return self._tables
 
-    def execute(self, sql: str, batch_rows: int) -> Running:
+    def execute(
+        self, sql: str, batch_rows: int, tables: dict[str, pa.Table] | None = None
+    ) -> Running:
         con = self._connect()
         cur = con.cursor()
         try:

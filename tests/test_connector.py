@@ -211,3 +211,31 @@ def test_cli_serve_bad_config_exits_nonzero(tmp_path: Path) -> None:
     )
     assert r.returncode != 0
     assert "not valid TOML" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_key_sets_ship_join_keys_as_arrow(trade_stub) -> None:  # type: ignore[no-untyped-def]
+    from fedsql.wire import key_set_to_proto
+
+    keys = key_set_to_proto("__fedsql_keys0", pa.array([1, 2, 3, 999_999_999], pa.int64()))
+    sql = (
+        "SELECT o_orderkey FROM orders WHERE EXISTS "
+        "(SELECT 1 FROM __fedsql_keys0 WHERE k = o_orderkey) ORDER BY 1"
+    )
+    req = pb.ExecuteRequest(query_id="keys", sql=sql, key_sets=[keys])
+    msgs = list(trade_stub.Execute(req, timeout=30))
+    t = ipc_chunks_to_reader(m.arrow_ipc for m in msgs if m.arrow_ipc).read_all()
+    assert t.column(0).to_pylist() == [1, 2, 3]
+    bad = [
+        pb.ExecuteRequest(sql=sql),  # not sent: an unknown table
+        pb.ExecuteRequest(sql=sql.replace("keys0", "keys1"), key_sets=[keys]),
+        pb.ExecuteRequest(
+            sql="SELECT * FROM evil", key_sets=[pb.KeySet(name="evil", arrow_ipc=keys.arrow_ipc)]
+        ),
+        pb.ExecuteRequest(
+            sql=sql, key_sets=[pb.KeySet(name="__fedsql_keys0", arrow_ipc=b"not arrow")]
+        ),
+    ]
+    for r in bad:
+        with pytest.raises(grpc.RpcError) as info:
+            list(trade_stub.Execute(r, timeout=30))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -34,13 +34,17 @@ from fedsql.wire import (
     FragmentStats,
     Principal,
     ipc_chunks_to_reader,
+    key_set_to_proto,
     principal_to_proto,
 )
 
 log = logging.getLogger(__name__)
 
-# Up to this many distinct join keys travel as an IN list; beyond, a key range.
-MAX_IN_KEYS = 4096
+# Join keys for DuckDB connectors: up to INLINE_KEYS as an IN list in the SQL,
+# more as an Arrow key set. Other backends: an IN list up to MAX_IN_KEYS, then
+# a key range (parsing long IN lists costs ~10 µs a key).
+INLINE_KEYS = 64
+MAX_IN_KEYS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +113,7 @@ class _Fetch:
         self.call: Any = None
         self.cancelled = False
 
-    def start(self, sql: str) -> None:
+    def start(self, sql: str, key_sets: list[pb.KeySet] | None = None) -> None:
         self.sql = sql
         self.started = time.perf_counter()
         if self.cancelled:
@@ -117,7 +121,10 @@ class _Fetch:
         timeout = max(0.001, self.deadline - time.monotonic())
         self.call = self.stub.Execute(
             pb.ExecuteRequest(
-                query_id=self.query_id, sql=sql, principal=principal_to_proto(self.principal)
+                query_id=self.query_id,
+                sql=sql,
+                principal=principal_to_proto(self.principal),
+                key_sets=key_sets or [],
             ),
             timeout=timeout,
             metadata=((QUERY_ID_METADATA, self.query_id),),
@@ -214,7 +221,7 @@ def _fetch_all(fetches: dict[str, _Fetch]) -> dict[str, pa.Table]:
 
         def run(f: _Fetch) -> pa.Table:
             builds = {r.build: futures[r.build].result() for r in f.fragment.reduce_by}
-            f.start(reduced_sql(f.fragment, builds))
+            f.start(*reduced_sql(f.fragment, builds))
             return f.read_all()
 
         for f in order:
@@ -252,25 +259,39 @@ def _topological(fetches: list[_Fetch]) -> list[_Fetch]:
     return out
 
 
-def reduced_sql(fragment: Fragment, builds: dict[str, pa.Table]) -> str:
-    """The fragment's SQL, also filtered to the join keys its reducers returned."""
+def reduced_sql(fragment: Fragment, builds: dict[str, pa.Table]) -> tuple[str, list[pb.KeySet]]:
+    """The fragment's SQL, also filtered to the join keys its reducers returned,
+    and the key sets shipped with it."""
     if not fragment.reduce_by:
-        return fragment.sql
+        return fragment.sql, []
     tree = sqlglot.parse_one(fragment.sql, read="duckdb")
     assert isinstance(tree, exp.Select)
+    key_sets: list[pb.KeySet] = []
     for r in fragment.reduce_by:
-        cond = key_filter(
-            sqlglot.parse_one(r.probe_sql, read="duckdb"), builds[r.build].column(r.build_column)
-        )
+        column = sqlglot.parse_one(r.probe_sql, read="duckdb")
+        keys = pc.unique(builds[r.build].column(r.build_column).combine_chunks()).drop_null()
+        cond: exp.Expr | None
+        if fragment.dialect == "duckdb" and len(keys) > INLINE_KEYS:
+            # Many keys travel as Arrow, not SQL text: the connector joins them.
+            name = f"__fedsql_keys{len(key_sets)}"
+            key_sets.append(key_set_to_proto(name, keys))
+            # EXISTS, not IN (SELECT ...): DuckDB 2.0 can stall on an IN-subquery
+            # beside correlated EXISTS clauses (TPC-H Q21's fragment).
+            cond = exp.Exists(
+                this=exp.select("1")
+                .from_(name)
+                .where(exp.EQ(this=exp.column("k", table=name), expression=column))
+            )
+        else:
+            cond = key_filter(column, keys)
         if cond is not None:
             tree = tree.where(cond, copy=False)
-    return tree.sql(dialect="duckdb")
+    return tree.sql(dialect="duckdb"), key_sets
 
 
-def key_filter(column: exp.Expr, keys: pa.ChunkedArray) -> exp.Expr | None:
+def key_filter(column: exp.Expr, values: pa.Array) -> exp.Expr | None:
     """``column IN (keys)`` for a few keys, ``BETWEEN min AND max`` for many; None when
     the key type has no literal form here."""
-    values = pc.unique(keys.combine_chunks()).drop_null()
     if len(values) == 0:
         return exp.false()
     t = values.type

@@ -6,6 +6,7 @@ Nothing else imports ``fedsql.v1``'s ``_pb2`` modules for data conversion.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -201,6 +202,33 @@ class _ChunkSource(io.RawIOBase):
         out[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
+
+
+KEY_SET_NAME = re.compile(r"__fedsql_keys\d+")
+MAX_KEY_SET_ROWS = 5_000_000
+
+
+def key_set_to_proto(name: str, keys: pa.Array) -> pb.KeySet:
+    table = pa.table({"k": keys})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return pb.KeySet(name=name, arrow_ipc=sink.getvalue().to_pybytes())
+
+
+def key_set_from_proto(msg: pb.KeySet) -> tuple[str, pa.Table]:
+    """Decode and check one key set; ValueError says what is wrong with it."""
+    if not KEY_SET_NAME.fullmatch(msg.name):
+        raise ValueError(f"key set name {msg.name!r} is not __fedsql_keys<N>")
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(msg.arrow_ipc)).read_all()
+    except pa.ArrowInvalid as e:
+        raise ValueError(f"key set {msg.name} is not an Arrow IPC stream: {e}") from None
+    if table.column_names != ["k"] or table.num_rows > MAX_KEY_SET_ROWS:
+        raise ValueError(
+            f"key set {msg.name} must be one column 'k' of at most {MAX_KEY_SET_ROWS} rows"
+        )
+    return msg.name, table
 
 
 def ipc_chunks_to_reader(chunks: Iterable[bytes]) -> pa.RecordBatchReader:

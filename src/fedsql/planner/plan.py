@@ -63,6 +63,7 @@ class Fragment:
     # Semi-join reduction: before this fragment is sent, it is also filtered to the
     # join keys another fragment returned (see ``execute``).
     reduce_by: tuple[Reducer, ...] = ()
+    dialect: str = "duckdb"  # the connector's backend dialect (how keys can be shipped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ def plan(
     caps = {a: c.unsupported for a, c in catalog.catalogs.items()}
     factor_or(tree)
     cutter = _Cutter(tree, caps, scan_only)
+    cutter.dialects = {a: c.dialect for a, c in catalog.catalogs.items()}
     root_scope = build_scope(tree)
     if root_scope is None:
         raise PlanError("cannot plan this query")
@@ -205,6 +207,7 @@ class _Cutter:
         self.tree = tree
         self.caps = caps  # agency → what its backend cannot run
         self.scan_only = scan_only  # agencies that get plain table scans only
+        self.dialects: dict[str, str] = {}
         self.fragments: list[Fragment] = []
         self.whole_query = False
         self._ids = itertools.count()
@@ -419,7 +422,14 @@ class _Cutter:
                 keep[probe].append(r)
         from dataclasses import replace
 
-        return [replace(f, reduce_by=tuple(keep.get(f.id, ()))) for f in self.fragments]
+        return [
+            replace(
+                f,
+                reduce_by=tuple(keep.get(f.id, ())),
+                dialect=self.dialects.get(f.agency, "duckdb"),
+            )
+            for f in self.fragments
+        ]
 
     def _push_group(
         self,
