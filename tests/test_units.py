@@ -19,6 +19,7 @@ DOCTEST_MODULES = [
     "fedsql.planner.resolve",
     "fedsql.policy.rewrite",
     "fedsql.capabilities",
+    "fedsql.planner.rules",
 ]
 
 

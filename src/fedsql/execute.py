@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 # Join keys for DuckDB connectors: up to INLINE_KEYS as an IN list in the SQL,
 # more as an Arrow key set. Other backends: an IN list up to MAX_IN_KEYS, then
 # a key range (parsing long IN lists costs ~10 µs a key).
-INLINE_KEYS = 64
-MAX_IN_KEYS = 1000
+INLINE_KEYS = 2000
+MAX_IN_KEYS = 2000
 
 
 @dataclass(frozen=True, slots=True)

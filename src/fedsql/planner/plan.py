@@ -39,7 +39,7 @@ from fedsql.planner.resolve import (
     sqlglot_schema,
     table_ref,
 )
-from fedsql.planner.rules import factor_or, implied_by_or
+from fedsql.planner.rules import factor_or, implied_by_or, infer_equalities
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy import view_for
 from fedsql.policy.model import Policy
@@ -164,6 +164,7 @@ def plan(
         raise CatalogError(_column_error(str(e))) from None
     caps = {a: c.unsupported for a, c in catalog.catalogs.items()}
     factor_or(tree)
+    infer_equalities(tree)
     cutter = _Cutter(tree, caps, scan_only)
     cutter.dialects = {a: c.dialect for a, c in catalog.catalogs.items()}
     root_scope = build_scope(tree)

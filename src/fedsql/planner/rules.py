@@ -87,3 +87,60 @@ def _reads_only(pred: exp.Expr, tables: set[str]) -> bool:
         return False
     cols = list(pred.find_all(exp.Column))
     return bool(cols) and all(c.table in tables for c in cols)
+
+
+def infer_equalities(tree: exp.Expr) -> exp.Expr:
+    """Add the equalities that transitivity implies: ``a = b AND b = c`` → ``+ a = c``.
+
+    Exact (an added conjunct is implied by the others); it lets co-located tables
+    that the query only joins through a third table join where they live
+    (TPC-H Q9: part and partsupp both join lineitem).
+
+    >>> import sqlglot
+    >>> q = "SELECT 1 FROM a, b, c WHERE a.k = b.k AND c.k = b.k"
+    >>> infer_equalities(sqlglot.parse_one(q)).sql()
+    'SELECT 1 FROM a, b, c WHERE a.k = b.k AND c.k = b.k AND a.k = c.k'
+    """
+    for select in list(tree.find_all(exp.Select)):
+        where = select.args.get("where")
+        if where is None:
+            continue
+        conjuncts = _flatten(where.this, exp.And)
+        parent: dict[tuple[str, str], tuple[str, str]] = {}
+        present: set[frozenset[tuple[str, str]]] = set()
+        nodes: dict[tuple[str, str], exp.Column] = {}
+        for c in conjuncts:
+            if (
+                isinstance(c, exp.EQ)
+                and isinstance(c.left, exp.Column)
+                and isinstance(c.right, exp.Column)
+                and c.left.table
+                and c.right.table
+            ):
+                a = (c.left.table, c.left.name)
+                b = (c.right.table, c.right.name)
+                nodes.setdefault(a, c.left)
+                nodes.setdefault(b, c.right)
+                present.add(frozenset((a, b)))
+                parent[_find(parent, a)] = _find(parent, b)
+        classes: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for col in list(parent):
+            classes.setdefault(_find(parent, col), []).append(col)
+        added: list[exp.Expr] = []
+        for members in classes.values():
+            for i, a in enumerate(members):
+                for b in members[i + 1 :]:
+                    if a[0] != b[0] and frozenset((a, b)) not in present:
+                        present.add(frozenset((a, b)))
+                        added.append(exp.EQ(this=nodes[a].copy(), expression=nodes[b].copy()))
+        if added:
+            where.set("this", exp.and_(*conjuncts, *added))
+    return tree
+
+
+def _find(parent: dict[tuple[str, str], tuple[str, str]], x: tuple[str, str]) -> tuple[str, str]:
+    parent.setdefault(x, x)
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
