@@ -333,7 +333,12 @@ class MergeEngine:
         timer.start()
         try:
             for name, table in tables.items():
-                con.register(name, table)
+                # A temp table, not a registered Arrow view: DuckDB keeps statistics
+                # for it, and its join order over fragment results depends on them
+                # (TPC-H Q5 at SF 1: 1.0 s over Arrow views, 12 ms over temp tables).
+                con.register(f"{name}_arrow", table)
+                con.execute(f'CREATE TEMP TABLE "{name}" AS SELECT * FROM "{name}_arrow"')
+                con.unregister(f"{name}_arrow")
             return con.sql(residual).to_arrow_table()
         except duckdb.InterruptException:
             raise QueryTimeout("the query's deadline passed while merging results") from None

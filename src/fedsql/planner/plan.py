@@ -39,7 +39,7 @@ from fedsql.planner.resolve import (
     sqlglot_schema,
     table_ref,
 )
-from fedsql.planner.rules import factor_or, implied_by_or, infer_equalities
+from fedsql.planner.rules import drop_inferred, factor_or, implied_by_or, infer_equalities
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy import view_for
 from fedsql.policy.model import Policy
@@ -171,7 +171,7 @@ def plan(
     if root_scope is None:
         raise PlanError("cannot plan this query")
     cutter.cut(root_scope)
-    residual = None if cutter.whole_query else _drop_true(tree).sql(dialect=DIALECT)
+    residual = None if cutter.whole_query else _drop_true(drop_inferred(tree)).sql(dialect=DIALECT)
     names = tuple(binder.output_names(sql)) if binder is not None else ()
     return Plan(tuple(cutter.with_reducers()), residual, names, notes)
 

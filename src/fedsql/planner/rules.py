@@ -89,6 +89,12 @@ def _reads_only(pred: exp.Expr, tables: set[str]) -> bool:
     return bool(cols) and all(c.table in tables for c in cols)
 
 
+# Marks an equality infer_equalities added: redundant wherever the query keeps
+# the others, so the residual drops it (extra join edges only confuse DuckDB's
+# join ordering over fragment results, which come without statistics).
+INFERRED = "fedsql_inferred"
+
+
 def infer_equalities(tree: exp.Expr) -> exp.Expr:
     """Add the equalities that transitivity implies: ``a = b AND b = c`` → ``+ a = c``.
 
@@ -132,9 +138,19 @@ def infer_equalities(tree: exp.Expr) -> exp.Expr:
                 for b in members[i + 1 :]:
                     if a[0] != b[0] and frozenset((a, b)) not in present:
                         present.add(frozenset((a, b)))
-                        added.append(exp.EQ(this=nodes[a].copy(), expression=nodes[b].copy()))
+                        eq = exp.EQ(this=nodes[a].copy(), expression=nodes[b].copy())
+                        eq.meta[INFERRED] = True
+                        added.append(eq)
         if added:
             where.set("this", exp.and_(*conjuncts, *added))
+    return tree
+
+
+def drop_inferred(tree: exp.Expr) -> exp.Expr:
+    """Replace the inferred equalities still in ``tree`` by TRUE (see INFERRED)."""
+    for node in list(tree.find_all(exp.EQ)):
+        if node.meta.get(INFERRED):
+            node.replace(exp.true())
     return tree
 
 
