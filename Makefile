@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,all]"
+	$(BIN)/python -m pip install -q -e ".[dev,all,bench]"
 	@touch $(STAMP)
 
 demo: $(STAMP)

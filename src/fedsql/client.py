@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from fedsql.wire import GRPC_OPTIONS, Principal, catalog_from_proto, principal_t
 log = logging.getLogger(__name__)
 
 CATALOG_TIMEOUT = 10.0
+PLAN_CACHE_SIZE = 256
 
 
 class Federation:
@@ -44,6 +47,8 @@ class Federation:
         self._stubs = {n: pb_grpc.ConnectorStub(ch) for n, ch in self._channels.items()}
         self._catalog: Catalog | None = None
         self._binder: ShapeBinder | None = None
+        self._plans: OrderedDict[tuple[str, frozenset[str]], Plan] = OrderedDict()
+        self._plans_lock = threading.Lock()
         self._hash_key = load_hash_key(config.hash_key_file, f"{config.source}: [coordinator]")
         self._merger = MergeEngine(self._hash_key)
         self.last_stats: QueryStats | None = None
@@ -58,6 +63,7 @@ class Federation:
     def refresh_catalog(self) -> Catalog:
         self._catalog = None
         self._binder = None
+        self._plans.clear()
         return self.catalog
 
     @property
@@ -103,9 +109,22 @@ class Federation:
 
     # -- queries ------------------------------------------------------------
     def plan(self, sql: str, scan_only: frozenset[str] = frozenset()) -> Plan:
-        return plan(
+        """The plan for ``sql``; plans are cached per Federation (same catalog,
+        policies and roles give the same plan) until the catalog is refreshed."""
+        key = (sql, scan_only)
+        with self._plans_lock:
+            cached = self._plans.get(key)
+            if cached is not None:
+                self._plans.move_to_end(key)
+                return cached
+        p = plan(
             sql, self.catalog, self.binder, self.config.policy, self.principal.roles, scan_only
         )
+        with self._plans_lock:
+            self._plans[key] = p
+            if len(self._plans) > PLAN_CACHE_SIZE:
+                self._plans.popitem(last=False)
+        return p
 
     def explain(self, sql: str, analyze: bool = False, pretty: bool = True) -> str:
         """The fragments per connector and the residual query (with ``analyze``: run it
