@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +56,36 @@ class BackendError(Exception):
         super().__init__(message)
         self.user_error = user_error
         self.unsupported = unsupported
+
+
+class GuardedReader:
+    """A backend's record-batch stream whose errors surface as BackendError.
+
+    Drivers raise their own exceptions mid-stream; ``to_error`` turns one into
+    the BackendError the server reports (and decides what of its text may leave).
+    """
+
+    def __init__(
+        self,
+        reader: pa.RecordBatchReader,
+        to_error: Callable[[Exception], BackendError],
+        catch: tuple[type[BaseException], ...] = (Exception,),
+    ) -> None:
+        self._reader = reader
+        self._to_error = to_error
+        self._catch = catch
+        self.schema = reader.schema
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        it = iter(self._reader)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except self._catch as e:
+                raise self._to_error(e) from None  # type: ignore[arg-type]
+            yield batch
 
 
 def arrow_type_of_declared(decl: str) -> pa.DataType:

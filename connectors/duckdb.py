@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from fedsql.connectors.backend import BackendError, Running
+from fedsql.connectors.backend import BackendError, GuardedReader, Running
 from fedsql.wire import RemoteTable
 
 DEFAULT_BATCH_ROWS = 122_880  # DuckDB's row-group size: batches come out whole
@@ -58,29 +58,14 @@ class DuckDBEngine:
         except duckdb.Error as e:
             cur.close()
             raise _backend_error(e) from None
-        return Running(reader=_Guarded(reader), cancel=cur.interrupt, close=cur.close)
+        return Running(
+            reader=GuardedReader(reader, _backend_error, (duckdb.Error, pa.ArrowException)),
+            cancel=cur.interrupt,
+            close=cur.close,
+        )
 
     def close(self) -> None:
         self._con.close()
-
-
-class _Guarded:
-    """Re-raise DuckDB errors that surface mid-stream as BackendError."""
-
-    def __init__(self, reader: pa.RecordBatchReader) -> None:
-        self._reader = reader
-        self.schema = reader.schema
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        it = iter(self._reader)
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            except (duckdb.Error, pa.ArrowException) as e:
-                raise _backend_error(e) from None
-            yield batch
 
 
 _USER_ERRORS = tuple(

@@ -17,7 +17,12 @@ from typing import Any
 import pyarrow as pa
 
 from fedsql.config import BackendConfig
-from fedsql.connectors.backend import BackendError, Running, arrow_type_of_declared
+from fedsql.connectors.backend import (
+    BackendError,
+    GuardedReader,
+    Running,
+    arrow_type_of_declared,
+)
 from fedsql.wire import RemoteTable
 
 log = logging.getLogger(__name__)
@@ -186,7 +191,7 @@ class PostgresBackend:
             except Exception:
                 log.debug("cancel failed", exc_info=True)
 
-        return Running(reader=_Guarded(reader), cancel=cancel, close=close)
+        return Running(reader=GuardedReader(reader, _backend_error), cancel=cancel, close=close)
 
     def close(self) -> None:
         while True:
@@ -196,23 +201,6 @@ class PostgresBackend:
                 break
             except Exception:
                 pass
-
-
-class _Guarded:
-    def __init__(self, reader: pa.RecordBatchReader) -> None:
-        self._reader = reader
-        self.schema = reader.schema
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        it = iter(self._reader)
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            except Exception as e:
-                raise _backend_error(e) from None
-            yield batch
 
 
 def _password(cfg: BackendConfig) -> str | None:

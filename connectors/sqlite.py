@@ -14,7 +14,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from fedsql.connectors.backend import BackendError, Running, arrow_type_of_declared
+from fedsql.connectors.backend import (
+    BackendError,
+    GuardedReader,
+    Running,
+    arrow_type_of_declared,
+)
 from fedsql.wire import RemoteTable
 
 UNSUPPORTED = frozenset(
@@ -159,27 +164,10 @@ class SQLiteBackend:
             except Exception:
                 pass
 
-        return Running(reader=_Guarded(reader), cancel=cancel, close=close)
+        return Running(reader=GuardedReader(reader, _backend_error), cancel=cancel, close=close)
 
     def close(self) -> None:
         pass
-
-
-class _Guarded:
-    def __init__(self, reader: pa.RecordBatchReader) -> None:
-        self._reader = reader
-        self.schema = reader.schema
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        it = iter(self._reader)
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            except Exception as e:
-                raise _backend_error(e) from None
-            yield batch
 
 
 def _backend_error(e: Exception) -> BackendError:

@@ -39,7 +39,13 @@ from fedsql.planner.resolve import (
     sqlglot_schema,
     table_ref,
 )
-from fedsql.planner.rules import drop_inferred, factor_or, implied_by_or, infer_equalities
+from fedsql.planner.rules import (
+    drop_inferred,
+    factor_or,
+    flatten,
+    implied_by_or,
+    infer_equalities,
+)
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy import view_for
 from fedsql.policy.model import Policy
@@ -720,19 +726,7 @@ def _to_remote(table: exp.Table, ref: TableRef) -> None:
 def _conjuncts(node: exp.Expr | None) -> list[exp.Expr]:
     if node is None:
         return []
-    if isinstance(node, exp.Where):
-        node = node.this
-    out: list[exp.Expr] = []
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        while isinstance(n, exp.Paren):
-            n = n.this
-        if isinstance(n, exp.And):
-            stack.extend([n.right, n.left])
-        else:
-            out.append(n)
-    return out
+    return flatten(node.this if isinstance(node, exp.Where) else node, exp.And)
 
 
 _NOT_PUSHABLE = (exp.Subquery, exp.Query, exp.AggFunc, exp.Window, exp.Rand, exp.Placeholder)

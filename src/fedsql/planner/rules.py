@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 
-def _flatten(node: exp.Expr, kind: type[exp.Connector]) -> list[exp.Expr]:
+def flatten(node: exp.Expr, kind: type[exp.Connector]) -> list[exp.Expr]:
     out: list[exp.Expr] = []
     stack = [node]
     while stack:
@@ -37,12 +37,12 @@ def factor_or(tree: exp.Expr) -> exp.Expr:
     for where in list(tree.find_all(exp.Where)):
         changed = False
         out: list[exp.Expr] = []
-        for conj in _flatten(where.this, exp.And):
-            branches = _flatten(conj, exp.Or)
+        for conj in flatten(where.this, exp.And):
+            branches = flatten(conj, exp.Or)
             if len(branches) < 2:
                 out.append(conj)
                 continue
-            parts = [_flatten(b, exp.And) for b in branches]
+            parts = [flatten(b, exp.And) for b in branches]
             common = [c for c in parts[0] if all(any(c == d for d in p) for p in parts[1:])]
             if not common:
                 out.append(conj)
@@ -70,12 +70,12 @@ def implied_by_or(pred: exp.Expr, keep: set[str]) -> exp.Expr | None:
     >>> implied_by_or(p, {"t"}).sql()
     't.a = 1 OR t.a = 3'
     """
-    branches = _flatten(pred, exp.Or)
+    branches = flatten(pred, exp.Or)
     if len(branches) < 2:
         return None
     picked: list[exp.Expr] = []
     for b in branches:
-        mine = [c for c in _flatten(b, exp.And) if _reads_only(c, keep)]
+        mine = [c for c in flatten(b, exp.And) if _reads_only(c, keep)]
         if not mine:
             return None
         picked.append(exp.and_(*(c.copy() for c in mine)) if len(mine) > 1 else mine[0].copy())
@@ -111,7 +111,7 @@ def infer_equalities(tree: exp.Expr) -> exp.Expr:
         where = select.args.get("where")
         if where is None:
             continue
-        conjuncts = _flatten(where.this, exp.And)
+        conjuncts = flatten(where.this, exp.And)
         parent: dict[tuple[str, str], tuple[str, str]] = {}
         present: set[frozenset[tuple[str, str]]] = set()
         nodes: dict[tuple[str, str], exp.Column] = {}
