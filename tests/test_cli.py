@@ -102,3 +102,30 @@ def test_demo_runs_end_to_end() -> None:
     assert "connector trade" in out and "residual" in out and "bytes" in out
     assert "-- as alice" in out and "-- as audrey" in out and "at agency registry" in out
     assert "Demo done; connectors stopped." in out
+
+
+def test_bench_tpch_small(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    r = fedsql(
+        "bench",
+        "tpch",
+        "--sf",
+        "0.01",
+        "--runs",
+        "1",
+        "--queries",
+        "3,17",
+        "--json",
+        str(out),
+        "--link",
+        "100,20",
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "2/2 federated results equal the central copy's" in r.stdout
+    assert "modelled" in r.stdout
+    doc = json.loads(out.read_text())
+    assert [q["query"] for q in doc["queries"]] == [3, 17] and all(q["ok"] for q in doc["queries"])
+    assert doc["central_copy_bytes"] > 0 and doc["total_bytes_moved"] > 0
+    assert out.with_suffix(".md").read_text().startswith("# TPC-H SF 0.01")
+    assert out.with_suffix(".png").stat().st_size > 10_000

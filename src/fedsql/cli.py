@@ -180,6 +180,8 @@ def cmd_bench_tpch(args: argparse.Namespace) -> int:
     )
     print()
     print(tpch.summary(report))
+    if args.link:
+        print(tpch.link_summary(report, tpch.Link.parse(args.link)))
     if args.json:
         print(f"figures written to {args.json}")
     return 0 if all(q.ok for q in report.queries) else 1
@@ -233,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--runs", type=int, default=3, help="runs per query; medians are reported")
     t.add_argument("--queries", help="comma-separated query numbers (default: all 22)")
     t.add_argument("--json", help="write the figures as JSON to this file")
+    t.add_argument("--link", help="also model a slower link: MBPS[,RTT_MS], e.g. 100,20")
     t.add_argument(
         "--backend",
         choices=["duckdb", "files", "sqlite", "postgres"],

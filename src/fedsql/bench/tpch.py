@@ -39,6 +39,36 @@ class QueryResult:
     ok: bool
     error: str | None = None
     plan_cold_seconds: float = 0.0  # the first run's planning, before any cache
+    waves: int = 1  # sequential rounds of fragment calls (1 + semi-join chain depth)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A slower inter-agency link, for the modelled figures (``--link MBPS[,RTT_MS]``)."""
+
+    mbps: float
+    rtt_ms: float = 0.0
+
+    def transfer(self, nbytes: int) -> float:
+        return nbytes * 8 / (self.mbps * 1e6)
+
+    @staticmethod
+    def parse(text: str) -> Link:
+        parts = text.split(",")
+        return Link(float(parts[0]), float(parts[1]) if len(parts) > 1 else 0.0)
+
+
+def waves(runs: tuple[object, ...]) -> int:
+    """1 + the longest chain of fragments waiting for another's join keys."""
+    frags = {r.fragment.id: r.fragment for r in runs}  # type: ignore[attr-defined]
+    depth: dict[str, int] = {}
+
+    def d(fid: str) -> int:
+        if fid not in depth:
+            depth[fid] = 1 + max((d(r.build) for r in frags[fid].reduce_by), default=-1)
+        return depth[fid]
+
+    return 1 + max((d(f) for f in frags), default=0)
 
 
 @dataclass
@@ -183,6 +213,7 @@ def run(
                     err is None,
                     err,
                     cold_plan,
+                    waves(st.fragments),
                 )
             except fedsql.FedSQLError as e:
                 q = QueryResult(
@@ -289,6 +320,23 @@ def _row(q: QueryResult) -> str:
     return (
         f"Q{q.query:02d}  {q.rows:>6} {q.central_seconds:>10.4f} {q.federated_seconds:>9.4f} "
         f"{q.ratio:>7.1f} {q.fragments:>5} {q.rows_moved:>11} {q.bytes_moved:>12}  {check}"
+    )
+
+
+def link_summary(r: BenchReport, link: Link) -> str:
+    """Modelled totals on a slower link: every moved byte crosses it (conservatively
+    all through the coordinator's own link) and each wave of calls pays one RTT; the
+    central copy must first cross the same link."""
+    fed = sum(
+        q.federated_seconds + link.transfer(q.bytes_moved) + q.waves * link.rtt_ms / 1e3
+        for q in r.queries
+    )
+    copy = r.central_copy_seconds + link.transfer(r.central_copy_bytes)
+    return (
+        f"on a {link.mbps:g} Mbit/s link with {link.rtt_ms:g} ms RTT (modelled): federated "
+        f"{fed:.2f} s for the 22 queries; the central copy needs {copy:.1f} s to move "
+        f"{r.central_copy_bytes / 1e6:.0f} MB before its {r.total_central:.2f} s of queries "
+        f"(and again whenever the data changes)"
     )
 
 
