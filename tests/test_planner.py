@@ -189,3 +189,21 @@ def test_output_names_follow_duckdb(small: Catalog) -> None:
         "SELECT SUM(cost), count(*), PID FROM health.visits GROUP BY pid", small, ShapeBinder(small)
     )
     assert p.output_names == ('sum("cost")', "count_star()", "pid")
+
+
+def test_eager_aggregation_below_the_cross_agency_join(fed: fedsql.Federation) -> None:
+    p = plan(tpch_query(10), fed.catalog)
+    (trade,) = [f for f in p.fragments if f.agency == "trade"]
+    assert "GROUP BY" in trade.wrap and '"orders.o_custkey"' in trade.wrap
+    assert "SUM(" in trade.wrap and p.residual is not None
+    assert '"__fedsql_pa0"' in p.residual
+    # COUNT becomes a sum of partial counts, still 0 on no rows and still a BIGINT
+    p = plan("SELECT count(*), sum(o_totalprice) FROM orders JOIN customer "
+             "ON o_custkey = c_custkey", fed.catalog)
+    assert p.residual is not None and "COALESCE(SUM(" in p.residual and "BIGINT" in p.residual
+    # not when an aggregate reads both sides
+    p = plan(
+        "SELECT sum(o_totalprice * c_acctbal) FROM orders, customer WHERE o_custkey = c_custkey",
+        fed.catalog,
+    )
+    assert not any(f.wrap for f in p.fragments)

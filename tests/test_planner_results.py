@@ -74,6 +74,18 @@ QUERIES = {
         SELECT count(*) AS n FROM customer c, orders o WHERE c.c_custkey = o.o_custkey
         AND NOT EXISTS (SELECT 1 FROM lineitem l WHERE l.l_orderkey = o.o_orderkey
                         AND l.l_returnflag = 'R')""",
+    "eager aggregation: count, count(col), min, max, sum across a join": """
+        SELECT n_name, count(*) AS n, count(o_comment) AS c, min(o_totalprice) AS lo,
+               max(o_orderdate) AS last, sum(o_totalprice) AS total
+        FROM orders JOIN customer ON o_custkey = c_custkey
+        JOIN nation ON c_nationkey = n_nationkey GROUP BY n_name""",
+    "eager aggregation over an empty join": """
+        SELECT count(*) AS n, sum(o_totalprice) AS s FROM orders
+        JOIN customer ON o_custkey = c_custkey WHERE c_acctbal > 1000000""",
+    "eager aggregation with grouping columns from the aggregated side": """
+        SELECT o_orderpriority, c_mktsegment, sum(o_totalprice) AS t, count(*) AS n
+        FROM orders, customer WHERE o_custkey = c_custkey
+        GROUP BY o_orderpriority, c_mktsegment HAVING count(*) > 10 ORDER BY 1, 2""",
     "case, cast, date arithmetic, extract": """
         SELECT extract(year FROM o_orderdate) AS y,
                sum(CASE WHEN c_mktsegment = 'AUTOMOBILE' THEN 1 ELSE 0 END) AS auto,

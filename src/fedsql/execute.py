@@ -265,7 +265,7 @@ def _topological(fetches: list[_Fetch]) -> list[_Fetch]:
 def reduced_sql(fragment: Fragment, builds: dict[str, pa.Table]) -> tuple[str, list[pb.KeySet]]:
     """The fragment's SQL, also filtered to the join keys its reducers returned,
     and the key sets shipped with it."""
-    if not fragment.reduce_by:
+    if not fragment.reduce_by and not fragment.wrap:
         return fragment.sql, []
     tree = sqlglot.parse_one(fragment.sql, read="duckdb")
     assert isinstance(tree, exp.Select)
@@ -289,6 +289,11 @@ def reduced_sql(fragment: Fragment, builds: dict[str, pa.Table]) -> tuple[str, l
             cond = key_filter(column, keys)
         if cond is not None:
             tree = tree.where(cond, copy=False)
+    if fragment.wrap:  # eager aggregation around the (reduced) fragment
+        outer = sqlglot.parse_one(fragment.wrap, read="duckdb")
+        placeholder = next(t for t in outer.find_all(exp.Table) if t.name == "__fedsql_inner")
+        placeholder.replace(exp.Subquery(this=tree, alias=placeholder.args["alias"]))
+        return outer.sql(dialect="duckdb"), key_sets
     return tree.sql(dialect="duckdb"), key_sets
 
 

@@ -71,6 +71,9 @@ class Fragment:
     # join keys another fragment returned (see ``execute``).
     reduce_by: tuple[Reducer, ...] = ()
     dialect: str = "duckdb"  # the connector's backend dialect (how keys can be shipped)
+    # Eager aggregation: when set, what is sent is this query with the table
+    # __fedsql_inner replaced by ``sql`` (after any semi-join reduction of it).
+    wrap: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +371,90 @@ class _Cutter:
         for group in groups:
             self._push_group(scope, select, group, where, inner_only)
         if inner_only:
+            self._eager_aggregate(scope, select)
             self._find_reducers(scope, select)
+
+    def _eager_aggregate(self, scope: Scope, select: exp.Select) -> None:
+        """Aggregate one fragment at its agency before the cross-agency join.
+
+        Applies when every aggregate of this SELECT is SUM/MIN/MAX/COUNT over that
+        fragment's columns alone and the rest of the query reads only columns it
+        can group by (join keys, grouping columns). Each pre-aggregated row stands
+        for rows that join and group identically, so SUM of partial SUMs, MIN of
+        MINs, MAX of MAXes and SUM of COUNTs give the same answer (eager
+        aggregation; Yan & Larson, VLDB 1995).
+        """
+        if select.args.get("distinct") or select.args.get("qualify"):
+            return
+        group = select.args.get("group")
+        if group is not None and any(
+            group.args.get(k) for k in ("rollup", "cube", "grouping_sets", "all")
+        ):
+            return
+        if select.find(exp.Window) is not None:
+            return
+        aggs = [a for a in select.find_all(exp.AggFunc) if a.find_ancestor(exp.Select) is select]
+        if not aggs:
+            return
+        frags = self._scope_frags.get(id(scope), {})
+        owners = set()
+        for a in aggs:
+            if not isinstance(a, (exp.Sum, exp.Min, exp.Max, exp.Count)):
+                return
+            if isinstance(a.this, exp.Distinct) or a.find(exp.AggFunc, exp.Subquery) not in (
+                a,
+                None,
+            ):
+                return
+            cols = {c.table for c in a.find_all(exp.Column)}
+            if len(cols) > 1:
+                return
+            owners |= cols
+        if len(owners) != 1:
+            return  # COUNT(*) alone, or aggregates over several fragments
+        (alias,) = owners
+        fid = frags.get(alias)
+        index = next((i for i, f in enumerate(self.fragments) if f.id == fid), None)
+        if fid is None or index is None or self.fragments[index].kind not in ("table", "join"):
+            return
+        keys: dict[str, None] = {}
+        for col in scope.columns:
+            if col.table != alias or not _is_within(col, select):
+                continue  # another table's, or in a condition already pushed down
+            if col.find_ancestor(exp.Select) is not select:
+                return  # read by a correlated subquery too
+            if not any(_is_within(col, a) for a in aggs):
+                keys[col.name] = None
+        if not keys:
+            return
+        inner = exp.to_identifier(alias, quoted=True)
+        projs: list[exp.Expr] = [exp.column(k, table=alias, quoted=True) for k in keys]
+        for i, a in enumerate(aggs):
+            projs.append(exp.alias_(a.copy(), f"__fedsql_pa{i}", quoted=True))
+        wrap = (
+            exp.select(*projs)
+            .from_(
+                exp.Table(
+                    this=exp.to_identifier("__fedsql_inner"), alias=exp.TableAlias(this=inner)
+                )
+            )
+            .group_by(*[exp.column(k, table=alias, quoted=True) for k in keys])
+        )
+        f = self.fragments[index]
+        from dataclasses import replace
+
+        self.fragments[index] = replace(f, wrap=wrap.sql(dialect=DIALECT))
+        self._outputs[fid] = {k: v for k, v in self._outputs[fid].items() if k in keys}
+        self._est[fid] = self._est.get(fid, 0.0) / 3
+        for i, a in enumerate(aggs):
+            part = exp.column(f"__fedsql_pa{i}", table=alias, quoted=True)
+            if isinstance(a, exp.Count):
+                new: exp.Expr = exp.cast(
+                    exp.func("coalesce", exp.Sum(this=part), exp.Literal.number(0)), "BIGINT"
+                )
+            else:
+                new = type(a)(this=part)
+            a.replace(new)
 
     def _find_reducers(self, scope: Scope, select: exp.Select) -> None:
         """Equalities between two fragments' columns: semi-join reduction candidates."""
