@@ -446,7 +446,6 @@ class _Cutter:
 
         self.fragments[index] = replace(f, wrap=wrap.sql(dialect=DIALECT))
         self._outputs[fid] = {k: v for k, v in self._outputs[fid].items() if k in keys}
-        self._est[fid] = self._est.get(fid, 0.0) / 3
         for i, a in enumerate(aggs):
             part = exp.column(f"__fedsql_pa{i}", table=alias, quoted=True)
             if isinstance(a, exp.Count):
