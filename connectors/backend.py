@@ -88,6 +88,15 @@ class GuardedReader:
             yield batch
 
 
+def check_listed(wanted: set[str] | None, found: set[str]) -> None:
+    """Every table named in ``[backend].tables`` must exist (names in lower case)."""
+    if wanted is None:
+        return
+    missing = sorted(wanted - found)
+    if missing:
+        raise ValueError(f"tables listed in [backend].tables not found: {', '.join(missing)}")
+
+
 def arrow_type_of_declared(decl: str) -> pa.DataType:
     """Arrow type for a SQL type as a database declares it (SQLite, PostgreSQL names).
 

@@ -22,6 +22,7 @@ from fedsql.connectors.backend import (
     GuardedReader,
     Running,
     arrow_type_of_declared,
+    check_listed,
 )
 from fedsql.wire import RemoteTable
 
@@ -149,12 +150,7 @@ class PostgresBackend:
             if wanted is not None and full.lower() not in wanted:
                 continue
             out.append(RemoteTable(schema, name, pa.schema(fields), est if est >= 0 else -1))
-        if wanted is not None:
-            missing = sorted(wanted - {t.full_name.lower() for t in out})
-            if missing:
-                raise ValueError(
-                    f"tables listed in [backend].tables not found: {', '.join(missing)}"
-                )
+        check_listed(wanted, {t.full_name.lower() for t in out})
         return tuple(out)
 
     def tables(self) -> tuple[RemoteTable, ...]:

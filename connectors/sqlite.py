@@ -19,6 +19,7 @@ from fedsql.connectors.backend import (
     GuardedReader,
     Running,
     arrow_type_of_declared,
+    check_listed,
 )
 from fedsql.wire import RemoteTable
 
@@ -127,12 +128,7 @@ class SQLiteBackend:
                 cur.execute(f"SELECT count(*) FROM {quoted}")
                 count = cur.fetchone()[0]
                 out.append(RemoteTable("", name, pa.schema(fields), int(count)))
-        if wanted is not None:
-            missing = sorted(wanted - {t.name.lower() for t in out})
-            if missing:
-                raise ValueError(
-                    f"tables listed in [backend].tables not found: {', '.join(missing)}"
-                )
+        check_listed(wanted, {t.name.lower() for t in out})
         return tuple(out)
 
     def tables(self) -> tuple[RemoteTable, ...]:
