@@ -446,6 +446,7 @@ class _Cutter:
 
         self.fragments[index] = replace(f, wrap=wrap.sql(dialect=DIALECT))
         self._outputs[fid] = {k: v for k, v in self._outputs[fid].items() if k in keys}
+        self._est[fid] = self._est.get(fid, 0.0) / 3  # grouped rows: fewer than it reads
         for i, a in enumerate(aggs):
             part = exp.column(f"__fedsql_pa{i}", table=alias, quoted=True)
             if isinstance(a, exp.Count):
@@ -509,8 +510,6 @@ class _Cutter:
             if ep < MIN_PROBE_ROWS:
                 continue
             if not forced and (eb, build) >= (ep, probe):
-                continue
-            if forced and eb > ep:
                 continue
             if r not in keep.setdefault(probe, []):
                 keep[probe].append(r)
@@ -637,8 +636,11 @@ class _Cutter:
                 row_estimate=row_est,
             )
         )
-        # A crude estimate of what it returns: each pushed condition keeps a third.
-        self._est[fid] = max(row_est, 0) * (1 / 3) ** min(len(preds) + len(implied), 3)
+        # A crude estimate of what it returns: each pushed filter (a condition on one
+        # table; joins inside the group are taken as key joins) keeps a third.
+        filters = sum(1 for p in preds + implied
+                      if len({c.table for c in p.find_all(exp.Column)}) == 1)
+        self._est[fid] = max(row_est, 0) * (1 / 3) ** min(filters, 3)
         if coord is None:  # a federation view changes values: no keys from/into it
             residual_alias = group[0][0] if single else f"__fedsql_g{fid[len(FRAGMENT_PREFIX) :]}"
             self._scope_frags.setdefault(id(scope), {})[residual_alias] = fid
