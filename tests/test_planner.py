@@ -198,12 +198,26 @@ def test_eager_aggregation_below_the_cross_agency_join(fed: fedsql.Federation) -
     assert "SUM(" in trade.wrap and p.residual is not None
     assert '"__fedsql_pa0"' in p.residual
     # COUNT becomes a sum of partial counts, still 0 on no rows and still a BIGINT
-    p = plan("SELECT count(*), sum(o_totalprice) FROM orders JOIN customer "
-             "ON o_custkey = c_custkey", fed.catalog)
+    p = plan(
+        "SELECT count(*), sum(o_totalprice) FROM orders JOIN customer ON o_custkey = c_custkey",
+        fed.catalog,
+    )
     assert p.residual is not None and "COALESCE(SUM(" in p.residual and "BIGINT" in p.residual
     # not when an aggregate reads both sides
     p = plan(
         "SELECT sum(o_totalprice * c_acctbal) FROM orders, customer WHERE o_custkey = c_custkey",
+        fed.catalog,
+    )
+    assert not any(f.wrap for f in p.fragments)
+
+
+def test_eager_aggregation_on_the_null_side_of_a_left_join(fed: fedsql.Federation) -> None:
+    p = plan(tpch_query(13), fed.catalog)
+    (orders,) = [f for f in p.fragments if f.agency == "trade"]
+    assert 'GROUP BY "orders"."o_custkey"' in orders.wrap and "COUNT(" in orders.wrap
+    p = plan(
+        "SELECT c_custkey, count(*) FROM customer LEFT JOIN orders ON c_custkey = o_custkey "
+        "GROUP BY 1",
         fed.catalog,
     )
     assert not any(f.wrap for f in p.fragments)

@@ -86,6 +86,15 @@ QUERIES = {
         SELECT o_orderpriority, c_mktsegment, sum(o_totalprice) AS t, count(*) AS n
         FROM orders, customer WHERE o_custkey = c_custkey
         GROUP BY o_orderpriority, c_mktsegment HAVING count(*) > 10 ORDER BY 1, 2""",
+    "eager aggregation on the null side of a left join": """
+        SELECT c_custkey, count(o_orderkey) AS n, sum(o_totalprice) AS total,
+               min(o_orderdate) AS first, max(o_totalprice) AS top
+        FROM customer LEFT JOIN orders ON c_custkey = o_custkey AND o_totalprice > 250000
+        GROUP BY c_custkey""",
+    "left join with count(*) (not pre-aggregated)": """
+        SELECT c_nationkey, count(*) AS n, count(o_orderkey) AS orders FROM customer
+        LEFT JOIN orders ON c_custkey = o_custkey AND o_orderpriority = '1-URGENT'
+        GROUP BY c_nationkey""",
     "case, cast, date arithmetic, extract": """
         SELECT extract(year FROM o_orderdate) AS y,
                sum(CASE WHEN c_mktsegment = 'AUTOMOBILE' THEN 1 ELSE 0 END) AS auto,

@@ -113,6 +113,8 @@ class Plan:
                 lines.append(
                     f"    + semi-join: {r.probe_sql} IN (keys of {r.build}.{r.build_column})"
                 )
+            if f.wrap:
+                lines.append("    + aggregated at the agency: " + f.wrap)
         if self.residual is None:
             lines.append("residual: none (the fragment's result is the answer)")
         else:
@@ -374,8 +376,12 @@ class _Cutter:
         if inner_only:
             self._eager_aggregate(scope, select)
             self._find_reducers(scope, select)
+        elif (right := _lone_left_join(select)) is not None:
+            self._eager_aggregate(scope, select, null_side=right)  # TPC-H Q13
 
-    def _eager_aggregate(self, scope: Scope, select: exp.Select) -> None:
+    def _eager_aggregate(
+        self, scope: Scope, select: exp.Select, null_side: str | None = None
+    ) -> None:
         """Aggregate one fragment at its agency before the cross-agency join.
 
         Applies when every aggregate of this SELECT is SUM/MIN/MAX/COUNT over that
@@ -414,6 +420,13 @@ class _Cutter:
         if len(owners) != 1:
             return  # COUNT(*) alone, or aggregates over several fragments
         (alias,) = owners
+        if null_side is not None and (
+            alias != null_side
+            or any(isinstance(a, exp.Count) and isinstance(a.this, exp.Star) for a in aggs)
+        ):
+            # Under a LEFT JOIN only the NULL-supplying side may be pre-aggregated, and
+            # COUNT(*) counts unmatched rows that a sum of partial counts would not.
+            return
         fid = frags.get(alias)
         index = next((i for i, f in enumerate(self.fragments) if f.id == fid), None)
         if fid is None or index is None or self.fragments[index].kind not in ("table", "join"):
@@ -638,8 +651,9 @@ class _Cutter:
         )
         # A crude estimate of what it returns: each pushed filter (a condition on one
         # table; joins inside the group are taken as key joins) keeps a third.
-        filters = sum(1 for p in preds + implied
-                      if len({c.table for c in p.find_all(exp.Column)}) == 1)
+        filters = sum(
+            1 for p in preds + implied if len({c.table for c in p.find_all(exp.Column)}) == 1
+        )
         self._est[fid] = max(row_est, 0) * (1 / 3) ** min(filters, 3)
         if coord is None:  # a federation view changes values: no keys from/into it
             residual_alias = group[0][0] if single else f"__fedsql_g{fid[len(FRAGMENT_PREFIX) :]}"
@@ -733,6 +747,19 @@ def _is_within(node: exp.Expr, ancestor: exp.Expr) -> bool:
             return True
         n = n.parent
     return False
+
+
+def _lone_left_join(select: exp.Select) -> str | None:
+    """The right table's alias when the SELECT is ``FROM a LEFT JOIN b ON ...`` alone."""
+    joins = select.args.get("joins") or []
+    if len(joins) != 1:
+        return None
+    j = joins[0]
+    if (j.side or "").upper() != "LEFT" or (j.kind or "").upper() not in ("", "OUTER"):
+        return None
+    if j.args.get("using") or not isinstance(j.this, exp.Table):
+        return None
+    return str(j.this.alias_or_name)
 
 
 def _inner_joins_only(select: exp.Select) -> bool:
