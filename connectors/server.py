@@ -30,6 +30,7 @@ from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key, masked_type, regist
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import (
+    COMPRESSIONS,
     GRPC_OPTIONS,
     RemoteCatalog,
     catalog_to_proto,
@@ -212,6 +213,11 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if keys:
             record["key_sets"] = {n: t.num_rows for n, t in keys.items()}
+        if request.compression not in COMPRESSIONS:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"compression {request.compression!r} is not one of lz4, zstd",
+            )
         try:
             tree = check_fragment(
                 request.sql, self._exposed, self.backend.default_schemas, frozenset(keys)
@@ -252,7 +258,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             audited = True
 
         try:
-            for chunk in reader_to_ipc_chunks(counted):  # type: ignore[arg-type]
+            for chunk in reader_to_ipc_chunks(counted, compression=request.compression):  # type: ignore[arg-type]
                 nbytes += len(chunk)
                 yield pb.ExecuteResponse(arrow_ipc=chunk)
             # Audited before the last message leaves: a client that has the

@@ -239,3 +239,17 @@ def test_key_sets_ship_join_keys_as_arrow(trade_stub) -> None:  # type: ignore[n
         with pytest.raises(grpc.RpcError) as info:
             list(trade_stub.Execute(r, timeout=30))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_compressed_ipc_round_trips(trade_stub, codec: str) -> None:  # type: ignore[no-untyped-def]
+    sql = "SELECT * FROM lineitem ORDER BY l_orderkey, l_linenumber"
+    plain = list(trade_stub.Execute(pb.ExecuteRequest(sql=sql), timeout=60))
+    packed = list(trade_stub.Execute(pb.ExecuteRequest(sql=sql, compression=codec), timeout=60))
+    a = ipc_chunks_to_reader(m.arrow_ipc for m in plain if m.arrow_ipc).read_all()
+    b = ipc_chunks_to_reader(m.arrow_ipc for m in packed if m.arrow_ipc).read_all()
+    assert a.equals(b)
+    assert packed[-1].stats.bytes < plain[-1].stats.bytes / 2
+    with pytest.raises(grpc.RpcError) as info:
+        list(trade_stub.Execute(pb.ExecuteRequest(sql=sql, compression="gzip"), timeout=60))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -32,3 +32,15 @@ def test_files_backend_federation(tpch_parquet: Path, tmp_path: Path, central) -
             sql = tpch_query(n)
             want = central.sql(sql).to_arrow_table()
             assert diff_tables(fed.sql(sql), want, has_order_by(sql)) is None, f"q{n}"
+
+
+def test_compressed_transfer_same_results(tpch_local: LocalFederation, central) -> None:  # type: ignore[no-untyped-def]
+    cfg = tpch_local.work / "federation-zstd.toml"
+    cfg.write_text('[coordinator]\ncompression = "zstd"\n\n' + tpch_local.config_path.read_text())
+    with fedsql.connect(cfg) as fed:
+        for n in (3, 9, 13):
+            sql = tpch_query(n)
+            assert (
+                diff_tables(fed.sql(sql), central.sql(sql).to_arrow_table(), has_order_by(sql))
+                is None
+            )

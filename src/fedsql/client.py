@@ -168,6 +168,7 @@ class Federation:
                     qid,
                     timeout or self.config.timeout_seconds,
                     self._merger,
+                    self.config.compression,
                 )
                 break
             except FragmentUnsupported as e:

@@ -68,6 +68,7 @@ class FederationConfig:
     source: Path | None = None
     policy: Policy = Policy()
     hash_key_file: Path | None = None
+    compression: str = ""  # Arrow IPC buffer compression asked of connectors: "", lz4, zstd
 
     def connector(self, name: str) -> ConnectorRef:
         for c in self.connectors:
@@ -245,8 +246,10 @@ def load_federation(path: str | Path) -> FederationConfig:
     coord = _take(
         f"{p}: [coordinator]",
         top.get("coordinator", {}),
-        {"timeout_seconds": (int, float), "hash_key_file": str},
+        {"timeout_seconds": (int, float), "hash_key_file": str, "compression": str},
     )
+    if coord.get("compression", "") not in ("", "lz4", "zstd"):
+        raise ConfigError(f"{p}: [coordinator].compression must be lz4 or zstd")
     key = coord.get("hash_key_file")
     return FederationConfig(
         connectors=tuple(conns),
@@ -255,6 +258,7 @@ def load_federation(path: str | Path) -> FederationConfig:
         source=p,
         policy=parse_policy(p, top.get("mask"), top.get("row_filter")),
         hash_key_file=_rel(p.parent, key) if key else None,
+        compression=coord.get("compression", ""),
     )
 
 

@@ -115,6 +115,7 @@ class _Fetch:
         self.sql = fragment.sql
         self.call: Any = None
         self.cancelled = False
+        self.compression = ""
 
     def start(self, sql: str, key_sets: list[pb.KeySet] | None = None) -> None:
         self.sql = sql
@@ -128,6 +129,7 @@ class _Fetch:
                 sql=sql,
                 principal=principal_to_proto(self.principal),
                 key_sets=key_sets or [],
+                compression=self.compression,
             ),
             timeout=timeout,
             metadata=((QUERY_ID_METADATA, self.query_id),),
@@ -181,6 +183,7 @@ def execute(
     query_id: str,
     timeout: float,
     merger: MergeEngine,
+    compression: str = "",
 ) -> tuple[pa.Table, tuple[FragmentRun, ...], float, float]:
     """Run a plan; returns (result, fragment runs, fetch seconds, merge seconds)."""
     deadline = time.monotonic() + timeout
@@ -188,6 +191,8 @@ def execute(
     fetches = {
         f.id: _Fetch(stubs[f.agency], f, query_id, principal, deadline) for f in plan.fragments
     }
+    for f in fetches.values():
+        f.compression = compression
     try:
         if plan.residual is None:
             (only,) = fetches.values()

@@ -26,6 +26,7 @@ GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
 QUERY_ID_METADATA = "fedsql-query-id"
+COMPRESSIONS = ("", "lz4", "zstd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +166,7 @@ class _ChunkSink(io.RawIOBase):
 
 
 def reader_to_ipc_chunks(
-    reader: pa.RecordBatchReader, chunk_bytes: int = CHUNK_BYTES
+    reader: pa.RecordBatchReader, chunk_bytes: int = CHUNK_BYTES, compression: str | None = None
 ) -> Iterator[bytes]:
     """Stream a record-batch reader as IPC stream bytes, in chunks of about ``chunk_bytes``.
 
@@ -173,7 +174,8 @@ def reader_to_ipc_chunks(
     yet sent are held in memory.
     """
     sink = _ChunkSink()
-    with pa.ipc.new_stream(sink, reader.schema) as writer:
+    options = pa.ipc.IpcWriteOptions(compression=compression or None)
+    with pa.ipc.new_stream(sink, reader.schema, options=options) as writer:
         for batch in reader:
             if batch.num_rows:
                 writer.write_batch(batch)

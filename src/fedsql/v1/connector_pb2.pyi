@@ -69,18 +69,20 @@ class Catalog(_message.Message):
     def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., dialect: _Optional[str] = ..., unsupported: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("query_id", "sql", "principal", "batch_rows", "key_sets")
+    __slots__ = ("query_id", "sql", "principal", "batch_rows", "key_sets", "compression")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
     KEY_SETS_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     sql: str
     principal: Principal
     batch_rows: int
     key_sets: _containers.RepeatedCompositeFieldContainer[KeySet]
-    def __init__(self, query_id: _Optional[str] = ..., sql: _Optional[str] = ..., principal: _Optional[_Union[Principal, _Mapping]] = ..., batch_rows: _Optional[int] = ..., key_sets: _Optional[_Iterable[_Union[KeySet, _Mapping]]] = ...) -> None: ...
+    compression: str
+    def __init__(self, query_id: _Optional[str] = ..., sql: _Optional[str] = ..., principal: _Optional[_Union[Principal, _Mapping]] = ..., batch_rows: _Optional[int] = ..., key_sets: _Optional[_Iterable[_Union[KeySet, _Mapping]]] = ..., compression: _Optional[str] = ...) -> None: ...
 
 class KeySet(_message.Message):
     __slots__ = ("name", "arrow_ipc")
