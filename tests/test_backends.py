@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import start_error
 
 import fedsql
 from fedsql.bench.compare import diff_tables, has_order_by, tpch_query
@@ -22,7 +23,7 @@ from fedsql.connectors.backend import BackendError
 from fedsql.connectors.postgres import PostgresBackend
 from fedsql.connectors.sqlite import SQLiteBackend
 from fedsql.errors import ConfigError
-from fedsql.local import LocalFederation, start_connector, write_agency_toml
+from fedsql.local import LocalFederation, write_agency_toml
 from fedsql.pgserver import PostgresServer
 
 
@@ -308,8 +309,6 @@ def test_postgres_config_errors(tmp_path: Path) -> None:
         "postgresql://u@127.0.0.1:1/db",
         extra='password_env = "FEDSQL_TEST_NO_SUCH_VAR"\n',
     )
-    with pytest.raises(fedsql.FedSQLError, match="FEDSQL_TEST_NO_SUCH_VAR"):
-        start_connector(missing, timeout=30)
+    assert "FEDSQL_TEST_NO_SUCH_VAR" in start_error(missing)
     down = write_agency_toml(tmp_path / "c.toml", "c", "postgres", "postgresql://u@127.0.0.1:9/db")
-    with pytest.raises(fedsql.FedSQLError, match="cannot connect to PostgreSQL"):
-        start_connector(down, timeout=30)
+    assert "cannot connect to PostgreSQL" in start_error(down)

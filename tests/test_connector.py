@@ -10,8 +10,8 @@ import grpc
 import pyarrow as pa
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import start_error
 
-from fedsql.errors import FedSQLError
 from fedsql.local import LocalFederation, start_connector, write_agency_toml
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.wire import catalog_from_proto, ipc_chunks_to_reader
@@ -139,9 +139,7 @@ def test_audit_log_has_one_line_per_fragment(tpch_local: LocalFederation, trade_
 
 
 def _serve_fails(toml: Path) -> str:
-    with pytest.raises(FedSQLError) as info:
-        start_connector(toml, timeout=30)
-    return str(info.value)
+    return start_error(toml)
 
 
 def test_unknown_config_key_stops_the_node(tmp_path: Path, tpch_parquet: Path) -> None:
