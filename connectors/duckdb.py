@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from fedsql.connectors.backend import BackendError, GuardedReader, Running
+from fedsql.connectors.backend import BackendError, GuardedReader, Running, check_listed
 from fedsql.wire import RemoteTable
 
 DEFAULT_BATCH_ROWS = 122_880  # DuckDB's row-group size: batches come out whole
@@ -141,10 +141,7 @@ def catalog_of(
         out.append(RemoteTable(shown_schema, name, arrow_schema, -1 if est is None else int(est)))
         seen.add(full.lower())
         seen.add(name.lower())
-    if wanted is not None:
-        missing = sorted(wanted - seen)
-        if missing:
-            raise ValueError(f"tables listed in [backend].tables not found: {', '.join(missing)}")
+    check_listed(wanted, seen)
     return tuple(out)
 
 

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import duckdb
 import pyarrow as pa
-import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, UnsupportedError
 
@@ -153,4 +152,4 @@ class _Conformed:
                 ) from None
 
 
-__all__ = ["FragmentRunner", "first_unsupported", "sqlglot"]
+__all__ = ["FragmentRunner"]

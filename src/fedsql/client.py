@@ -14,7 +14,7 @@ import grpc
 
 from fedsql.catalog import Catalog
 from fedsql.config import FederationConfig, load_federation
-from fedsql.errors import ConfigError, FedSQLError, FragmentUnsupported, from_rpc_error
+from fedsql.errors import ConfigError, FragmentUnsupported, from_rpc_error
 from fedsql.execute import MergeEngine, QueryStats, connector_stats, execute
 from fedsql.planner import Plan, plan
 from fedsql.planner.shape import ShapeBinder
@@ -211,4 +211,4 @@ def connect(config: str | Path | FederationConfig, user: str | None = None) -> F
     return Federation(cfg, user=user)
 
 
-__all__ = ["Federation", "FedSQLError", "connect"]
+__all__ = ["Federation", "connect"]

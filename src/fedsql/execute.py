@@ -20,7 +20,6 @@ from sqlglot import exp
 
 from fedsql.errors import (
     ExecutionError,
-    FedSQLError,
     QueryCancelled,
     QueryTimeout,
     from_rpc_error,
@@ -394,4 +393,4 @@ def connector_stats(runs: tuple[FragmentRun, ...]) -> dict[str, ConnectorStats]:
     }
 
 
-__all__ = ["ConnectorStats", "FedSQLError", "FragmentRun", "QueryStats", "execute"]
+__all__ = ["ConnectorStats", "FragmentRun", "MergeEngine", "QueryStats", "execute"]

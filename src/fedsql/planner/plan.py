@@ -19,7 +19,7 @@ residual would have removed anyway (exact or not done).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import sqlglot
@@ -455,8 +455,6 @@ class _Cutter:
             .group_by(*[exp.column(k, table=alias, quoted=True) for k in keys])
         )
         f = self.fragments[index]
-        from dataclasses import replace
-
         self.fragments[index] = replace(f, wrap=wrap.sql(dialect=DIALECT))
         self._outputs[fid] = {k: v for k, v in self._outputs[fid].items() if k in keys}
         self._est[fid] = self._est.get(fid, 0.0) / 3  # grouped rows: fewer than it reads
@@ -509,8 +507,7 @@ class _Cutter:
         return None
 
     def _edge(self, build: str, bcol: str, probe: str, pcol: str, forced: bool) -> None:
-        kinds = {f.id: f.kind for f in self.fragments}
-        if kinds.get(probe) not in ("table", "join"):
+        if next(f.kind for f in self.fragments if f.id == probe) not in ("table", "join"):
             return
         r = Reducer(build=build, build_column=bcol, probe_sql=self._outputs[probe][pcol])
         self._edges.append((build, probe, r, forced))
@@ -526,8 +523,6 @@ class _Cutter:
                 continue
             if r not in keep.setdefault(probe, []):
                 keep[probe].append(r)
-        from dataclasses import replace
-
         return [
             replace(
                 f,

@@ -6,7 +6,6 @@ Each rule takes an expression and returns one; the catalog is the explicit conte
 from __future__ import annotations
 
 from sqlglot import exp
-from sqlglot.optimizer.scope import traverse_scope
 
 from fedsql.catalog import Catalog, TableRef
 from fedsql.policy.model import Policy, TablePolicy
@@ -36,11 +35,6 @@ def resolve_tables(
     >>> resolve_tables(sqlglot.parse_one("SELECT o_id FROM orders"), cat).sql()
     'SELECT o_id FROM "trade"."main"."orders" AS orders'
     """
-    visible_ctes: set[str] = set()
-    for scope in traverse_scope(tree):
-        for name, source in scope.sources.items():
-            if not isinstance(source, exp.Table):
-                visible_ctes.add(name.lower())
     ctes = cte_names(tree)
     for table in list(tree.find_all(exp.Table)):
         if not isinstance(table.this, exp.Identifier):

@@ -47,18 +47,7 @@ def parse_policy(path: Path | None, masks: Any, filters: Any) -> Policy:
     filter_lines = _lines_of(path, "row_filter")
     out_m: list[Mask] = []
     for i, m in enumerate(masks or []):
-        where = f"{path}:{mask_lines[i]}" if i < len(mask_lines) else f"{path}: [[mask]] #{i + 1}"
-        if not isinstance(m, dict):
-            raise ConfigError(f"{where}: [[mask]] must be a table")
-        unknown = sorted(set(m) - _MASK_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"{where}: [[mask]] has unknown key(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(_MASK_KEYS))}"
-            )
-        for k in ("table", "column", "rule"):
-            if not isinstance(m.get(k), str) or not m[k]:
-                raise ConfigError(f"{where}: [[mask]] needs '{k}' (a string)")
+        where = _entry(path, mask_lines, i, "mask", m, _MASK_KEYS, ("table", "column", "rule"))
         rule = m["rule"]
         if rule not in RULES:
             raise ConfigError(f"{where}: unknown mask rule '{rule}'; rules: {', '.join(RULES)}")
@@ -88,22 +77,7 @@ def parse_policy(path: Path | None, masks: Any, filters: Any) -> Policy:
         )
     out_f: list[RowFilter] = []
     for i, f in enumerate(filters or []):
-        where = (
-            f"{path}:{filter_lines[i]}"
-            if i < len(filter_lines)
-            else f"{path}: [[row_filter]] #{i + 1}"
-        )
-        if not isinstance(f, dict):
-            raise ConfigError(f"{where}: [[row_filter]] must be a table")
-        unknown = sorted(set(f) - _FILTER_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"{where}: [[row_filter]] has unknown key(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(_FILTER_KEYS))}"
-            )
-        for k in ("table", "where"):
-            if not isinstance(f.get(k), str) or not f[k].strip():
-                raise ConfigError(f"{where}: [[row_filter]] needs '{k}' (a string)")
+        where = _entry(path, filter_lines, i, "row_filter", f, _FILTER_KEYS, ("table", "where"))
         _check_filter_sql(where, f["where"])
         out_f.append(
             RowFilter(
@@ -115,6 +89,31 @@ def parse_policy(path: Path | None, masks: Any, filters: Any) -> Policy:
             )
         )
     return Policy(tuple(out_m), tuple(out_f))
+
+
+def _entry(
+    path: Path | None,
+    lines: list[int],
+    i: int,
+    kind: str,
+    entry: Any,
+    known: set[str],
+    required: tuple[str, ...],
+) -> str:
+    """Check one ``[[kind]]`` entry's shape; returns where it is (file:line) for messages."""
+    where = f"{path}:{lines[i]}" if i < len(lines) else f"{path}: [[{kind}]] #{i + 1}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: [[{kind}]] must be a table")
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: [[{kind}]] has unknown key(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    for k in required:
+        if not isinstance(entry.get(k), str) or not entry[k].strip():
+            raise ConfigError(f"{where}: [[{kind}]] needs '{k}' (a string)")
+    return where
 
 
 def _check_filter_sql(where: str, sql: str) -> exp.Expr:
