@@ -20,6 +20,7 @@ DOCTEST_MODULES = [
     "fedsql.policy.rewrite",
     "fedsql.capabilities",
     "fedsql.planner.rules",
+    "fedsql.bench.meter",
 ]
 
 

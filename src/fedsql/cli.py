@@ -166,6 +166,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _peers_arg(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.backend != "postgres" or args.peers == "none":
+        return ()
+    if args.peers == "auto":  # postgres_fdw needs minutes per query beyond SF 0.1
+        return ("attach", "fdw") if args.sf <= 0.1 else ("attach",)
+    chosen = tuple(p.strip() for p in args.peers.split(",") if p.strip())
+    unknown = [p for p in chosen if p not in ("attach", "fdw")]
+    if unknown:
+        raise FedSQLError(f"unknown peer {unknown[0]!r}; choose from attach, fdw, auto, none")
+    return chosen
+
+
 def cmd_bench_tpch(args: argparse.Namespace) -> int:
     from fedsql.bench import tpch
 
@@ -177,6 +189,7 @@ def cmd_bench_tpch(args: argparse.Namespace) -> int:
         queries=queries,
         json_path=Path(args.json) if args.json else None,
         backend=args.backend,
+        peers=_peers_arg(args),
     )
     print()
     print(tpch.summary(report))
@@ -242,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="duckdb",
         help="the agencies' databases (postgres: a throwaway "
         "PostgreSQL 15 server with one database per agency)",
+    )
+    t.add_argument(
+        "--peers",
+        default="auto",
+        help="with --backend postgres, also run the peers on the same agencies: "
+        "attach (DuckDB 1.4 attaching them), fdw (postgres_fdw), comma-separated, or "
+        "none; auto = both up to SF 0.1, attach beyond",
     )
     t.set_defaults(func=cmd_bench_tpch)
     return p

@@ -19,7 +19,9 @@ import duckdb
 import pyarrow as pa
 
 import fedsql
+from fedsql.bench import peers as peer_runs
 from fedsql.bench.compare import diff_tables, has_order_by, tpch_query
+from fedsql.bench.peers import PeerRun
 from fedsql.local import TPCH_SPLIT, central_duckdb, tpch_federation
 from fedsql.pgserver import PostgresServer
 
@@ -40,6 +42,7 @@ class QueryResult:
     error: str | None = None
     plan_cold_seconds: float = 0.0  # the first run's planning, before any cache
     waves: int = 1  # sequential rounds of fragment calls (1 + semi-join chain depth)
+    peers: dict[str, PeerRun] = field(default_factory=dict)  # "attach", "fdw"
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,9 @@ def run(
     json_path: Path | None = None,
     progress: Callable[[str], None] = print,
     backend: str = "duckdb",
+    peers: tuple[str, ...] = (),
 ) -> BenchReport:
+    """``peers`` (``attach``, ``fdw``) run only with ``backend="postgres"``."""
     queries = queries or list(range(1, 23))
     tmp = None
     if work is None:
@@ -188,9 +193,11 @@ def run(
         report = BenchReport(sf, runs, backend, copy_s, copy_bytes)
         central = duckdb.connect(str(work / "central.duckdb"), read_only=True)
         fed = fedsql.connect(fed_local.config_path)
+        wants: dict[int, pa.Table] = {}
         for n in queries:
             sql = tpch_query(n)
             c_s, want = _median_time(lambda q: central.sql(q).to_arrow_table(), sql, runs)
+            wants[n] = want
             try:
                 fed.sql(sql)  # warm-up (catalog, channels, plan cache)
                 assert fed.last_stats is not None
@@ -234,6 +241,8 @@ def run(
             progress(_row(q))
         central.close()
         fed.close()
+        if pg is not None:
+            _run_peers(report, pg, wants, peers, runs, work, progress)
     finally:
         fed_local.stop()
         if pg is not None:
@@ -253,21 +262,69 @@ def run(
     return report
 
 
+PEER_NAMES = {"attach": "DuckDB-attach", "fdw": "postgres_fdw"}
+
+
+def _run_peers(
+    report: BenchReport,
+    pg: PostgresServer,
+    wants: dict[int, pa.Table],
+    peers: tuple[str, ...],
+    runs: int,
+    work: Path,
+    progress: Callable[[str], None],
+) -> None:
+    by_query = {q.query: q for q in report.queries}
+    queries = {n: tpch_query(n) for n in wants}
+    for peer in peers:
+        if peer == "attach":
+            results = peer_runs.run_attach(pg, TPCH_SPLIT, queries, runs, work, progress)
+        else:
+            results = peer_runs.run_fdw(pg, TPCH_SPLIT, queries, runs, progress)
+        try:
+            for n, pr, got in results:
+                if got is not None:
+                    want = wants[n]
+                    err = diff_tables(
+                        peer_runs.conform_result(got, want), want, has_order_by(queries[n])
+                    )
+                    pr.ok, pr.error = err is None, err
+                by_query[n].peers[peer] = pr
+                check = "ok" if pr.ok else f"FAIL: {pr.error}"
+                progress(
+                    f"{PEER_NAMES[peer]:>13} Q{n:02d} {pr.seconds:>9.4f} s "
+                    f"{pr.bytes:>12} bytes  {check}"
+                )
+        except fedsql.FedSQLError as e:
+            progress(f"{PEER_NAMES[peer]} skipped: {e}")
+
+
 def markdown(r: BenchReport) -> str:
     """The per-query table and the totals, as Markdown."""
+    peers = _peers_of(r)
     lines = [
         f"# TPC-H SF {r.sf:g}, {r.backend} agencies (medians of {r.runs} runs)",
         "",
         "| query | rows | central s | federated s | ratio | fragments | bytes moved "
-        "| plan ms (cold) | check |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| plan ms (cold) | check |"
+        + "".join(f" {PEER_NAMES[p]} s | {PEER_NAMES[p]} bytes |" for p in peers),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|" + "---:|---:|" * len(peers),
     ]
     for q in r.queries:
+        cells = ""
+        for p in peers:
+            pr = q.peers.get(p)
+            if pr is None:
+                cells += " – | – |"
+            elif not pr.ok:
+                cells += f" FAIL: {pr.error} | {pr.bytes:,} |"
+            else:
+                cells += f" {pr.seconds:.4f} | {pr.bytes:,} |"
         lines.append(
             f"| Q{q.query:02d} | {q.rows} | {q.central_seconds:.4f} | {q.federated_seconds:.4f} "
             f"| {q.ratio:.1f} | {q.fragments} | {q.bytes_moved:,} "
             f"| {q.plan_seconds * 1000:.1f} ({q.plan_cold_seconds * 1000:.1f}) "
-            f"| {'ok' if q.ok else 'FAIL: ' + (q.error or '')} |"
+            f"| {'ok' if q.ok else 'FAIL: ' + (q.error or '')} |" + cells
         )
     lines += ["", summary(r).replace("\n", "  \n"), ""]
     return "\n".join(lines)
@@ -297,6 +354,17 @@ def chart(r: BenchReport, path: Path) -> None:
         0.4,
         label="fedsql (federated)",
     )
+    peers = _peers_of(r)
+    width = 0.8 / (2 + len(peers))
+    for i, p in enumerate(peers):
+        ax.bar(
+            [x + 0.2 + width * (i + 1) for x in xs],
+            [q.peers[p].seconds if p in q.peers else 0 for q in r.queries],
+            width,
+            label=PEER_NAMES[p],
+        )
+    if peers:
+        ax.set_yscale("log")
     ax.set_xticks(list(xs), names, rotation=60)
     ax.set_ylabel("seconds (median)")
     ax.set_title(
@@ -340,6 +408,38 @@ def link_summary(r: BenchReport, link: Link) -> str:
     )
 
 
+def _median_ms(xs: list[float]) -> float:
+    return statistics.median(xs) * 1e3 if xs else float("nan")
+
+
+def _geomean(r: BenchReport) -> float:
+    ratios = [q.ratio for q in r.queries if q.ok and q.ratio > 0]
+    return statistics.geometric_mean(ratios) if ratios else float("nan")
+
+
+def _peers_of(r: BenchReport) -> list[str]:
+    return [p for p in PEER_NAMES if any(p in q.peers for q in r.queries)]
+
+
+def peer_summary(r: BenchReport, peer: str) -> str:
+    """One line per peer: totals over the queries it answered correctly, beside
+    fedsql's total over the same queries."""
+    runs = [(q, q.peers[peer]) for q in r.queries if peer in q.peers]
+    good = [(q, pr) for q, pr in runs if pr.ok]
+    bad = len(runs) - len(good)
+    p_total = sum(pr.seconds for _, pr in good)
+    f_total = sum(q.federated_seconds for q, _ in good)
+    p_bytes = sum(pr.bytes for _, pr in good)
+    f_bytes = sum(q.bytes_moved for q, _ in good)
+    ratio = f_total / p_total if p_total else float("nan")
+    return (
+        f"{PEER_NAMES[peer]}: {len(good)}/{len(runs)} correct, total {p_total:.3f} s, "
+        f"{p_bytes / 1e6:.1f} MB moved; fedsql on the same queries {f_total:.3f} s "
+        f"({ratio:.2f}x the peer's time), {f_bytes / 1e6:.1f} MB"
+        + (f"; {bad} failed or timed out (excluded)" if bad else "")
+    )
+
+
 def summary(r: BenchReport) -> str:
     ok = sum(q.ok for q in r.queries)
     ratio = r.total_federated / r.total_central if r.total_central else float("nan")
@@ -350,9 +450,13 @@ def summary(r: BenchReport) -> str:
             "the central copy's",
             f"central DuckDB total {r.total_central:.3f} s; "
             f"federated total {r.total_federated:.3f} s "
-            f"(ratio {ratio:.1f}x; medians of {r.runs} runs)",
+            f"(ratio {ratio:.2f}x, geometric mean of per-query ratios {_geomean(r):.2f}x; "
+            f"medians of {r.runs} runs)",
             f"bytes moved by federation: {r.total_bytes / 1e6:.1f} MB over {n} queries; "
             f"central copy: {r.central_copy_bytes / 1e6:.1f} MB "
             f"made in {r.central_copy_seconds:.2f} s",
+            f"planning: median {_median_ms([q.plan_cold_seconds for q in r.queries]):.1f} ms "
+            f"cold, {_median_ms([q.plan_seconds for q in r.queries]):.2f} ms cached",
+            *(peer_summary(r, p) for p in _peers_of(r)),
         ]
     )
