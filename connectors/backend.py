@@ -18,6 +18,7 @@ class Running:
     reader: pa.RecordBatchReader
     cancel: Callable[[], None]
     close: Callable[[], None]
+    engine: str = "native"  # "local": computed in the node's DuckDB over backend scans
 
 
 class Backend(Protocol):
@@ -27,6 +28,9 @@ class Backend(Protocol):
     default_schemas: tuple[str, ...]
     # sqlglot expression kinds this backend cannot run exactly as DuckDB does.
     unsupported: frozenset[str]
+    # How many queries may stream from it at once (a fragment computed in the
+    # node's DuckDB opens one scan per table it reads).
+    max_scans: int
 
     def tables(self) -> tuple[RemoteTable, ...]:
         """The tables this backend exposes (cached; the data is read-only)."""

@@ -36,6 +36,7 @@ class DuckDBEngine:
     dialect = "duckdb"
     default_schemas = ("", "main")
     unsupported: frozenset[str] = frozenset()
+    max_scans = 64
 
     def __init__(
         self, con: duckdb.DuckDBPyConnection, tables: tuple[RemoteTable, ...], kind: str

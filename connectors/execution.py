@@ -1,16 +1,30 @@
 """How a checked fragment runs on a backend.
 
-DuckDB backends run the fragment as it is. Other backends get it transpiled
-to their dialect (sqlglot), and every batch they return is cast to the schema
-DuckDB would have produced. A fragment that needs what the backend lacks
-because of the agency's *own* policy views (the ``hash`` mask's keyed
-function, string functions SQLite does not have) runs in the node's own DuckDB
-over plain scans of the backend's tables, so policies hold on every backend.
+DuckDB backends run the fragment as it is. Other backends (PostgreSQL, SQLite)
+run it one of two ways, chosen per fragment:
+
+- *native*: transpiled to the backend's dialect (sqlglot); every batch it
+  returns is cast to the schema DuckDB would have produced;
+- *local*: the node's own DuckDB computes the fragment over scans of the
+  backend — each scan only the columns the fragment uses, filtered by the
+  conjuncts that touch that table alone (``scans.py``), so indexes and
+  selective filters still run in the database while joins and aggregates run
+  vectorised and in parallel. Only the fragment's result leaves the agency
+  either way.
+
+``engine = "auto"`` (the default) picks local for a fragment that joins,
+aggregates or nests subqueries over at least :data:`LOCAL_MIN_ROWS` estimated
+rows — work a row-at-a-time executor such as PostgreSQL's does slowly
+(``numeric`` sums, correlated subqueries) — and native for the rest. A fragment
+that needs what the backend cannot run exactly (the ``hash`` mask's keyed
+function, functions SQLite lacks) runs locally too, so policies hold on every
+backend.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 
 import duckdb
@@ -22,8 +36,34 @@ from fedsql.capabilities import first_unsupported
 from fedsql.connectors.backend import Backend, BackendError, Running, conform
 from fedsql.connectors.duckdb import DEFAULT_BATCH_ROWS
 from fedsql.connectors.guard import EXPOSED_META
+from fedsql.connectors.scans import scan_select
 from fedsql.connectors.shape import ShapeMirror
 from fedsql.policy.masks import HASH_FUNCTION, register_hash
+
+# The estimated rows a fragment must read before "auto" computes it in the node's DuckDB.
+LOCAL_MIN_ROWS = 50_000
+
+
+def _correlated_scalar(tree: exp.Expr) -> bool:
+    """A scalar subquery reading an outer query's columns: PostgreSQL runs it once per
+    outer row (a SubPlan), where DuckDB decorrelates it into a join.
+
+    >>> import sqlglot
+    >>> _correlated_scalar(sqlglot.parse_one(
+    ...     "SELECT 1 FROM l WHERE l.q < (SELECT avg(i.q) FROM l AS i WHERE i.p = l.p)"))
+    True
+    >>> _correlated_scalar(sqlglot.parse_one(
+    ...     "SELECT 1 FROM l WHERE EXISTS (SELECT 1 FROM o WHERE o.k = l.k)"))
+    False
+    """
+    for sub in tree.find_all(exp.Subquery):
+        if isinstance(sub.parent, exp.Exists | exp.In | exp.From | exp.Join):
+            continue
+        inner = sub.this
+        own = {t.alias_or_name.lower() for t in inner.find_all(exp.Table)}
+        if any(c.table and c.table.lower() not in own for c in inner.find_all(exp.Column)):
+            return True
+    return False
 
 
 def _uses_hash(tree: exp.Expr) -> bool:
@@ -31,13 +71,28 @@ def _uses_hash(tree: exp.Expr) -> bool:
 
 
 class FragmentRunner:
-    def __init__(self, backend: Backend, hash_key: bytes | None) -> None:
+    def __init__(self, backend: Backend, hash_key: bytes | None, engine: str = "auto") -> None:
         self.backend = backend
         self._native = backend.dialect == "duckdb"
         self._tables = {t.full_name.lower(): t for t in backend.tables()}
         self._mirror = None if self._native else ShapeMirror(backend.tables())
         self._local: duckdb.DuckDBPyConnection | None = None
         self._hash_key = hash_key
+        self._engine = engine
+        # Local fragments take all their scans' connections at once, one fragment at a
+        # time, so two of them never each hold half of what both need.
+        self._scan_lock = threading.Lock()
+
+    def _compute_locally(self, tree: exp.Expr) -> bool:
+        """Whether this fragment goes to the node's DuckDB (``engine`` local, or auto
+        and a correlated scalar subquery over :data:`LOCAL_MIN_ROWS` estimated rows)."""
+        tables = [t for t in tree.find_all(exp.Table) if t.meta.get(EXPOSED_META)]
+        if not tables or len(tables) > self.backend.max_scans or self._engine == "native":
+            return False
+        if self._engine == "local":
+            return True
+        rows = sum(max(self._tables[t.meta[EXPOSED_META]].row_count_estimate, 0) for t in tables)
+        return rows >= LOCAL_MIN_ROWS and _correlated_scalar(tree)
 
     def start(
         self,
@@ -62,7 +117,7 @@ class FragmentRunner:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise BackendError(first, user_error=True) from None
         lacking = first_unsupported(tree, self.backend.unsupported)
-        if policy_applied and (_uses_hash(tree) or lacking):
+        if (policy_applied and (_uses_hash(tree) or lacking)) or self._compute_locally(tree):
             return self._run_locally(tree, expected, batch_rows)
         if lacking:
             raise BackendError(
@@ -82,7 +137,7 @@ class FragmentRunner:
         return Running(_Conformed(run.reader, expected), run.cancel, run.close)
 
     def _run_locally(self, tree: exp.Expr, expected: pa.Schema, batch_rows: int) -> Running:
-        """The fragment in the node's DuckDB, over full scans of the backend's tables."""
+        """The fragment in the node's DuckDB, over filtered scans of the backend's tables."""
         if self._local is None:
             self._local = duckdb.connect(":memory:")
             register_hash(self._local, self._hash_key)
@@ -91,18 +146,28 @@ class FragmentRunner:
         tree = tree.copy()
         names = itertools.count()
         try:
+            planned: list[tuple[exp.Table, str, pa.Schema]] = []
             for table in list(tree.find_all(exp.Table)):
                 full = table.meta.get(EXPOSED_META)
                 if full is None:
                     continue
                 remote = self._tables[full]
-                src = exp.select(*[exp.column(f.name, quoted=True) for f in remote.arrow_schema])
-                src = src.from_(exp.to_table(full))
-                run = self.backend.execute(src.sql(dialect=self.backend.dialect), batch_rows)
-                scans.append(run)
+                src = scan_select(table, tree, remote.arrow_schema, self.backend.unsupported)
+                schema = pa.schema(
+                    [remote.arrow_schema.field(c.alias_or_name) for c in src.expressions]
+                )
+                try:
+                    sql = src.sql(dialect=self.backend.dialect, unsupported_level=ErrorLevel.RAISE)
+                except UnsupportedError:  # DuckDB applies the filter anyway
+                    sql = src.where(None, append=False).sql(dialect=self.backend.dialect)
+                planned.append((table, sql, schema))
+            with self._scan_lock:
+                for _, sql, _ in planned:
+                    scans.append(self.backend.execute(sql, batch_rows))
+            for (table, _, schema), run in zip(planned, scans, strict=True):
                 name = f"__fedsql_scan{next(names)}"
                 reader = pa.RecordBatchReader.from_batches(
-                    remote.arrow_schema, iter(_Conformed(run.reader, remote.arrow_schema))
+                    schema, iter(_Conformed(run.reader, schema))
                 )
                 cur.register(name, reader)
                 alias = table.args.get("alias")
@@ -116,11 +181,13 @@ class FragmentRunner:
             result = cur.sql(tree.sql(dialect="duckdb")).to_arrow_reader(
                 batch_rows or DEFAULT_BATCH_ROWS
             )
-        except duckdb.Error as e:
+        except BaseException as e:
             for s in scans:
                 s.close()
             cur.close()
-            raise BackendError(str(e).splitlines()[0], user_error=True) from None
+            if isinstance(e, duckdb.Error):
+                raise BackendError(str(e).splitlines()[0], user_error=True) from None
+            raise
 
         def close() -> None:
             for s in scans:
@@ -132,7 +199,7 @@ class FragmentRunner:
             for s in scans:
                 s.cancel()
 
-        return Running(_Conformed(result, expected), cancel, close)
+        return Running(_Conformed(result, expected), cancel, close, "local")
 
 
 class _Conformed:

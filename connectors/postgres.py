@@ -52,6 +52,7 @@ class PostgresBackend:
         self._timeout_ms = int(cfg.statement_timeout_seconds * 1000)
         self._pool: queue.Queue[Any] = queue.Queue(maxsize=cfg.pool_size)
         self._size = cfg.pool_size
+        self.max_scans = cfg.pool_size
         self._opened = 0
         self._lock = threading.Lock()
         con = self._connect()

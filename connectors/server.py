@@ -106,7 +106,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
     def __init__(self, cfg: AgencyConfig, backend: Backend, hash_key: bytes | None = None) -> None:
         self.cfg = cfg
         self.backend = backend
-        self.runner = FragmentRunner(backend, hash_key)
+        self.runner = FragmentRunner(backend, hash_key, cfg.backend.engine)
         self.policy = cfg.policy
         self.audit = AuditLog(cfg.audit_log)
         self._tables = {t.full_name.lower(): t for t in backend.tables()}
@@ -236,6 +236,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             record.update(outcome="unsupported" if e.unsupported else "error", error=str(e))
             self.audit.write(record)
             context.abort(_status(e), f"backend {self.backend.kind}: {e}")
+        record["engine"] = run.engine
         with self._lock:
             self._running.setdefault(qid, []).append(run)
             self.active += 1

@@ -85,6 +85,7 @@ class SQLiteBackend:
     dialect = "sqlite"
     default_schemas = ("", "main")
     unsupported = UNSUPPORTED
+    max_scans = 64  # a connection per query
 
     def __init__(self, path: Path, only: tuple[str, ...] | None) -> None:
         import adbc_driver_sqlite.dbapi as sqlite

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -312,3 +313,57 @@ def test_postgres_config_errors(tmp_path: Path) -> None:
     assert "FEDSQL_TEST_NO_SUCH_VAR" in start_error(missing)
     down = write_agency_toml(tmp_path / "c.toml", "c", "postgres", "postgresql://u@127.0.0.1:9/db")
     assert "cannot connect to PostgreSQL" in start_error(down)
+
+
+LOCAL_ENGINE_QUERIES = {
+    "q01": tpch_query(1),
+    "q04": tpch_query(4),
+    "q18": tpch_query(18),
+    "q21": tpch_query(21),
+    # the filter on the NULL-supplying side must not reach lineitem's scan
+    "outer": "SELECT o.o_orderkey, l.l_linenumber FROM orders o LEFT JOIN lineitem l "
+    "ON l.l_orderkey = o.o_orderkey AND l.l_quantity > 45 "
+    "WHERE o.o_orderkey < 400 AND l.l_linenumber IS NULL ORDER BY 1",
+    # a correlated scalar subquery: what "auto" sends to the node's DuckDB
+    "correlated": "SELECT count(*) AS n FROM lineitem l WHERE l.l_quantity > "
+    "(SELECT avg(l2.l_quantity) FROM lineitem l2 WHERE l2.l_orderkey = l.l_orderkey)",
+}
+
+
+@pytest.fixture(scope="module")
+def local_engine(mixed_local: LocalFederation, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The mixed federation again, its PostgreSQL agency computing in its own DuckDB."""
+    work = tmp_path_factory.mktemp("local-engine")
+    tomls = []
+    for agency in ("trade", "registry", "industry"):
+        text = (mixed_local.work / f"{agency}.toml").read_text()
+        if agency == "trade":
+            text = text.rstrip() + '\nengine = "local"\n'
+        (work / f"{agency}.toml").write_text(text)
+        tomls.append(work / f"{agency}.toml")
+    with LocalFederation(work, tomls) as local, fedsql.connect(local.config_path) as f:
+        yield f, work
+
+
+@pytest.mark.parametrize("name", LOCAL_ENGINE_QUERIES)
+def test_postgres_local_engine_equals_the_oracle(name: str, local_engine, central) -> None:  # type: ignore[no-untyped-def]
+    fed, work = local_engine
+    sql = LOCAL_ENGINE_QUERIES[name]
+    want = central.sql(sql).to_arrow_table()
+    got = fed.sql(sql)
+    assert diff_tables(got, want, has_order_by(sql)) is None
+    assert got.schema.types == want.schema.types
+    audit = [json.loads(line) for line in (work / "trade-audit.jsonl").read_text().splitlines()]
+    assert audit and all(r.get("engine") == "local" for r in audit if r["outcome"] == "ok")
+
+
+def test_auto_engine_computes_correlated_subqueries_locally(
+    mixed: fedsql.Federation, mixed_local: LocalFederation, central
+) -> None:  # type: ignore[no-untyped-def]
+    sql = LOCAL_ENGINE_QUERIES["correlated"]
+    assert diff_tables(mixed.sql(sql), central.sql(sql).to_arrow_table(), False) is None
+    last = json.loads((mixed_local.work / "trade-audit.jsonl").read_text().splitlines()[-1])
+    assert last["engine"] == "local"
+    mixed.sql(tpch_query(1))
+    last = json.loads((mixed_local.work / "trade-audit.jsonl").read_text().splitlines()[-1])
+    assert last["engine"] == "native"  # PostgreSQL aggregates in place faster than it exports

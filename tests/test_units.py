@@ -21,6 +21,8 @@ DOCTEST_MODULES = [
     "fedsql.capabilities",
     "fedsql.planner.rules",
     "fedsql.bench.meter",
+    "fedsql.connectors.scans",
+    "fedsql.connectors.execution",
 ]
 
 

@@ -17,6 +17,7 @@ from fedsql.policy.load import parse_policy
 from fedsql.policy.model import Policy
 
 BACKEND_KINDS = ("duckdb", "files", "sqlite", "postgres")
+ENGINES = ("auto", "native", "local")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,9 @@ class BackendConfig:
     password_env: str | None = None  # ... or from this environment variable
     pool_size: int = 4  # postgres: connections at most
     statement_timeout_seconds: float = 300.0  # postgres: per fragment
+    # postgres/sqlite: who computes a fragment's joins and aggregates — the database
+    # ("native"), the node's DuckDB over filtered scans ("local"), or per fragment ("auto")
+    engine: str = "auto"
 
     def __repr__(self) -> str:  # never show a DSN that might carry a secret
         return f"BackendConfig(kind={self.kind!r}, path={self.path!r}, tables={self.tables!r})"
@@ -159,9 +163,14 @@ def load_agency(path: str | Path) -> AgencyConfig:
             "password_env": str,
             "pool_size": int,
             "statement_timeout_seconds": (int, float),
+            "engine": str,
         },
         ("kind",),
     )
+    if b.get("engine", "auto") not in ENGINES:
+        raise ConfigError(
+            f"{p}: [backend].engine = '{b['engine']}' is not one of {', '.join(ENGINES)}"
+        )
     if b["kind"] not in BACKEND_KINDS:
         raise ConfigError(
             f"{p}: [backend].kind = '{b['kind']}' is not one of {', '.join(BACKEND_KINDS)}"
@@ -202,6 +211,7 @@ def load_agency(path: str | Path) -> AgencyConfig:
             password_env=b.get("password_env"),
             pool_size=b.get("pool_size", 4),
             statement_timeout_seconds=float(b.get("statement_timeout_seconds", 300.0)),
+            engine=b.get("engine", "auto"),
         ),
         max_workers=c.get("max_workers", 16),
         source=p,

@@ -45,6 +45,7 @@ from fedsql.planner.rules import (
     flatten,
     implied_by_or,
     infer_equalities,
+    null_supplying,
 )
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy import view_for
@@ -558,7 +559,7 @@ class _Cutter:
                     absorbed.append((c, subs))
         else:
             ((alias, node, _),) = group
-            if alias not in _null_supplying(select):
+            if alias not in null_supplying(select):
                 preds += [c for c in where if _within(c, aliases)]
             join = node.parent if isinstance(node.parent, exp.Join) else None
             if join is not None and join.args.get("on") is not None:
@@ -857,24 +858,3 @@ def _within(pred: exp.Expr, aliases: frozenset[str]) -> bool:
     if not cols:
         return False
     return all(c.table in aliases for c in cols)
-
-
-def _null_supplying(select: exp.Select) -> set[str]:
-    """Aliases on the NULL-supplying side of an outer join in this SELECT."""
-    seen: list[str] = []
-    from_ = select.args.get("from_") or select.args.get("from")
-    if from_ is not None:
-        seen.append(from_.this.alias_or_name)
-    out: set[str] = set()
-    for join in select.args.get("joins") or []:
-        alias = join.this.alias_or_name
-        side = (join.side or "").upper()
-        if side == "LEFT":
-            out.add(alias)
-        elif side == "RIGHT":
-            out.update(seen)
-        elif side == "FULL":
-            out.update(seen)
-            out.add(alias)
-        seen.append(alias)
-    return out

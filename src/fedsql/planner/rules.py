@@ -160,3 +160,26 @@ def _find(parent: dict[tuple[str, str], tuple[str, str]], x: tuple[str, str]) ->
         parent[x] = parent[parent[x]]
         x = parent[x]
     return x
+
+
+def null_supplying(select: exp.Select) -> set[str]:
+    """Aliases on the NULL-supplying side of an outer join in this SELECT.
+
+    >>> import sqlglot
+    >>> null_supplying(sqlglot.parse_one("SELECT 1 FROM a LEFT JOIN b ON a.x = b.x JOIN c ON 1=1"))
+    {'b'}
+    """
+    seen: list[str] = []
+    from_ = select.args.get("from_") or select.args.get("from")
+    if from_ is not None:
+        seen.append(from_.this.alias_or_name)
+    out: set[str] = set()
+    for join in select.args.get("joins") or []:
+        alias = join.this.alias_or_name
+        side = (join.side or "").upper()
+        if side in ("LEFT", "FULL"):
+            out.add(alias)
+        if side in ("RIGHT", "FULL"):
+            out.update(seen)
+        seen.append(alias)
+    return out
