@@ -61,6 +61,12 @@ class Catalog:
         self._by_name: dict[str, list[TableRef]] = {}
         for t in self.tables:
             self._by_name.setdefault(t.name.lower(), []).append(t)
+        spellings: dict[str, set[str]] = {}
+        for t in self.tables:
+            for f in t.arrow_schema:
+                spellings.setdefault(f.name.lower(), set()).add(f.name)
+        # column names spelled one way only across the federation
+        self.field_names = frozenset(next(iter(s)) for s in spellings.values() if len(s) == 1)
 
     @property
     def agencies(self) -> list[str]:
