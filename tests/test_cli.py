@@ -129,3 +129,16 @@ def test_bench_tpch_small(tmp_path: Path) -> None:
     assert doc["central_copy_bytes"] > 0 and doc["total_bytes_moved"] > 0
     assert out.with_suffix(".md").read_text().startswith("# TPC-H SF 0.01")
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_bench_scenario_auditor_sees_plain_federation(tmp_path: Path) -> None:
+    """The policy views are transparent for the auditor and bite for the analyst."""
+    from fedsql.bench import scenario as bench_scenario
+
+    out = tmp_path / "scenario.json"
+    report = bench_scenario.run(2000, runs=1, json_path=out, progress=lambda _: None)
+    assert all(q.auditor_equals_plain for q in report.queries)
+    by_name = {q.name: q for q in report.queries}
+    visits = by_name["visits by diagnosis and region"]
+    assert visits.rows["analyst"] < visits.rows["plain"]  # Smallville is suppressed
+    assert "| analyst / plain |" in out.with_suffix(".md").read_text()

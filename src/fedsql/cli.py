@@ -200,6 +200,19 @@ def cmd_bench_tpch(args: argparse.Namespace) -> int:
     return 0 if all(q.ok for q in report.queries) else 1
 
 
+def cmd_bench_scenario(args: argparse.Namespace) -> int:
+    from fedsql.bench import scenario as bench_scenario
+
+    report = bench_scenario.run(
+        args.people, runs=args.runs, json_path=Path(args.json) if args.json else None
+    )
+    print()
+    print(bench_scenario.summary(report))
+    if args.json:
+        print(f"figures written to {args.json}")
+    return 0 if all(q.auditor_equals_plain for q in report.queries) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fedsql", description="Federated SQL that leaves data in place."
@@ -264,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
         "none; auto = both up to SF 0.1, attach beyond",
     )
     t.set_defaults(func=cmd_bench_tpch)
+    sc = bsub.add_parser("scenario", help="the agency scenario: the cost of masks and row filters")
+    sc.add_argument("--people", type=int, default=200_000, help="persons (default 200000)")
+    sc.add_argument("--runs", type=int, default=3, help="runs per query; medians are reported")
+    sc.add_argument("--json", help="write the figures as JSON (and .md) to this file")
+    sc.set_defaults(func=cmd_bench_scenario)
     return p
 
 

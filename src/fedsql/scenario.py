@@ -147,8 +147,11 @@ roles = ["public"]
 """
 
 
-def build(work: Path, people: int = 5000) -> list[Path]:
-    """Write the three agencies' databases and AGENCY.toml files; returns the tomls."""
+def build(work: Path, people: int = 5000, policies: bool = True) -> list[Path]:
+    """Write the three agencies' databases and AGENCY.toml files; returns the tomls.
+
+    ``policies=False`` writes the same agencies without masks or row filters
+    (plain federation, the baseline of ``fedsql bench scenario``)."""
     work.mkdir(parents=True, exist_ok=True)
     key = work / "federation.key"
     if not key.exists():
@@ -162,19 +165,19 @@ def build(work: Path, people: int = 5000) -> list[Path]:
             con = duckdb.connect(str(db))
             con.execute(create.format(n=people))
             con.close()
-        toml = work / f"{agency}.toml"
+        toml = work / (f"{agency}.toml" if policies else f"{agency}-plain.toml")
         toml.write_text(
             f"""[connector]
 name = "{agency}"
 listen = "127.0.0.1:0"
 insecure = true
-audit_log = "{agency}-audit.jsonl"
+audit_log = "{agency}{"" if policies else "-plain"}-audit.jsonl"
 hash_key_file = "{key.name}"
 
 [backend]
 kind = "duckdb"
 path = "{db.name}"
-{_POLICIES[agency]}"""
+{_POLICIES[agency] if policies else ""}"""
         )
         tomls.append(toml)
     return tomls
