@@ -36,6 +36,7 @@ from fedsql.capabilities import first_unsupported
 from fedsql.connectors.backend import Backend, BackendError, Running, conform
 from fedsql.connectors.duckdb import DEFAULT_BATCH_ROWS
 from fedsql.connectors.guard import EXPOSED_META
+from fedsql.connectors.keys import with_keys
 from fedsql.connectors.scans import scan_select
 from fedsql.connectors.shape import ShapeMirror
 from fedsql.policy.masks import HASH_FUNCTION, register_hash
@@ -103,22 +104,22 @@ class FragmentRunner:
     ) -> Running:
         if self._native:
             return self.backend.execute(tree.sql(dialect="duckdb"), batch_rows, keys)
-        if keys:
-            raise BackendError(
-                f"{self.backend.kind} backends take join keys inline, not as key sets",
-                user_error=False,
-                unsupported=True,
-            )
         assert self._mirror is not None
-        duck_sql = tree.sql(dialect="duckdb")
+        keys = keys or {}
+        try:  # the key-set conditions, in a form each engine runs
+            shape = with_keys(tree, keys, None) if keys else tree
+            local_tree = with_keys(tree, keys, "duckdb") if keys else tree
+            tree = with_keys(tree, keys, self.backend.dialect) if keys else tree
+        except ValueError as e:
+            raise BackendError(str(e), user_error=False, unsupported=True) from None
         try:
-            expected = self._mirror.schema_of(duck_sql)
+            expected = self._mirror.schema_of(shape.sql(dialect="duckdb"))
         except duckdb.Error as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise BackendError(first, user_error=True) from None
-        lacking = first_unsupported(tree, self.backend.unsupported)
-        if (policy_applied and (_uses_hash(tree) or lacking)) or self._compute_locally(tree):
-            return self._run_locally(tree, expected, batch_rows)
+        lacking = first_unsupported(shape, self.backend.unsupported)
+        if (policy_applied and (_uses_hash(shape) or lacking)) or self._compute_locally(shape):
+            return self._run_locally(local_tree, expected, batch_rows)
         if lacking:
             raise BackendError(
                 f"{self.backend.kind} cannot run {lacking} exactly as DuckDB does",

@@ -367,3 +367,34 @@ def test_auto_engine_computes_correlated_subqueries_locally(
     mixed.sql(tpch_query(1))
     last = json.loads((mixed_local.work / "trade-audit.jsonl").read_text().splitlines()[-1])
     assert last["engine"] == "native"  # PostgreSQL aggregates in place faster than it exports
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        tpch_query(9),
+        tpch_query(5),
+        tpch_query(18),
+        "SELECT count(*) AS n FROM orders o JOIN supplier s "
+        "ON o.o_clerk = s.s_name",
+    ],
+    ids=["q09", "q05", "q18", "string-keys"],
+)
+def test_key_sets_reach_postgres_as_arrays(
+    sql: str,
+    mixed: fedsql.Federation,
+    mixed_local: LocalFederation,
+    central,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many join keys travel to a PostgreSQL agency as an Arrow key set, which its
+    connector writes into the query as ``= ANY(array)``: exact, and reduced."""
+    import fedsql.execute
+
+    monkeypatch.setattr(fedsql.execute, "INLINE_KEYS", 10)
+    audit = mixed_local.work / "trade-audit.jsonl"
+    before = len(audit.read_text().splitlines())
+    got = mixed.sql(sql)
+    assert diff_tables(got, central.sql(sql).to_arrow_table(), has_order_by(sql)) is None
+    records = [json.loads(line) for line in audit.read_text().splitlines()[before:]]
+    assert any(r.get("key_sets") for r in records if r["outcome"] == "ok")

@@ -23,6 +23,7 @@ DOCTEST_MODULES = [
     "fedsql.bench.meter",
     "fedsql.connectors.scans",
     "fedsql.connectors.execution",
+    "fedsql.connectors.keys",
 ]
 
 

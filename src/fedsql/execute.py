@@ -32,6 +32,7 @@ from fedsql.wire import (
     QUERY_ID_METADATA,
     FragmentStats,
     Principal,
+    inlinable_keys,
     ipc_chunks_to_reader,
     key_set_to_proto,
     principal_to_proto,
@@ -278,8 +279,9 @@ def reduced_sql(fragment: Fragment, builds: dict[str, pa.Table]) -> tuple[str, l
         column = sqlglot.parse_one(r.probe_sql, read="duckdb")
         keys = pc.unique(builds[r.build].column(r.build_column).combine_chunks()).drop_null()
         cond: exp.Expr | None
-        if fragment.dialect == "duckdb" and len(keys) > INLINE_KEYS:
-            # Many keys travel as Arrow, not SQL text: the connector joins them.
+        if len(keys) > INLINE_KEYS and (fragment.dialect == "duckdb" or inlinable_keys(keys.type)):
+            # Many keys travel as Arrow, not SQL text: the connector joins them (or,
+            # for PostgreSQL/SQLite, writes them into the backend's query itself).
             name = f"__fedsql_keys{len(key_sets)}"
             key_sets.append(key_set_to_proto(name, keys))
             # EXISTS, not IN (SELECT ...): DuckDB 2.0 can stall on an IN-subquery

@@ -1,0 +1,97 @@
+"""Join keys shipped as Arrow key sets, for backends that cannot join an Arrow table.
+
+The coordinator sends many join keys (semi-join reduction) as an Arrow key set
+named in the fragment as ``EXISTS (SELECT 1 FROM __fedsql_keysN WHERE
+__fedsql_keysN.k = probe)``. A DuckDB backend joins the Arrow table itself; for
+PostgreSQL the node rewrites the condition into ``probe = ANY(CAST('{...}' AS
+type[]))`` — one literal, parsed in microseconds, probed through a hash table
+(PostgreSQL hashes large ``= ANY`` arrays) or an index — and for SQLite and the
+node's own DuckDB into ``probe IN (...)``. Only integer, string and date keys
+travel this way (the coordinator sends others as a range).
+
+>>> import pyarrow as pa, sqlglot
+>>> tree = sqlglot.parse_one("SELECT o.a FROM o WHERE EXISTS "
+...     "(SELECT 1 FROM __fedsql_keys0 WHERE __fedsql_keys0.k = o.b)", dialect="duckdb")
+>>> keys = {"__fedsql_keys0": pa.table({"k": pa.array([3, 1, 2])})}
+>>> print(with_keys(tree, keys, "postgres").sql(dialect="postgres"))
+SELECT o.a FROM o WHERE o.b = ANY(CAST('{3,1,2}' AS BIGINT[]))
+>>> print(with_keys(tree, keys, "sqlite").sql(dialect="sqlite"))
+SELECT o.a FROM o WHERE o.b IN (3, 1, 2)
+>>> print(with_keys(tree, keys, None).sql(dialect="duckdb"))
+SELECT o.a FROM o WHERE TRUE
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from fedsql.wire import inlinable_keys
+
+
+def with_keys(tree: exp.Expr, keys: dict[str, pa.Table], dialect: str | None) -> exp.Expr:
+    """A copy of ``tree`` whose key-set conditions are written for ``dialect``
+    (``postgres``: ``= ANY(array)``; anything else: ``IN`` list; None: TRUE, for
+    computing the result's schema)."""
+    tree = tree.copy()
+    for node in list(tree.find_all(exp.Exists)):
+        found = _key_condition(node, keys)
+        if found is None:
+            continue
+        probe, values = found
+        if dialect is None:
+            node.replace(exp.true())
+        elif dialect == "postgres":
+            node.replace(_any_array(probe, values))
+        else:
+            node.replace(exp.In(this=probe.copy(), expressions=[_lit(v) for v in values]))
+    return tree
+
+
+def _key_condition(node: exp.Exists, keys: dict[str, pa.Table]) -> tuple[exp.Expr, list] | None:  # type: ignore[type-arg]
+    inner = node.this
+    if not isinstance(inner, exp.Select):
+        return None
+    from_ = inner.args.get("from_") or inner.args.get("from")
+    if from_ is None or not isinstance(from_.this, exp.Table) or inner.args.get("joins"):
+        return None
+    name = from_.this.name
+    where = inner.args.get("where")
+    if name not in keys or where is None or not isinstance(where.this, exp.EQ):
+        return None
+    eq = where.this
+    left, right = eq.this, eq.expression
+    if isinstance(left, exp.Column) and left.table == name:
+        probe = right
+    elif isinstance(right, exp.Column) and right.table == name:
+        probe = left
+    else:
+        return None
+    column = keys[name].column(0)
+    if not inlinable_keys(column.type):
+        raise ValueError(f"join keys of type {column.type} cannot be inlined")
+    return probe, column.to_pylist()
+
+
+def _lit(v: object) -> exp.Expr:
+    if isinstance(v, dt.date):
+        return exp.cast(exp.Literal.string(v.isoformat()), "DATE")
+    return exp.convert(v)
+
+
+def _any_array(probe: exp.Expr, values: list) -> exp.Expr:  # type: ignore[type-arg]
+    if values and isinstance(values[0], str):
+        items = ['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]
+        typ = "TEXT"
+    elif values and isinstance(values[0], dt.date):
+        items, typ = [v.isoformat() for v in values], "DATE"
+    else:
+        items, typ = [str(v) for v in values], "BIGINT"
+    literal = exp.Literal.string("{" + ",".join(items) + "}")
+    cond = sqlglot.parse_one(f"x = ANY(CAST('{{}}' AS {typ}[]))", read="postgres")
+    cond.this.replace(probe.copy())
+    cond.expression.this.this.set("this", literal)
+    return cond
