@@ -119,6 +119,9 @@ def run_attach(
                 continue
             result = pq.read_table(row["result"])
             yield n, PeerRun(row["seconds"], int(row["bytes"]), True, None, runs), result
+    except BaseException:  # interrupted: the peer must not run on
+        proc.kill()
+        raise
     finally:
         proc.wait(timeout=60)
     if proc.returncode != 0:
