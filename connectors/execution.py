@@ -19,7 +19,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel, UnsupportedError
 
 from fedsql.capabilities import first_unsupported
-from fedsql.connectors.backend import Backend, BackendError, Running, conform
+from fedsql.connectors.backend import Backend, BackendError, Interrupter, Running, conform
 from fedsql.connectors.duckdb import DEFAULT_BATCH_ROWS
 from fedsql.connectors.guard import EXPOSED_META
 from fedsql.connectors.shape import ShapeMirror
@@ -45,9 +45,10 @@ class FragmentRunner:
         batch_rows: int,
         policy_applied: bool,
         keys: dict[str, pa.Table] | None = None,
+        interrupter: Interrupter | None = None,
     ) -> Running:
         if self._native:
-            return self.backend.execute(tree.sql(dialect="duckdb"), batch_rows, keys)
+            return self.backend.execute(tree.sql(dialect="duckdb"), batch_rows, keys, interrupter)
         if keys:
             raise BackendError(
                 f"{self.backend.kind} backends take join keys inline, not as key sets",
@@ -63,7 +64,7 @@ class FragmentRunner:
             raise BackendError(first, user_error=True) from None
         lacking = first_unsupported(tree, self.backend.unsupported)
         if policy_applied and (_uses_hash(tree) or lacking):
-            return self._run_locally(tree, expected, batch_rows)
+            return self._run_locally(tree, expected, batch_rows, interrupter)
         if lacking:
             raise BackendError(
                 f"{self.backend.kind} cannot run {lacking} exactly as DuckDB does",
@@ -78,15 +79,23 @@ class FragmentRunner:
                 user_error=False,
                 unsupported=True,
             ) from None
-        run = self.backend.execute(sql, batch_rows)
+        run = self.backend.execute(sql, batch_rows, None, interrupter)
         return Running(_Conformed(run.reader, expected), run.cancel, run.close)
 
-    def _run_locally(self, tree: exp.Expr, expected: pa.Schema, batch_rows: int) -> Running:
+    def _run_locally(
+        self,
+        tree: exp.Expr,
+        expected: pa.Schema,
+        batch_rows: int,
+        interrupter: Interrupter | None = None,
+    ) -> Running:
         """The fragment in the node's DuckDB, over full scans of the backend's tables."""
         if self._local is None:
             self._local = duckdb.connect(":memory:")
             register_hash(self._local, self._hash_key)
         cur = self._local.cursor()
+        if interrupter is not None:
+            interrupter.arm(cur.interrupt)
         scans: list[Running] = []
         tree = tree.copy()
         names = itertools.count()
@@ -98,7 +107,9 @@ class FragmentRunner:
                 remote = self._tables[full]
                 src = exp.select(*[exp.column(f.name, quoted=True) for f in remote.arrow_schema])
                 src = src.from_(exp.to_table(full))
-                run = self.backend.execute(src.sql(dialect=self.backend.dialect), batch_rows)
+                run = self.backend.execute(
+                    src.sql(dialect=self.backend.dialect), batch_rows, None, interrupter
+                )
                 scans.append(run)
                 name = f"__fedsql_scan{next(names)}"
                 reader = pa.RecordBatchReader.from_batches(

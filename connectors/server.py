@@ -19,7 +19,7 @@ from sqlglot import exp
 from fedsql import __version__
 from fedsql.config import AgencyConfig, Limits
 from fedsql.connectors.audit import AuditLog, public_message, touched
-from fedsql.connectors.backend import Backend, BackendError
+from fedsql.connectors.backend import Backend, BackendError, Interrupter
 from fedsql.connectors.execution import FragmentRunner
 from fedsql.connectors.guard import EXPOSED_META, check_fragment
 from fedsql.connectors.identity import Gate
@@ -182,9 +182,9 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         with self._lock:
             runs = list(self._running.get(request.query_id, ()))
         peer = self._peer_name(context)
-        mine = [r for r, who in runs if who == peer]
-        for r in mine:
-            r.cancel()
+        mine = [stop for stop, who in runs if who == peer]
+        for stop in mine:
+            stop.fire()
         return pb.CancelResponse(cancelled=len(mine))
 
     def _peer_name(self, context: grpc.ServicerContext) -> str:
@@ -258,24 +258,31 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         record["masks"] = applied
         # Names the fragment itself uses may be quoted back in errors; values may not.
         known = self._known | {i.name.lower() for i in tree.find_all(exp.Identifier)}
+        limits = self.cfg.limits
+        stop = Interrupter()  # Cancel, a client gone, max_seconds: stops even a starting query
+        entry = (stop, caller.coordinator)
+        with self._lock:
+            self._running.setdefault(qid, []).append(entry)
+            self.active += 1
+        context.add_callback(stop.fire)  # the client went away: stop the backend query
+        watchdog = _Watchdog(stop, limits.max_seconds, started)
         try:
-            run = self.runner.start(tree, int(request.batch_rows), bool(applied), keys)
+            run = self.runner.start(tree, int(request.batch_rows), bool(applied), keys, stop)
         except BackendError as e:
+            self._done(qid, entry, watchdog)
+            if watchdog.fired:
+                over = f"max_seconds = {limits.max_seconds:g}"
+                record.update(outcome="limit", error=over)
+                self.audit.write(record)
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._limit_message(over))
             msg = public_message(str(e), known)
             log.debug("query %s: backend error: %s", qid, e)
             record.update(outcome="unsupported" if e.unsupported else "error", error=msg)
             self.audit.write(record)
             context.abort(_status(e), f"backend {self.backend.kind}: {msg}")
-        entry = (run, caller.coordinator)
-        with self._lock:
-            self._running.setdefault(qid, []).append(entry)
-            self.active += 1
-        context.add_callback(run.cancel)  # the client went away: stop the backend query
         counted = _Counter(run.reader)
         nbytes = 0
         audited = False
-        limits = self.cfg.limits
-        watchdog = _Watchdog(run, limits.max_seconds, started)
 
         def audit(outcome: str, error: str | None = None) -> None:
             nonlocal audited
@@ -294,7 +301,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             for chunk in reader_to_ipc_chunks(counted, compression=request.compression):  # type: ignore[arg-type]
                 over = _over_limit(limits, counted.rows, nbytes + len(chunk))
                 if over:
-                    run.cancel()
+                    stop.fire()
                     audit("limit", over)
                     context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._limit_message(over))
                 nbytes += len(chunk)
@@ -322,17 +329,10 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 )
                 context.abort(code, f"backend {self.backend.kind}: {msg}")
         finally:
-            watchdog.stop()
             if not audited:
                 audit("cancelled")
             run.close()
-            with self._lock:
-                lst = self._running.get(qid, [])
-                if entry in lst:
-                    lst.remove(entry)
-                if not lst:
-                    self._running.pop(qid, None)
-                self.active -= 1
+            self._done(qid, entry, watchdog)
             log.debug(
                 "query %s: fragment %s, %d rows, %d bytes",
                 qid,
@@ -340,6 +340,16 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 counted.rows,
                 nbytes,
             )
+
+    def _done(self, qid: str, entry: tuple[Interrupter, str], watchdog: _Watchdog) -> None:
+        watchdog.stop()
+        with self._lock:
+            lst = self._running.get(qid, [])
+            if entry in lst:
+                lst.remove(entry)
+            if not lst:
+                self._running.pop(qid, None)
+            self.active -= 1
 
     def _limit_message(self, over: str) -> str:
         return (
@@ -367,7 +377,7 @@ def _over_limit(limits: Limits, rows: int, nbytes: int) -> str:
 class _Watchdog:
     """Interrupts a backend query that runs past ``max_seconds``."""
 
-    def __init__(self, run: Any, max_seconds: float | None, started: float) -> None:
+    def __init__(self, stop: Interrupter, max_seconds: float | None, started: float) -> None:
         self.fired = False
         self._timer: threading.Timer | None = None
         if max_seconds is None:
@@ -375,7 +385,7 @@ class _Watchdog:
 
         def fire() -> None:
             self.fired = True
-            run.cancel()
+            stop.fire()
 
         left = max_seconds - (time.perf_counter() - started)
         self._timer = threading.Timer(max(0.0, left), fire)
