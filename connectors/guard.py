@@ -108,7 +108,8 @@ _FORBIDDEN_PREFIXES = (
     "export_database",
     "copy",
     "repeat_row",
-    "range_date",
+    "range",  # range/generate_series: table functions, and as list functions an
+    "generate_series",  # unbounded allocation (range(1e12)) that could take the node down
     "unnest_file",
 )
 
