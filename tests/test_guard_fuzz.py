@@ -245,11 +245,14 @@ def mutated_tpch(draw: st.DrawFn) -> str:
         if op == "splice":
             tokens.insert(i, draw(st.sampled_from(DANGEROUS)))
         elif op == "vocab":
-            tokens[i:i + draw(st.integers(0, 1))] = [f" {draw(st.sampled_from(VOCAB))} "]  # fmt: skip
+            k = i + draw(st.integers(0, 1))
+            tokens[i:k] = [f" {draw(st.sampled_from(VOCAB))} "]
         elif op == "delete" and n:
-            del tokens[i:i + draw(st.integers(1, 8))]  # fmt: skip
+            k = i + draw(st.integers(1, 8))
+            del tokens[i:k]
         elif op == "dup" and n:
-            tokens[i:i] = tokens[i:i + draw(st.integers(1, 12))]  # fmt: skip
+            k = i + draw(st.integers(1, 12))
+            tokens[i:i] = tokens[i:k]
         elif op == "swap" and n > 1:
             j = draw(st.integers(0, n - 1))
             i = min(i, n - 1)
