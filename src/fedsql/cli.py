@@ -185,9 +185,10 @@ def cmd_certs_issue(args: argparse.Namespace) -> int:
         print(f'  [connector.tls]\n  cert = "{got.cert}"\n  key = "{got.key}"')
         print(f'  client_ca = "{ca}"')
     else:
-        print("in FEDERATION.toml (and allowed_coordinators = ")
-        print(f'  ["{got.subject}"] in each connector\'s [connector]):')
+        print("in FEDERATION.toml:")
         print(f'  [coordinator.tls]\n  ca = "{ca}"\n  cert = "{got.cert}"\n  key = "{got.key}"')
+        print("and in each connector's AGENCY.toml, under [connector]:")
+        print(f'  allowed_coordinators = ["{got.subject}"]')
     return 0
 
 
