@@ -30,6 +30,7 @@ class Interrupter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cancels: list[Callable[[], None]] = []
+        self._closed = threading.Event()
         self.fired = False
 
     def arm(self, cancel: Callable[[], None]) -> None:
@@ -39,15 +40,35 @@ class Interrupter:
         if fired:
             cancel()
 
+    def check(self) -> None:
+        """Raise if fired (then no backend query should start)."""
+        if self.fired:
+            raise BackendError("the fragment was stopped before it started", user_error=False)
+
     def fire(self) -> None:
         with self._lock:
+            if self.fired or self._closed.is_set():
+                return
             self.fired = True
-            cancels = list(self._cancels)
-        for c in cancels:
-            try:
-                c()
-            except Exception:  # a cursor already closed: nothing left to stop
-                pass
+        # A backend's interrupt only reaches a query already running (DuckDB resets
+        # it when a query begins): repeat it until the fragment is closed.
+        threading.Thread(target=self._repeat, name="interrupt", daemon=True).start()
+
+    def _repeat(self) -> None:
+        while True:
+            with self._lock:
+                cancels = list(self._cancels)
+            for c in cancels:
+                try:
+                    c()
+                except Exception:  # a cursor already closed: nothing left to stop
+                    pass
+            if self._closed.wait(0.05):
+                return
+
+    def close(self) -> None:
+        """The fragment is over: stop interrupting."""
+        self._closed.set()
 
 
 class Backend(Protocol):

@@ -47,6 +47,8 @@ class FragmentRunner:
         keys: dict[str, pa.Table] | None = None,
         interrupter: Interrupter | None = None,
     ) -> Running:
+        if interrupter is not None:
+            interrupter.check()
         if self._native:
             return self.backend.execute(tree.sql(dialect="duckdb"), batch_rows, keys, interrupter)
         if keys:

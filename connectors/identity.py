@@ -105,6 +105,15 @@ class Gate:
             return _Peer(name, None, f"certificate '{name}' does not hold an EC key")
         return _Peer(name, key, "")
 
+    def check_peer(self, context: grpc.ServicerContext) -> str:
+        """The calling coordinator's name if it may call at all ("" over plaintext)."""
+        if not self.secure:
+            return ""
+        peer = self._peer(context)
+        if peer.problem:
+            raise RefusedFragment(peer.problem, grpc.StatusCode.PERMISSION_DENIED)
+        return peer.name
+
     def admit(self, context: grpc.ServicerContext, request: Any) -> Caller:
         """The verified caller of ``request``; raises RefusedFragment (UNAUTHENTICATED or
         PERMISSION_DENIED) when the coordinator or its principal cannot be trusted."""

@@ -156,6 +156,19 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         try:
             caller = self.gate.admit(context, request)
         except RefusedFragment as e:
+            p = principal_from_proto(request.principal)
+            self.audit.write(
+                {
+                    "time": _utc_now(),
+                    "rpc": "GetCatalog",
+                    "peer": context.peer(),
+                    "coordinator": self._peer_name(context) or "-",
+                    "user": p.user,
+                    "roles": list(p.roles),
+                    "outcome": "refused",
+                    "error": str(e),
+                }
+            )
             log.warning("catalog request refused: %s", e)
             context.abort(e.code, str(e))
         return self._catalog_for(caller.principal.roles)
@@ -181,7 +194,10 @@ class ConnectorService(pb_grpc.ConnectorServicer):
     def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.CancelResponse:
         with self._lock:
             runs = list(self._running.get(request.query_id, ()))
-        peer = self._peer_name(context)
+        try:
+            peer = self.gate.check_peer(context)
+        except RefusedFragment as e:
+            context.abort(e.code, str(e))
         mine = [stop for stop, who in runs if who == peer]
         for stop in mine:
             stop.fire()
@@ -260,7 +276,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         known = self._known | {i.name.lower() for i in tree.find_all(exp.Identifier)}
         limits = self.cfg.limits
         stop = Interrupter()  # Cancel, a client gone, max_seconds: stops even a starting query
-        entry = (stop, caller.coordinator)
+        entry = (stop, self._peer_name(context))  # Cancel matches on the same peer
         with self._lock:
             self._running.setdefault(qid, []).append(entry)
             self.active += 1
@@ -270,6 +286,10 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             run = self.runner.start(tree, int(request.batch_rows), bool(applied), keys, stop)
         except BackendError as e:
             self._done(qid, entry, watchdog)
+            if stop.fired and not watchdog.fired:
+                record.update(outcome="cancelled")
+                self.audit.write(record)
+                context.abort(grpc.StatusCode.CANCELLED, "the fragment was cancelled")
             if watchdog.fired:
                 over = f"max_seconds = {limits.max_seconds:g}"
                 record.update(outcome="limit", error=over)
@@ -316,6 +336,9 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 stats=pb.ExecuteStats(rows=counted.rows, bytes=nbytes, seconds=seconds)
             )
         except BackendError as e:
+            if stop.fired and not watchdog.fired:
+                audit("cancelled")
+                context.abort(grpc.StatusCode.CANCELLED, "the fragment was cancelled")
             if watchdog.fired:
                 over = f"max_seconds = {limits.max_seconds:g}"
                 audit("limit", over)
@@ -343,6 +366,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
 
     def _done(self, qid: str, entry: tuple[Interrupter, str], watchdog: _Watchdog) -> None:
         watchdog.stop()
+        entry[0].close()
         with self._lock:
             lst = self._running.get(qid, [])
             if entry in lst:

@@ -533,3 +533,23 @@ def test_plaintext_connector_warns_loudly(tmp_path: Path, tpch_parquet: Path) ->
     c.stop()
     text = c.log_path.read_text()
     assert "INSECURE" in text and "NOT authenticated" in text
+
+
+def test_cancel_stops_a_running_fragment_only_for_its_coordinator(
+    pki: Path, secure: LocalConnector, stub: pb_grpc.ConnectorStub
+) -> None:
+    slow = "SELECT count(*) FROM lineitem a, lineitem b WHERE hash(a.l_comment || b.l_comment) = 7"
+    ch, raw = open_channel(_ref(pki, secure.address, name="stranger"))
+    with raw, pytest.raises(grpc.RpcError) as info:
+        pb_grpc.ConnectorStub(ch).Cancel(pb.CancelRequest(query_id="q-cancel"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    call = stub.Execute(_request(slow, query_id="q-cancel"), timeout=30)
+    end = time.monotonic() + 1.0  # well before the connector's max_seconds
+    while stub.Cancel(pb.CancelRequest(query_id="q-cancel"), timeout=5).cancelled == 0:
+        assert time.monotonic() < end, "the fragment never showed up as running"
+        time.sleep(0.02)
+    with pytest.raises(grpc.RpcError) as info:
+        list(call)
+    assert info.value.code() == grpc.StatusCode.CANCELLED
+    recs = [json.loads(x) for x in _audit_path(secure).read_text().splitlines()]
+    assert [r["outcome"] for r in recs if r.get("query_id") == "q-cancel"] == ["cancelled"]
