@@ -479,10 +479,22 @@ def test_audit_chain_continues_after_restart(tmp_path: Path) -> None:
 
 
 def test_secrets_never_appear_in_logs_audit_or_errors(
-    pki: Path, secure: LocalConnector, stub: pb_grpc.ConnectorStub
+    pki: Path, secure: LocalConnector, stub: pb_grpc.ConnectorStub, tmp_path: Path
 ) -> None:
     _refused(stub, _request("SELECT CAST(n_name AS INTEGER) FROM nation"))
+    cfg = tmp_path / "federation.toml"
+    cfg.write_text(
+        f'[[connector]]\nname = "{AGENCY}"\naddress = "{secure.address}"\n'
+        f'[connector.tls]\nca = "{pki / "ca" / "ca.crt"}"\ncert = "{pki / "coordinator.crt"}"\n'
+        f'key = "{pki / "coordinator.key"}"\n\n[user.alice]\nroles = ["analyst"]\n'
+    )
+    coordinator = _cli(
+        "-vv", "query", "-c", str(cfg), "--user", "alice", "--purpose", "p",
+        "SELECT CAST(n_name AS INTEGER) FROM nation",
+    )  # fmt: skip
+    assert coordinator.returncode == 1 and "ALGERIA" not in coordinator.stderr
     outputs = [
+        coordinator.stdout + coordinator.stderr,
         secure.log_path.read_text(),
         _audit_path(secure).read_text(),
         _cli(
