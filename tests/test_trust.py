@@ -19,9 +19,9 @@ import pyarrow as pa
 import pytest
 
 import fedsql
-from fedsql import certs
+from fedsql import certs, cli
 from fedsql.config import ClientTLS, ConnectorRef, load_agency, load_federation
-from fedsql.connectors.audit import AuditLog, verify
+from fedsql.connectors.audit import AuditLog, seal, verify
 from fedsql.errors import ConfigError, FragmentLimitExceeded, FragmentRefused
 from fedsql.local import LocalConnector, start_connector
 from fedsql.trust import Signer, open_channel
@@ -433,7 +433,10 @@ def test_audit_has_every_executed_and_refused_fragment(
 
 
 def test_audit_verify_names_the_broken_line(
-    stub: pb_grpc.ConnectorStub, secure: LocalConnector, tmp_path: Path
+    stub: pb_grpc.ConnectorStub,
+    secure: LocalConnector,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     for _ in range(3):
         _run(stub, _request("SELECT count(*) FROM nation"))
@@ -447,9 +450,9 @@ def test_audit_verify_names_the_broken_line(
     def broken(new: list[str]) -> str:
         p = tmp_path / "copy.jsonl"
         p.write_text("\n".join(new) + "\n")
-        r = _cli("audit", "verify", str(p))
-        assert r.returncode == 1, r.stdout
-        return r.stdout
+        capsys.readouterr()
+        assert cli.main(["audit", "verify", str(p)]) == 1
+        return capsys.readouterr().out
 
     edited = list(lines)
     edited[1] = (
@@ -460,6 +463,11 @@ def test_audit_verify_names_the_broken_line(
     assert "line 3" in broken(lines[:2] + lines[3:])  # deleted line 3
     assert "line 2" in broken([lines[0], lines[2], lines[1], *lines[3:]])  # swapped 2 and 3
     assert "line 1" in broken(lines[1:])  # the start removed
+    # An editor who also recomputes the line's own hash is caught by the next line.
+    rec = json.loads(edited[1])
+    resealed = list(lines)
+    resealed[1] = seal(rec, rec["prev"], rec["seq"])
+    assert "chain broken at line 3" in broken(resealed)
 
 
 def test_audit_chain_continues_after_restart(tmp_path: Path) -> None:
