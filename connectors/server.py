@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 import sys
@@ -253,10 +254,10 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         if keys:
             record["key_sets"] = {n: t.num_rows for n, t in keys.items()}
         if request.compression not in COMPRESSIONS:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"compression {request.compression!r} is not one of lz4, zstd",
-            )
+            msg = f"compression {request.compression!r} is not one of lz4, zstd"
+            record.update(outcome="refused", error=msg)
+            self.audit.write(record)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
         try:
             self.gate.check_purpose(caller)
             tree = check_fragment(
@@ -383,10 +384,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
 
 
 def _utc_now() -> str:
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        + f".{int(time.time() * 1000) % 1000:03d}Z"
-    )
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _over_limit(limits: Limits, rows: int, nbytes: int) -> str:
