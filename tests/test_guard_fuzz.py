@@ -167,7 +167,8 @@ _TABLE_FUNCS = (
 _FORBIDDEN_SCALARS = re.compile(
     r"^(read_|glob|getenv|getvariable|current_setting|duckdb_|pragma_|sql_|json_execute|"
     r"query|parquet_|sniff_|load|install|export|import|checkpoint|which_secret|nextval|"
-    r"currval|setseed|enable_|disable_|http|s3|icu_|has_|pg_|system|set_)"
+    r"currval|setseed|enable_|disable_|http|s3|icu_|has_|pg_|system|set_|version$|user$|"
+    r"current_(user|database|schema|schemas|catalog|role)$|session_user$)"
 )
 
 
@@ -346,3 +347,13 @@ def test_every_tpch_query_is_accepted_and_passes_the_oracle() -> None:
 def test_each_dangerous_snippet_in_a_select_is_refused_or_harmless(snippet: str) -> None:
     for sql in (f"SELECT {snippet} FROM orders", f"SELECT * FROM {snippet}"):
         _check(sql)
+
+
+@pytest.mark.parametrize(
+    "fn", ["current_user", "current_database()", "current_schema()", "version()", "session_user"]
+)
+def test_backend_identity_functions_are_refused(fn: str) -> None:
+    """Found by this fuzzer: they passed the check and told who/where the backend is."""
+    with pytest.raises(RefusedFragment, match="is not allowed"):
+        check_fragment(f"SELECT {fn} FROM orders", EXPOSED)
+    assert check_fragment("SELECT current_date FROM orders", EXPOSED) is not None
