@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -573,3 +574,17 @@ def test_cancel_stops_a_running_fragment_only_for_its_coordinator(
     assert info.value.code() == grpc.StatusCode.CANCELLED
     recs = [json.loads(x) for x in _audit_path(secure).read_text().splitlines()]
     assert [r["outcome"] for r in recs if r.get("query_id") == "q-cancel"] == ["cancelled"]
+
+
+def test_readme_deploy_section_configs_load(tmp_path: Path) -> None:
+    """The AGENCY.toml and FEDERATION.toml a new agency copies from the README are valid."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Deploy a connector") :]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.S)
+    agency, federation = tmp_path / "agency.toml", tmp_path / "federation.toml"
+    agency.write_text(blocks[0])
+    cfg = load_agency(agency)
+    assert cfg.tls is not None and cfg.allowed_coordinators == ("stats-office",)
+    assert cfg.grants and cfg.limits.max_rows and cfg.require_purpose
+    federation.write_text(blocks[1] + '\n[[connector]]\nname = "health"\naddress = "h:1"\n')
+    assert load_federation(federation).connector("health").tls is not None
