@@ -588,3 +588,12 @@ def test_readme_deploy_section_configs_load(tmp_path: Path) -> None:
     assert cfg.grants and cfg.limits.max_rows and cfg.require_purpose
     federation.write_text(blocks[1] + '\n[[connector]]\nname = "health"\naddress = "h:1"\n')
     assert load_federation(federation).connector("health").tls is not None
+
+
+def test_certs_show_names_role_and_expiry(pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        cli.main(["certs", "show", str(pki / f"{AGENCY}.crt"), str(pki / "old/expired.crt")]) == 0
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert "connector CN=trade (trade, localhost, 127.0.0.1)" in out[0] and "days left" in out[0]
+    assert "coordinator CN=expired" in out[1] and "EXPIRED" in out[1]

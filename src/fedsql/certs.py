@@ -223,12 +223,38 @@ def common_name(cert: x509.Certificate) -> str:
 
 
 def describe(path: Path) -> str:
-    """One line about a certificate: subject, issuer, validity (for the CLI)."""
+    """One line about a certificate: subject, role, issuer, validity (for the CLI)."""
     try:
         cert = x509.load_pem_x509_certificate(path.read_bytes())
     except (FileNotFoundError, ValueError):
         raise ConfigError(f"{path}: not a PEM certificate") from None
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        role = (
+            "connector"
+            if ExtendedKeyUsageOID.SERVER_AUTH in eku
+            else "coordinator"
+            if ExtendedKeyUsageOID.CLIENT_AUTH in eku
+            else "?"
+        )
+    except x509.ExtensionNotFound:
+        role = "CA"
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = ", ".join(str(n.value) for n in sans)
+    except x509.ExtensionNotFound:
+        names = ""
+    now = _now()
+    state = (
+        "EXPIRED"
+        if cert.not_valid_after_utc < now
+        else "not yet valid"
+        if cert.not_valid_before_utc > now
+        else f"{(cert.not_valid_after_utc - now).days} days left"
+    )
     return (
-        f"{path}: CN={common_name(cert)}, issued by CN={cert.issuer.rfc4514_string()}, "
-        f"valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}"
+        f"{path}: {role} CN={common_name(cert)}"
+        + (f" ({names})" if names else "")
+        + f", issued by {cert.issuer.rfc4514_string()}, valid "
+        f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d} ({state})"
     )

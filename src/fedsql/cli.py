@@ -192,6 +192,14 @@ def cmd_certs_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs_show(args: argparse.Namespace) -> int:
+    from fedsql import certs
+
+    for path in args.cert:
+        print(certs.describe(Path(path)))
+    return 0
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from fedsql.connectors.audit import verify
 
@@ -289,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--out", help="directory for NAME.crt and NAME.key (default: the CA's)")
     cs.add_argument("--days", type=int, default=397, help="validity (default 397)")
     cs.set_defaults(func=cmd_certs_issue)
+    csh = cesub.add_parser("show", help="subject, issuer, usage and validity of certificates")
+    csh.add_argument("cert", nargs="+", help="PEM certificate file(s)")
+    csh.set_defaults(func=cmd_certs_show)
 
     au = sub.add_parser("audit", help="connector audit logs")
     ausub = au.add_subparsers(dest="audit_command", required=True)
