@@ -62,6 +62,10 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._prev, self._seq = _tail(path)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if path.stat().st_size and not _ends_with_newline(path):
+            # A line cut short by a crash: end it, so that it stays one (broken) line
+            # that verify reports, instead of gluing the next record onto it.
+            os.write(self._fd, b"\n")
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fd is None:
@@ -80,6 +84,12 @@ class AuditLog:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def _tail(path: Path) -> tuple[str, int]:

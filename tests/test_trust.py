@@ -597,3 +597,19 @@ def test_certs_show_names_role_and_expiry(pki: Path, capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out.splitlines()
     assert "connector CN=trade (trade, localhost, 127.0.0.1)" in out[0] and "days left" in out[0]
     assert "coordinator CN=expired" in out[1] and "EXPIRED" in out[1]
+
+
+def test_audit_line_cut_short_by_a_crash_is_reported_not_glued(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path)
+    log.write({"outcome": "ok", "query_id": "1"})
+    log.close()
+    with path.open("ab") as f:
+        f.write(b'{"outcome":"ok","query')  # the crash
+    log = AuditLog(path)
+    log.write({"outcome": "ok", "query_id": "3"})
+    log.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[2])["query_id"] == "3"
+    v = verify(path)
+    assert not v.ok and v.broken_line == 2 and "not a JSON line" in v.reason
