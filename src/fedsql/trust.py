@@ -12,7 +12,7 @@ signature binds user, roles, purpose, query id, fragment SQL and the target
 connector into one statement the coordinator cannot later deny, and a request
 copied off one connection (or replayed later) does not verify anywhere else.
 
-Private keys are read here and nowhere else; they are never logged or sent.
+Node keys are read here only (the CA key only by certs.py); never logged or sent.
 """
 
 from __future__ import annotations
