@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,6 +22,56 @@ class Running:
     engine: str = "native"  # "local": computed in the node's DuckDB over backend scans
 
 
+class Interrupter:
+    """Stops a fragment from another thread, also while its backend query is still
+    starting (DuckDB runs an aggregate to its end before the first batch): a backend
+    arms it with its cancel as soon as the cursor exists; firing before that cancels
+    on arming. Used for [limits].max_seconds, Cancel and clients that go away."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancels: list[Callable[[], None]] = []
+        self._closed = threading.Event()
+        self.fired = False
+
+    def arm(self, cancel: Callable[[], None]) -> None:
+        with self._lock:
+            self._cancels.append(cancel)
+            fired = self.fired
+        if fired:
+            cancel()
+
+    def check(self) -> None:
+        """Raise if fired (then no backend query should start)."""
+        if self.fired:
+            raise BackendError("the fragment was stopped before it started", user_error=False)
+
+    def fire(self) -> None:
+        with self._lock:
+            if self.fired or self._closed.is_set():
+                return
+            self.fired = True
+        # A backend's interrupt only reaches a query already running (DuckDB resets
+        # it when a query begins): repeat it until the fragment is closed.
+        threading.Thread(target=self._repeat, name="interrupt", daemon=True).start()
+
+    def _repeat(self) -> None:
+        while True:
+            with self._lock:
+                cancels = list(self._cancels)
+            for c in cancels:
+                try:
+                    c()
+                except Exception:  # a cursor already closed: nothing left to stop
+                    pass
+            if self._closed.wait(0.05):
+                return
+
+    def close(self) -> None:
+        """The fragment is over: stop interrupting."""
+        self._closed.set()
+
+
 class Backend(Protocol):
     kind: str
     dialect: str  # sqlglot dialect fragments are transpiled to
@@ -37,11 +88,16 @@ class Backend(Protocol):
         ...
 
     def execute(
-        self, sql: str, batch_rows: int, tables: dict[str, pa.Table] | None = None
+        self,
+        sql: str,
+        batch_rows: int,
+        tables: dict[str, pa.Table] | None = None,
+        interrupter: Interrupter | None = None,
     ) -> Running:
         """Start one checked SELECT (in ``dialect``); the caller must call ``close()``.
 
         ``tables`` (DuckDB backends only): extra tables visible to this query alone.
+        ``interrupter``: armed with the query's cancel before the query starts.
         """
         ...
 

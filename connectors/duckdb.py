@@ -15,7 +15,13 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from fedsql.connectors.backend import BackendError, GuardedReader, Running, check_listed
+from fedsql.connectors.backend import (
+    BackendError,
+    GuardedReader,
+    Interrupter,
+    Running,
+    check_listed,
+)
 from fedsql.wire import RemoteTable
 
 DEFAULT_BATCH_ROWS = 122_880  # DuckDB's row-group size: batches come out whole
@@ -49,11 +55,17 @@ class DuckDBEngine:
         return self._tables
 
     def execute(
-        self, sql: str, batch_rows: int, tables: dict[str, pa.Table] | None = None
+        self,
+        sql: str,
+        batch_rows: int,
+        tables: dict[str, pa.Table] | None = None,
+        interrupter: Interrupter | None = None,
     ) -> Running:
         cur = self._con.cursor()
         for name, table in (tables or {}).items():
             cur.register(name, table)  # this cursor's alone
+        if interrupter is not None:
+            interrupter.arm(cur.interrupt)
         try:
             reader = cur.sql(sql).to_arrow_reader(batch_rows or DEFAULT_BATCH_ROWS)
         except duckdb.Error as e:

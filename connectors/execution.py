@@ -33,7 +33,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel, UnsupportedError
 
 from fedsql.capabilities import first_unsupported
-from fedsql.connectors.backend import Backend, BackendError, Running, conform
+from fedsql.connectors.backend import Backend, BackendError, Interrupter, Running, conform
 from fedsql.connectors.duckdb import DEFAULT_BATCH_ROWS
 from fedsql.connectors.guard import EXPOSED_META
 from fedsql.connectors.keys import with_keys
@@ -101,9 +101,12 @@ class FragmentRunner:
         batch_rows: int,
         policy_applied: bool,
         keys: dict[str, pa.Table] | None = None,
+        interrupter: Interrupter | None = None,
     ) -> Running:
+        if interrupter is not None:
+            interrupter.check()
         if self._native:
-            return self.backend.execute(tree.sql(dialect="duckdb"), batch_rows, keys)
+            return self.backend.execute(tree.sql(dialect="duckdb"), batch_rows, keys, interrupter)
         assert self._mirror is not None
         keys = keys or {}
         try:  # the key-set conditions, in a form each engine runs
@@ -119,7 +122,7 @@ class FragmentRunner:
             raise BackendError(first, user_error=True) from None
         lacking = first_unsupported(shape, self.backend.unsupported)
         if (policy_applied and (_uses_hash(shape) or lacking)) or self._compute_locally(shape):
-            return self._run_locally(local_tree, expected, batch_rows)
+            return self._run_locally(local_tree, expected, batch_rows, interrupter)
         if lacking:
             raise BackendError(
                 f"{self.backend.kind} cannot run {lacking} exactly as DuckDB does",
@@ -134,15 +137,23 @@ class FragmentRunner:
                 user_error=False,
                 unsupported=True,
             ) from None
-        run = self.backend.execute(sql, batch_rows)
+        run = self.backend.execute(sql, batch_rows, None, interrupter)
         return Running(_Conformed(run.reader, expected), run.cancel, run.close)
 
-    def _run_locally(self, tree: exp.Expr, expected: pa.Schema, batch_rows: int) -> Running:
+    def _run_locally(
+        self,
+        tree: exp.Expr,
+        expected: pa.Schema,
+        batch_rows: int,
+        interrupter: Interrupter | None = None,
+    ) -> Running:
         """The fragment in the node's DuckDB, over filtered scans of the backend's tables."""
         if self._local is None:
             self._local = duckdb.connect(":memory:")
             register_hash(self._local, self._hash_key)
         cur = self._local.cursor()
+        if interrupter is not None:
+            interrupter.arm(cur.interrupt)
         scans: list[Running] = []
         tree = tree.copy()
         names = itertools.count()
@@ -164,7 +175,7 @@ class FragmentRunner:
                 planned.append((table, sql, schema))
             with self._scan_lock:
                 for _, sql, _ in planned:
-                    scans.append(self.backend.execute(sql, batch_rows))
+                    scans.append(self.backend.execute(sql, batch_rows, None, interrupter))
             for (table, _, schema), run in zip(planned, scans, strict=True):
                 name = f"__fedsql_scan{next(names)}"
                 reader = pa.RecordBatchReader.from_batches(

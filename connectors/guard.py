@@ -64,6 +64,28 @@ _FORBIDDEN_NODES: tuple[type[exp.Expr], ...] = tuple(
     if hasattr(exp, n)
 )
 
+# current_* functions tell who and where the backend is (its database user, role,
+# database, schemas, session, version): nothing an analyst needs, and a start for
+# an attacker. Only the clock ones are allowed.
+_CLOCK_FUNCTIONS = frozenset(
+    {
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "current_datetime",
+        "current_timestamp_ltz",
+        "current_timezone",
+    }
+)
+_SESSION_FUNCTIONS = frozenset({"session_user", "user", "version", "current_version"})
+
+
+def _session_function(name: str) -> bool:
+    if name.startswith("current_"):
+        return name not in _CLOCK_FUNCTIONS
+    return name in _SESSION_FUNCTIONS
+
+
 # Functions that read files, URLs, settings, the environment or the catalog.
 _FORBIDDEN_PREFIXES = (
     "read_",
@@ -108,7 +130,8 @@ _FORBIDDEN_PREFIXES = (
     "export_database",
     "copy",
     "repeat_row",
-    "range_date",
+    "range",  # range/generate_series: table functions, and as list functions an
+    "generate_series",  # unbounded allocation (range(1e12)) that could take the node down
     "unnest_file",
 )
 
@@ -377,7 +400,7 @@ def check_fragment(  # noqa: C901
             name = _func_name(node)
             if isinstance(node, exp.Anonymous) and name not in _SAFE_ANONYMOUS:
                 raise _refuse(f"function {name} is not allowed")
-            if name.startswith(_FORBIDDEN_PREFIXES):
+            if name.startswith(_FORBIDDEN_PREFIXES) or _session_function(name):
                 raise _refuse(f"function {name} is not allowed")
     return tree
 

@@ -20,6 +20,7 @@ from fedsql.config import BackendConfig
 from fedsql.connectors.backend import (
     BackendError,
     GuardedReader,
+    Interrupter,
     Running,
     arrow_type_of_declared,
     check_listed,
@@ -159,10 +160,16 @@ class PostgresBackend:
 
     # -- execution -------------------------------------------------------------
     def execute(
-        self, sql: str, batch_rows: int, tables: dict[str, pa.Table] | None = None
+        self,
+        sql: str,
+        batch_rows: int,
+        tables: dict[str, pa.Table] | None = None,
+        interrupter: Interrupter | None = None,
     ) -> Running:
         con = self._acquire()
         cur = con.cursor()
+        if interrupter is not None:
+            interrupter.arm(cur.adbc_cancel)
         try:
             cur.execute(sql)
             reader = cur.fetch_record_batch()

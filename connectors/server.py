@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import logging
 import signal
 import sys
@@ -10,7 +10,6 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,14 +18,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlglot import exp
 
 from fedsql import __version__
-from fedsql.config import AgencyConfig
-from fedsql.connectors.backend import Backend, BackendError
+from fedsql.config import AgencyConfig, Limits
+from fedsql.connectors.audit import AuditLog, public_message, touched
+from fedsql.connectors.backend import Backend, BackendError, Interrupter
 from fedsql.connectors.execution import FragmentRunner
 from fedsql.connectors.guard import EXPOSED_META, check_fragment
+from fedsql.connectors.identity import Gate
 from fedsql.errors import ConfigError, RefusedFragment
 from fedsql.policy import apply_views, view_for
 from fedsql.policy.load import validate
 from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key, masked_type, register_hash
+from fedsql.trust import server_credentials
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import (
@@ -70,26 +72,6 @@ def open_backend(cfg: AgencyConfig, hash_key: bytes | None = None) -> Backend:
     raise ConfigError(f"{cfg.source}: unknown backend kind {b.kind}")
 
 
-class AuditLog:
-    """Append-only JSON lines, one per fragment, flushed before results leave."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._lock = threading.Lock()
-        self._f = path.open("a", encoding="utf-8") if path else None
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self._f is None:
-            return
-        line = json.dumps(record, sort_keys=True, default=str)
-        with self._lock:
-            self._f.write(line + "\n")
-            self._f.flush()
-
-    def close(self) -> None:
-        if self._f:
-            self._f.close()
-
-
 def load_policy(cfg: AgencyConfig, backend: Backend, hash_key: bytes | None) -> None:
     """Check the agency's policies against its real tables; refuse to start if wrong."""
     schemas = {t.full_name.lower(): t.arrow_schema for t in backend.tables()}
@@ -109,7 +91,14 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         self.runner = FragmentRunner(backend, hash_key, cfg.backend.engine)
         self.policy = cfg.policy
         self.audit = AuditLog(cfg.audit_log)
+        self.gate = Gate(cfg)
         self._tables = {t.full_name.lower(): t for t in backend.tables()}
+        self._schemas = {n: t.arrow_schema for n, t in self._tables.items()}
+        # Names that may appear in errors sent back (anything else quoted is blanked).
+        self._known = frozenset(
+            [n for t in self._tables.values() for n in (t.name.lower(), t.schema.lower())]
+            + [f.name.lower() for t in self._tables.values() for f in t.arrow_schema]
+        )
         self._exposed = {(t.schema.lower(), t.name.lower()) for t in self._tables.values()}
         self._catalogs: dict[tuple[str, ...], pb.Catalog] = {}
         self._running: dict[str, list[Any]] = {}
@@ -165,7 +154,25 @@ class ConnectorService(pb_grpc.ConnectorServicer):
     def GetCatalog(
         self, request: pb.GetCatalogRequest, context: grpc.ServicerContext
     ) -> pb.Catalog:
-        return self._catalog_for(principal_from_proto(request.principal).roles)
+        try:
+            caller = self.gate.admit(context, request)
+        except RefusedFragment as e:
+            p = principal_from_proto(request.principal)
+            self.audit.write(
+                {
+                    "time": _utc_now(),
+                    "rpc": "GetCatalog",
+                    "peer": context.peer(),
+                    "coordinator": self._peer_name(context) or "-",
+                    "user": p.user,
+                    "roles": list(p.roles),
+                    "outcome": "refused",
+                    "error": str(e),
+                }
+            )
+            log.warning("catalog request refused: %s", e)
+            context.abort(e.code, str(e))
+        return self._catalog_for(caller.principal.roles)
 
     def _apply_policy(self, tree: Any, roles: tuple[str, ...], applied: list[str]) -> Any:
         """Wrap every exposed table in the view this principal may see."""
@@ -188,22 +195,55 @@ class ConnectorService(pb_grpc.ConnectorServicer):
     def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.CancelResponse:
         with self._lock:
             runs = list(self._running.get(request.query_id, ()))
-        for r in runs:
-            r.cancel()
-        return pb.CancelResponse(cancelled=len(runs))
+        try:
+            peer = self.gate.check_peer(context)
+        except RefusedFragment as e:
+            context.abort(e.code, str(e))
+        mine = [stop for stop, who in runs if who == peer]
+        for stop in mine:
+            stop.fire()
+        return pb.CancelResponse(cancelled=len(mine))
+
+    def _peer_name(self, context: grpc.ServicerContext) -> str:
+        """The calling coordinator's certificate name ("" over plaintext)."""
+        if not self.gate.secure:
+            return ""
+        cns = context.auth_context().get("x509_common_name") or [b""]
+        return cns[0].decode("utf-8", "replace")
 
     def Execute(self, request: pb.ExecuteRequest, context: grpc.ServicerContext):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
-        principal = principal_from_proto(request.principal)
         qid = request.query_id or "-"
         record: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "time": _utc_now(),
             "query_id": qid,
-            "user": principal.user,
-            "roles": list(principal.roles),
             "peer": context.peer(),
             "sql": request.sql,
         }
+        try:
+            caller = self.gate.admit(context, request)
+        except RefusedFragment as e:
+            p = principal_from_proto(request.principal)
+            record.update(
+                coordinator=self._peer_name(context) or "-",
+                user=p.user,
+                roles=list(p.roles),
+                purpose=p.purpose,
+                authenticated=False,
+                outcome="refused",
+                error=str(e),
+            )
+            self.audit.write(record)
+            log.warning("query %s: request refused: %s", qid, e)
+            context.abort(e.code, str(e))
+        principal = caller.principal
+        record.update(
+            coordinator=caller.coordinator,
+            user=principal.user,
+            roles=list(principal.roles),
+            purpose=principal.purpose,
+            authenticated=caller.authenticated,
+        )
         try:
             keys = dict(key_set_from_proto(k) for k in request.key_sets)
         except ValueError as e:
@@ -214,14 +254,17 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         if keys:
             record["key_sets"] = {n: t.num_rows for n, t in keys.items()}
         if request.compression not in COMPRESSIONS:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"compression {request.compression!r} is not one of lz4, zstd",
-            )
+            msg = f"compression {request.compression!r} is not one of lz4, zstd"
+            record.update(outcome="refused", error=msg)
+            self.audit.write(record)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
         try:
+            self.gate.check_purpose(caller)
             tree = check_fragment(
                 request.sql, self._exposed, self.backend.default_schemas, frozenset(keys)
             )
+            record["tables"], record["columns"] = touched(tree, self._schemas)
+            self.gate.check_grants(caller, record["tables"])
         except RefusedFragment as e:
             record.update(outcome="refused", error=str(e))
             self.audit.write(record)
@@ -229,18 +272,36 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             context.abort(e.code, str(e))
         applied: list[str] = []
         tree = self._apply_policy(tree, principal.roles, applied)
-        record["policies"] = applied
-        try:
-            run = self.runner.start(tree, int(request.batch_rows), bool(applied), keys)
-        except BackendError as e:
-            record.update(outcome="unsupported" if e.unsupported else "error", error=str(e))
-            self.audit.write(record)
-            context.abort(_status(e), f"backend {self.backend.kind}: {e}")
-        record["engine"] = run.engine
+        record["masks"] = applied
+        # Names the fragment itself uses may be quoted back in errors; values may not.
+        known = self._known | {i.name.lower() for i in tree.find_all(exp.Identifier)}
+        limits = self.cfg.limits
+        stop = Interrupter()  # Cancel, a client gone, max_seconds: stops even a starting query
+        entry = (stop, self._peer_name(context))  # Cancel matches on the same peer
         with self._lock:
-            self._running.setdefault(qid, []).append(run)
+            self._running.setdefault(qid, []).append(entry)
             self.active += 1
-        context.add_callback(run.cancel)  # the client went away: stop the backend query
+        context.add_callback(stop.fire)  # the client went away: stop the backend query
+        watchdog = _Watchdog(stop, limits.max_seconds, started)
+        try:
+            run = self.runner.start(tree, int(request.batch_rows), bool(applied), keys, stop)
+        except BackendError as e:
+            self._done(qid, entry, watchdog)
+            if stop.fired and not watchdog.fired:
+                record.update(outcome="cancelled")
+                self.audit.write(record)
+                context.abort(grpc.StatusCode.CANCELLED, "the fragment was cancelled")
+            if watchdog.fired:
+                over = f"max_seconds = {limits.max_seconds:g}"
+                record.update(outcome="limit", error=over)
+                self.audit.write(record)
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._limit_message(over))
+            msg = public_message(str(e), known)
+            log.debug("query %s: backend error: %s", qid, e)
+            record.update(outcome="unsupported" if e.unsupported else "error", error=msg)
+            self.audit.write(record)
+            context.abort(_status(e), f"backend {self.backend.kind}: {msg}")
+        record["engine"] = run.engine
         counted = _Counter(run.reader)
         nbytes = 0
         audited = False
@@ -260,8 +321,15 @@ class ConnectorService(pb_grpc.ConnectorServicer):
 
         try:
             for chunk in reader_to_ipc_chunks(counted, compression=request.compression):  # type: ignore[arg-type]
+                over = _over_limit(limits, counted.rows, nbytes + len(chunk))
+                if over:
+                    stop.fire()
+                    audit("limit", over)
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._limit_message(over))
                 nbytes += len(chunk)
                 yield pb.ExecuteResponse(arrow_ipc=chunk)
+            if watchdog.fired:
+                raise BackendError("interrupted", user_error=False)
             # Audited before the last message leaves: a client that has the
             # complete result can rely on the log line being there.
             audit("ok")
@@ -270,23 +338,26 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 stats=pb.ExecuteStats(rows=counted.rows, bytes=nbytes, seconds=seconds)
             )
         except BackendError as e:
-            audit("error", str(e))
+            if stop.fired and not watchdog.fired:
+                audit("cancelled")
+                context.abort(grpc.StatusCode.CANCELLED, "the fragment was cancelled")
+            if watchdog.fired:
+                over = f"max_seconds = {limits.max_seconds:g}"
+                audit("limit", over)
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._limit_message(over))
+            log.debug("query %s: backend error: %s", qid, e)
+            msg = public_message(str(e), known)
+            audit("error", msg)
             if context.is_active():
                 code = (
                     grpc.StatusCode.INVALID_ARGUMENT if e.user_error else grpc.StatusCode.INTERNAL
                 )
-                context.abort(code, f"backend {self.backend.kind}: {e}")
+                context.abort(code, f"backend {self.backend.kind}: {msg}")
         finally:
             if not audited:
                 audit("cancelled")
             run.close()
-            with self._lock:
-                lst = self._running.get(qid, [])
-                if run in lst:
-                    lst.remove(run)
-                if not lst:
-                    self._running.pop(qid, None)
-                self.active -= 1
+            self._done(qid, entry, watchdog)
             log.debug(
                 "query %s: fragment %s, %d rows, %d bytes",
                 qid,
@@ -294,6 +365,59 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 counted.rows,
                 nbytes,
             )
+
+    def _done(self, qid: str, entry: tuple[Interrupter, str], watchdog: _Watchdog) -> None:
+        watchdog.stop()
+        entry[0].close()
+        with self._lock:
+            lst = self._running.get(qid, [])
+            if entry in lst:
+                lst.remove(entry)
+            if not lst:
+                self._running.pop(qid, None)
+            self.active -= 1
+
+    def _limit_message(self, over: str) -> str:
+        return (
+            f"the fragment exceeded {over} ([limits] of connector '{self.cfg.name}') and was "
+            "stopped; narrow the query (filters, aggregates, LIMIT) or ask the agency"
+        )
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _over_limit(limits: Limits, rows: int, nbytes: int) -> str:
+    """Which per-fragment limit ``rows``/``nbytes`` exceed ("" when none)."""
+    if limits.max_rows is not None and rows > limits.max_rows:
+        return f"max_rows = {limits.max_rows}"
+    if limits.max_bytes is not None and nbytes > limits.max_bytes:
+        return f"max_bytes = {limits.max_bytes}"
+    return ""
+
+
+class _Watchdog:
+    """Interrupts a backend query that runs past ``max_seconds``."""
+
+    def __init__(self, stop: Interrupter, max_seconds: float | None, started: float) -> None:
+        self.fired = False
+        self._timer: threading.Timer | None = None
+        if max_seconds is None:
+            return
+
+        def fire() -> None:
+            self.fired = True
+            stop.fire()
+
+        left = max_seconds - (time.perf_counter() - started)
+        self._timer = threading.Timer(max(0.0, left), fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def _status(e: BackendError) -> grpc.StatusCode:
@@ -337,7 +461,11 @@ def build_server(cfg: AgencyConfig) -> tuple[grpc.Server, int, ConnectorService]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     host, _, port = cfg.listen.rpartition(":")
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if cfg.tls is not None:
+            creds = server_credentials(cfg.tls, str(cfg.source))
+            bound = server.add_secure_port(f"{host}:{port}", creds)
+        else:
+            bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as e:
         raise ConfigError(f"{cfg.source}: cannot listen on {cfg.listen}: {e}") from None
     if bound == 0:
@@ -359,14 +487,24 @@ def serve(cfg: AgencyConfig) -> None:
     host = cfg.listen.rpartition(":")[0]
     n = len(service.backend.tables())
     # This line is read by launchers (tests, demo, bench) to learn the port.
+    mode = (
+        f"mutual TLS, coordinators: {', '.join(cfg.allowed_coordinators)}"
+        if cfg.tls
+        else "plaintext"
+    )
     print(
         f"fedsql connector '{cfg.name}' listening on {host}:{port} "
-        f"(backend {service.backend.kind}, {n} tables, plaintext)",
+        f"(backend {service.backend.kind}, {n} tables, {mode})",
         flush=True,
     )
-    log.warning(
-        "connector '%s' serves plaintext gRPC (insecure = true): local development only", cfg.name
-    )
+    if cfg.tls is None:
+        log.warning(
+            "INSECURE: connector '%s' serves plaintext gRPC (insecure = true): anyone who can "
+            "reach %s can query it, and the users and roles in requests are NOT authenticated. "
+            "Local development only; configure [connector.tls] for anything else.",
+            cfg.name,
+            cfg.listen,
+        )
     stop.wait()
     print(f"fedsql connector '{cfg.name}' shutting down", file=sys.stderr, flush=True)
     server.stop(grace=5).wait()

@@ -17,6 +17,7 @@ import pyarrow as pa
 from fedsql.connectors.backend import (
     BackendError,
     GuardedReader,
+    Interrupter,
     Running,
     arrow_type_of_declared,
     check_listed,
@@ -136,10 +137,16 @@ class SQLiteBackend:
         return self._tables
 
     def execute(
-        self, sql: str, batch_rows: int, tables: dict[str, pa.Table] | None = None
+        self,
+        sql: str,
+        batch_rows: int,
+        tables: dict[str, pa.Table] | None = None,
+        interrupter: Interrupter | None = None,
     ) -> Running:
         con = self._connect()
         cur = con.cursor()
+        if interrupter is not None:
+            interrupter.arm(cur.adbc_cancel)
         try:
             cur.execute(sql)
             reader = cur.fetch_record_batch()

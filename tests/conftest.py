@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-import grpc
 import pytest
 
 import fedsql
+from fedsql.config import load_federation
 from fedsql.local import (
     LocalFederation,
     central_duckdb,
@@ -18,6 +18,7 @@ from fedsql.local import (
     write_agency_toml,
 )
 from fedsql.pgserver import PostgresServer
+from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 
 SF = 0.01
@@ -60,8 +61,9 @@ def fed(tpch_local: LocalFederation) -> Iterator[fedsql.Federation]:
 @pytest.fixture(scope="session")
 def trade_stub(tpch_local: LocalFederation) -> Iterator[pb_grpc.ConnectorStub]:
     """A raw gRPC client for the trade connector (no coordinator in between)."""
-    addr = next(c.address for c in tpch_local.connectors if c.name == "trade")
-    with grpc.insecure_channel(addr) as ch:
+    ref = load_federation(tpch_local.config_path).connector("trade")
+    ch, raw = open_channel(ref)  # the coordinator's certificate; principals get signed
+    with raw:
         yield pb_grpc.ConnectorStub(ch)
 
 

@@ -12,7 +12,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import start_error
 
+from fedsql.config import load_federation
 from fedsql.local import LocalFederation, start_connector, write_agency_toml
+from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.wire import catalog_from_proto, ipc_chunks_to_reader
 
@@ -116,8 +118,8 @@ def test_catalog_and_health(trade_stub, tpch_local: LocalFederation) -> None:  #
     assert set(names) == {"orders", "lineitem"}
     assert names["lineitem"].row_count_estimate == 60175
     assert "l_shipdate" in names["lineitem"].arrow_schema.names
-    addr = next(c.address for c in tpch_local.connectors if c.name == "trade")
-    with grpc.insecure_channel(addr) as ch:
+    _, raw = open_channel(load_federation(tpch_local.config_path).connector("trade"))
+    with raw as ch:
         resp = health_pb2_grpc.HealthStub(ch).Check(
             health_pb2.HealthCheckRequest(service="fedsql.v1.Connector"), timeout=5
         )
@@ -150,7 +152,7 @@ def test_unknown_config_key_stops_the_node(tmp_path: Path, tpch_parquet: Path) -
         tpch_parquet,
         extra='\n[[grant]]\ntable = "orders"\nrole = "analyst"\n',
     )
-    assert "unknown key(s) 'grant'" in _serve_fails(toml)
+    assert "unknown key(s) 'role'" in _serve_fails(toml)
 
 
 def test_plaintext_needs_insecure(tmp_path: Path, tpch_parquet: Path) -> None:

@@ -19,12 +19,14 @@ from helpers import start_error
 
 import fedsql
 from fedsql import scenario
+from fedsql.config import load_federation
 from fedsql.errors import ConfigError, FedSQLError
 from fedsql.local import LocalFederation
 from fedsql.policy import Policy, view_for
 from fedsql.policy.load import parse_policy
 from fedsql.policy.masks import hmac_hasher, register_hash
 from fedsql.policy.model import Mask, RowFilter
+from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import ipc_chunks_to_reader
@@ -315,8 +317,8 @@ def test_hashed_keys_join_across_agencies(scen: LocalFederation, alice: fedsql.F
 
 
 def _raw_execute(local: LocalFederation, agency: str, sql: str, roles: list[str]) -> pa.Table:
-    addr = next(c.address for c in local.connectors if c.name == agency)
-    with grpc.insecure_channel(addr) as ch:
+    ch, raw = open_channel(load_federation(local.config_path).connector(agency))
+    with raw:
         req = pb.ExecuteRequest(
             query_id="raw", sql=sql, principal=pb.Principal(user="mallory", roles=roles)
         )

@@ -97,7 +97,7 @@ def _sql_arg(args: argparse.Namespace) -> str:
 def cmd_query(args: argparse.Namespace) -> int:
     import fedsql
 
-    with fedsql.connect(args.config, user=args.user) as fed:
+    with fedsql.connect(args.config, user=args.user, purpose=args.purpose) as fed:
         table = fed.sql(_sql_arg(args), timeout=args.timeout)
         _write_result(table, args.format, args.output)
         if not args.quiet:
@@ -108,7 +108,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     import fedsql
 
-    with fedsql.connect(args.config, user=args.user) as fed:
+    with fedsql.connect(args.config, user=args.user, purpose=args.purpose) as fed:
         print(fed.explain(_sql_arg(args), analyze=args.analyze))
     return 0
 
@@ -157,6 +157,63 @@ def cmd_serve_connector(args: argparse.Namespace) -> int:
 
     serve(load_agency(args.agency_config))
     return 0
+
+
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    from fedsql import certs
+
+    ca = certs.init_ca(Path(args.dir), name=args.name, days=args.days)
+    print(f"federation CA '{ca.subject}' valid until {ca.not_after:%Y-%m-%d}:")
+    print(f"  {ca.cert}  (give this to every connector and coordinator)")
+    print(f"  {ca.key}  (the CA's private key: keep it offline; it signs every node)")
+    print(f"next: fedsql certs issue --ca {args.dir} connector NAME")
+    return 0
+
+
+def cmd_certs_issue(args: argparse.Namespace) -> int:
+    from fedsql import certs
+
+    out = Path(args.out or args.ca)
+    got = certs.issue(
+        Path(args.ca), args.kind, args.name, out, hosts=tuple(args.host or ()), days=args.days
+    )
+    ca = Path(args.ca) / certs.CA_CERT
+    print(f"{args.kind} certificate '{got.subject}' valid until {got.not_after:%Y-%m-%d}:")
+    print(f"  {got.cert}\n  {got.key}  (private key, mode 0600: never share it)")
+    if args.kind == "connector":
+        print("in the connector's AGENCY.toml:")
+        print(f'  [connector.tls]\n  cert = "{got.cert}"\n  key = "{got.key}"')
+        print(f'  client_ca = "{ca}"')
+    else:
+        print("in FEDERATION.toml:")
+        print(f'  [coordinator.tls]\n  ca = "{ca}"\n  cert = "{got.cert}"\n  key = "{got.key}"')
+        print("and in each connector's AGENCY.toml, under [connector]:")
+        print(f'  allowed_coordinators = ["{got.subject}"]')
+    return 0
+
+
+def cmd_certs_show(args: argparse.Namespace) -> int:
+    from fedsql import certs
+
+    for path in args.cert:
+        print(certs.describe(Path(path)))
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from fedsql.connectors.audit import verify
+
+    path = Path(args.log)
+    if not path.is_file():
+        raise FedSQLError(f"{path}: no such audit log")
+    v = verify(path)
+    counts = ", ".join(f"{n} {o}" for o, n in v.outcomes) or "no records"
+    if v.ok:
+        print(f"{path}: intact, {v.lines} lines ({counts}); head {v.head}")
+        return 0
+    print(f"{path}: chain broken at line {v.broken_line}: line {v.broken_line} {v.reason}")
+    print(f"  lines 1-{(v.broken_line or 1) - 1} are intact ({counts})")
+    return 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -223,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add_sql(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("-c", "--config", required=True, help="FEDERATION.toml")
         sp.add_argument("--user", help="analyst name from [user.NAME] in the config")
+        sp.add_argument("--purpose", help="why you run the query (in every agency's audit log)")
         sp.add_argument("-f", "--file", help="read the SQL from this file")
         sp.add_argument("sql", nargs="?", help="the SQL text ('-' reads standard input)")
 
@@ -249,6 +307,31 @@ def build_parser() -> argparse.ArgumentParser:
     s = csub.add_parser("serve", help="run one connector node")
     s.add_argument("agency_config", help="AGENCY.toml")
     s.set_defaults(func=cmd_serve_connector)
+
+    ce = sub.add_parser("certs", help="the federation's CA and node certificates (mutual TLS)")
+    cesub = ce.add_subparsers(dest="certs_command", required=True)
+    ci = cesub.add_parser("init", help="create a federation CA in DIR (ca.crt, ca.key)")
+    ci.add_argument("dir", help="directory for ca.crt and ca.key")
+    ci.add_argument("--name", default="fedsql federation CA", help="the CA's common name")
+    ci.add_argument("--days", type=int, default=3650, help="validity (default 3650)")
+    ci.set_defaults(func=cmd_certs_init)
+    cs = cesub.add_parser("issue", help="a certificate for a connector or coordinator")
+    cs.add_argument("--ca", required=True, help="the CA directory (from certs init)")
+    cs.add_argument("kind", choices=["connector", "coordinator"])
+    cs.add_argument("name", help="connector: its [connector].name; coordinator: its identity (CN)")
+    cs.add_argument("--host", action="append", help="connector: extra DNS name or IP (repeat)")
+    cs.add_argument("--out", help="directory for NAME.crt and NAME.key (default: the CA's)")
+    cs.add_argument("--days", type=int, default=397, help="validity (default 397)")
+    cs.set_defaults(func=cmd_certs_issue)
+    csh = cesub.add_parser("show", help="subject, issuer, usage and validity of certificates")
+    csh.add_argument("cert", nargs="+", help="PEM certificate file(s)")
+    csh.set_defaults(func=cmd_certs_show)
+
+    au = sub.add_parser("audit", help="connector audit logs")
+    ausub = au.add_subparsers(dest="audit_command", required=True)
+    av = ausub.add_parser("verify", help="check an audit log's hash chain")
+    av.add_argument("log", help="the connector's audit_log (JSON lines)")
+    av.set_defaults(func=cmd_audit_verify)
 
     d = sub.add_parser("demo", help="self-contained demo: three agencies on loopback")
     d.add_argument("--sf", type=float, default=0.01, help="TPC-H scale factor (default 0.01)")

@@ -20,9 +20,10 @@ from fedsql.planner import Plan, plan
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy.load import validate
 from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key
+from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
-from fedsql.wire import GRPC_OPTIONS, Principal, catalog_from_proto, principal_to_proto
+from fedsql.wire import Principal, catalog_from_proto, principal_to_proto
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +34,20 @@ PLAN_CACHE_SIZE = 256
 class Federation:
     """A coordinator embedded in this process, acting for one analyst."""
 
-    def __init__(self, config: FederationConfig, user: str | None = None) -> None:
+    def __init__(
+        self, config: FederationConfig, user: str | None = None, purpose: str | None = None
+    ) -> None:
         self.config = config
         if user is not None and user not in config.users:
             known = ", ".join(sorted(config.users)) or "none"
             raise ConfigError(f"unknown user '{user}' (users in the federation config: {known})")
         roles = config.users[user].roles if user is not None else ()
-        self.principal = Principal(user or "anonymous", roles)
-        self._channels = {
-            c.name: grpc.insecure_channel(c.address, options=GRPC_OPTIONS)
-            for c in config.connectors
+        self.principal = Principal(user or "anonymous", roles, (purpose or "").strip())
+        opened = {
+            c.name: open_channel(c, str(config.source or "federation")) for c in config.connectors
         }
-        self._stubs = {n: pb_grpc.ConnectorStub(ch) for n, ch in self._channels.items()}
+        self._channels = {n: raw for n, (_, raw) in opened.items()}
+        self._stubs = {n: pb_grpc.ConnectorStub(ch) for n, (ch, _) in opened.items()}
         self._catalog: Catalog | None = None
         self._binder: ShapeBinder | None = None
         self._plans: OrderedDict[tuple[str, frozenset[str]], Plan] = OrderedDict()
@@ -205,10 +208,14 @@ class Federation:
         self.close()
 
 
-def connect(config: str | Path | FederationConfig, user: str | None = None) -> Federation:
-    """Open an embedded coordinator over the federation described by ``config``."""
+def connect(
+    config: str | Path | FederationConfig, user: str | None = None, purpose: str | None = None
+) -> Federation:
+    """Open an embedded coordinator over the federation described by ``config``;
+    ``purpose`` (why the analyst asks) goes with every request into the agencies'
+    audit logs."""
     cfg = config if isinstance(config, FederationConfig) else load_federation(config)
-    return Federation(cfg, user=user)
+    return Federation(cfg, user=user, purpose=purpose)
 
 
 __all__ = ["Federation", "connect"]

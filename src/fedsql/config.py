@@ -39,6 +39,43 @@ class BackendConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerTLS:
+    """A connector's ``[connector.tls]``: its certificate and the CA its clients need."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTLS:
+    """A coordinator's ``[connector.tls]``: the CA to trust and its own certificate."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    server_name: str | None = None  # name the connector's certificate must carry
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """``[[grant]]``: who may query a table at all (``table = "*"``: every table)."""
+
+    table: str
+    roles: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """``[limits]`` per fragment; None: no limit."""
+
+    max_rows: int | None = None
+    max_bytes: int | None = None
+    max_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AgencyConfig:
     name: str
     listen: str
@@ -49,6 +86,11 @@ class AgencyConfig:
     source: Path | None = None
     policy: Policy = Policy()
     hash_key_file: Path | None = None
+    tls: ServerTLS | None = None
+    allowed_coordinators: tuple[str, ...] = ()  # certificate CNs; () only when insecure
+    require_purpose: bool = False
+    grants: tuple[Grant, ...] | None = None  # None: no [[grant]], every table open
+    limits: Limits = Limits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +98,7 @@ class ConnectorRef:
     name: str
     address: str
     insecure: bool
+    tls: ClientTLS | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +172,14 @@ def load_agency(path: str | Path) -> AgencyConfig:
     top = _take(
         str(p),
         doc,
-        {"connector": dict, "backend": dict, "mask": list, "row_filter": list},
+        {
+            "connector": dict,
+            "backend": dict,
+            "mask": list,
+            "row_filter": list,
+            "grant": list,
+            "limits": dict,
+        },
         ("connector", "backend"),
     )
     c = _take(
@@ -142,15 +192,14 @@ def load_agency(path: str | Path) -> AgencyConfig:
             "audit_log": str,
             "max_workers": int,
             "hash_key_file": str,
+            "tls": dict,
+            "allowed_coordinators": list,
+            "require_purpose": bool,
         },
         ("name", "listen"),
     )
     _check_listen(f"{p}: [connector].listen", c["listen"])
-    if not c.get("insecure", False):
-        raise ConfigError(
-            f"{p}: [connector]: TLS is not available in this version; set insecure = true "
-            "to serve plaintext gRPC (local development only)"
-        )
+    tls, allowed = _agency_trust(p, c)
     b = _take(
         f"{p}: [backend]",
         top["backend"],
@@ -200,7 +249,7 @@ def load_agency(path: str | Path) -> AgencyConfig:
     return AgencyConfig(
         name=c["name"],
         listen=c["listen"],
-        insecure=True,
+        insecure=tls is None,
         audit_log=(base / audit) if audit else None,
         backend=BackendConfig(
             kind=b["kind"],
@@ -217,6 +266,96 @@ def load_agency(path: str | Path) -> AgencyConfig:
         source=p,
         policy=parse_policy(p, top.get("mask"), top.get("row_filter")),
         hash_key_file=_rel(base, key) if key else None,
+        tls=tls,
+        allowed_coordinators=allowed,
+        require_purpose=c.get("require_purpose", False),
+        grants=_grants(p, top.get("grant")),
+        limits=_limits(p, top.get("limits")),
+    )
+
+
+def _strings(where: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise ConfigError(f"{where}: expected a list of names")
+    return tuple(v)
+
+
+def _agency_trust(p: Path, c: dict[str, Any]) -> tuple[ServerTLS | None, tuple[str, ...]]:
+    """[connector] insecure / tls / allowed_coordinators, checked together."""
+    insecure = c.get("insecure", False)
+    raw = c.get("tls")
+    allowed = _strings(f"{p}: [connector].allowed_coordinators", c.get("allowed_coordinators", []))
+    if raw is None:
+        if not insecure:
+            raise ConfigError(
+                f"{p}: [connector]: set [connector.tls] cert, key, client_ca for mutual TLS "
+                "(make them with `fedsql certs init` and `fedsql certs issue connector`), "
+                "or insecure = true to serve plaintext gRPC (local development only)"
+            )
+        if allowed:
+            raise ConfigError(
+                f"{p}: [connector].allowed_coordinators needs [connector.tls]: without "
+                "certificates no coordinator can be identified"
+            )
+        return None, ()
+    if insecure:
+        raise ConfigError(f"{p}: [connector]: insecure = true and [connector.tls] contradict")
+    t = _take(
+        f"{p}: [connector.tls]",
+        raw,
+        {"cert": str, "key": str, "client_ca": str},
+        ("cert", "key", "client_ca"),
+    )
+    if not allowed:
+        raise ConfigError(
+            f"{p}: [connector].allowed_coordinators: list the coordinators (their "
+            "certificates' common names) that may query this connector, "
+            'e.g. allowed_coordinators = ["coordinator"]'
+        )
+    base = p.parent
+    tls = ServerTLS(_rel(base, t["cert"]), _rel(base, t["key"]), _rel(base, t["client_ca"]))
+    return tls, allowed
+
+
+def _grants(p: Path, raw: Any) -> tuple[Grant, ...] | None:
+    if raw is None:
+        return None
+    out = []
+    for i, g in enumerate(raw):
+        where = f"{p}: [[grant]] #{i + 1}"
+        d = _take(where, g, {"table": str, "roles": list, "users": list}, ("table",))
+        roles = _strings(f"{where}.roles", d.get("roles", []))
+        users = _strings(f"{where}.users", d.get("users", []))
+        if not roles and not users:
+            raise ConfigError(f"{where}: name the roles and/or users the table is granted to")
+        out.append(Grant(d["table"].lower(), roles, users))
+    return tuple(out)
+
+
+def _limits(p: Path, raw: Any) -> Limits:
+    if raw is None:
+        return Limits()
+    d = _take(
+        f"{p}: [limits]",
+        raw,
+        {"max_rows": int, "max_bytes": int, "max_seconds": (int, float)},
+    )
+    for k, v in d.items():
+        if isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"{p}: [limits].{k} must be a positive number")
+    secs = d.get("max_seconds")
+    return Limits(d.get("max_rows"), d.get("max_bytes"), float(secs) if secs else None)
+
+
+def _client_tls(where: str, base: Path, raw: Any) -> ClientTLS:
+    t = _take(
+        where,
+        raw,
+        {"ca": str, "cert": str, "key": str, "server_name": str},
+        ("ca", "cert", "key"),
+    )
+    return ClientTLS(
+        _rel(base, t["ca"]), _rel(base, t["cert"]), _rel(base, t["key"]), t.get("server_name")
     )
 
 
@@ -229,23 +368,39 @@ def load_federation(path: str | Path) -> FederationConfig:
         {"connector": list, "user": dict, "coordinator": dict, "mask": list, "row_filter": list},
         ("connector",),
     )
+    coord = _take(
+        f"{p}: [coordinator]",
+        top.get("coordinator", {}),
+        {"timeout_seconds": (int, float), "hash_key_file": str, "compression": str, "tls": dict},
+    )
+    default_tls = (
+        _client_tls(f"{p}: [coordinator.tls]", p.parent, coord["tls"]) if "tls" in coord else None
+    )
     conns: list[ConnectorRef] = []
     for i, raw in enumerate(top["connector"]):
         c = _take(
             f"{p}: [[connector]] #{i + 1}",
             raw,
-            {"name": str, "address": str, "insecure": bool},
+            {"name": str, "address": str, "insecure": bool, "tls": dict},
             ("name", "address"),
         )
-        _check_listen(f"{p}: [[connector]] '{c['name']}'.address", c["address"])
+        where = f"{p}: [[connector]] '{c['name']}'"
+        _check_listen(f"{where}.address", c["address"])
         if any(x.name == c["name"] for x in conns):
             raise ConfigError(f"{p}: connector name '{c['name']}' appears twice")
-        if not c.get("insecure", False):
+        tls = _client_tls(f"{where}: [connector.tls]", p.parent, c["tls"]) if "tls" in c else None
+        tls = tls or default_tls
+        if c.get("insecure", False):
+            if "tls" in c:
+                raise ConfigError(f"{where}: insecure = true and [connector.tls] contradict")
+            tls = None
+        elif tls is None:
             raise ConfigError(
-                f"{p}: [[connector]] '{c['name']}': TLS is not available in this version; "
-                "set insecure = true to use plaintext gRPC (local development only)"
+                f"{where}: set [connector.tls] ca, cert, key (or [coordinator.tls] for all "
+                "connectors) for mutual TLS, or insecure = true for a plaintext connector "
+                "(local development only)"
             )
-        conns.append(ConnectorRef(c["name"], c["address"], True))
+        conns.append(ConnectorRef(c["name"], c["address"], tls is None, tls))
     users: dict[str, UserConfig] = {}
     for name, raw in top.get("user", {}).items():
         u = _take(f"{p}: [user.{name}]", raw, {"roles": list})
@@ -253,11 +408,6 @@ def load_federation(path: str | Path) -> FederationConfig:
         if not all(isinstance(r, str) for r in roles):
             raise ConfigError(f"{p}: [user.{name}].roles must be a list of strings")
         users[name] = UserConfig(name, tuple(roles))
-    coord = _take(
-        f"{p}: [coordinator]",
-        top.get("coordinator", {}),
-        {"timeout_seconds": (int, float), "hash_key_file": str, "compression": str},
-    )
     if coord.get("compression", "") not in ("", "lz4", "zstd"):
         raise ConfigError(f"{p}: [coordinator].compression must be lz4 or zstd")
     key = coord.get("hash_key_file")

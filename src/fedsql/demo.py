@@ -8,6 +8,7 @@ from pathlib import Path
 
 import fedsql
 from fedsql import scenario
+from fedsql.connectors.audit import verify
 from fedsql.local import LocalFederation, tpch_federation
 
 DEMO_QUERIES = [
@@ -47,8 +48,12 @@ def run_demo(
         )
         local, _ = tpch_federation(work, sf, backend="duckdb")
         with local:
+            out(
+                f"  mutual TLS: a federation CA and certificates in {local.pki}; each connector "
+                "admits only coordinator 'coordinator', which signs every analyst's request"
+            )
             for c in local.connectors:
-                out(f"  connector {c.name:<9} pid {c.proc.pid:<7} on {c.address}")
+                out(f"  connector {c.name:<9} pid {c.proc.pid:<7} on {c.address} (TLS)")
             with fedsql.connect(local.config_path) as fed:
                 for title, sql in DEMO_QUERIES:
                     out("")
@@ -117,7 +122,9 @@ def run_scenario(
             plan = fed.explain(SCENARIO_QUERIES[1][1])
             out(plan[plan.index("policies:") :])
         audit = work / "registry-audit.jsonl"
+        v = verify(audit)
         out(
-            f"-- every fragment is in each agency's audit log, e.g. {audit.name}: "
-            f"{len(audit.read_text().splitlines())} lines"
+            f"-- every fragment, refused ones too, is in each agency's hash-chained audit log, "
+            f"e.g. {audit.name}: {v.lines} lines, chain {'intact' if v.ok else 'BROKEN'} "
+            f"(`fedsql audit verify {audit.name}`)"
         )

@@ -50,6 +50,10 @@ class FragmentRefused(ConnectorError):
     """The connector refused a fragment (not a read-only SELECT, unknown table, ...)."""
 
 
+class FragmentLimitExceeded(ConnectorError):
+    """The fragment went over the agency's per-fragment limits (rows, bytes, seconds)."""
+
+
 class FragmentUnsupported(ConnectorError):
     """The agency's backend cannot run this fragment; a smaller one may work."""
 
@@ -75,10 +79,25 @@ def from_rpc_error(agency: str, err: grpc.RpcError) -> FedSQLError:
     details = (err.details() if hasattr(err, "details") else None) or str(code)
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED):
         return FragmentRefused(agency, f"refused the fragment: {details}")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return FragmentRefused(agency, f"did not accept this coordinator's request: {details}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED or (
+        code == grpc.StatusCode.DEADLINE_EXCEEDED and "[limits]" in details
+    ):
+        return FragmentLimitExceeded(agency, details)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return FragmentUnsupported(agency, f"its backend cannot run the fragment: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return QueryTimeout(f"agency '{agency}' did not answer before the deadline")
+    if code == grpc.StatusCode.UNAVAILABLE and any(
+        w in details.lower() for w in ("handshake", "ssl", "tls", "certificate")
+    ):
+        return ConnectorError(
+            agency,
+            f"the TLS handshake failed ({details}); check that [connector.tls] ca, cert and "
+            "key in the federation config come from the agency's federation CA, and that "
+            "its connector allows this coordinator",
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
         return ConnectorError(
             agency,

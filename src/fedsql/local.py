@@ -314,27 +314,79 @@ def start_connector(toml: Path, timeout: float = 60.0) -> LocalConnector:
     )
 
 
-class LocalFederation:
-    """Connectors started from AGENCY.toml files, and a FEDERATION.toml naming them."""
+COORDINATOR = "coordinator"  # the local federation's coordinator identity (its cert's CN)
 
-    def __init__(self, work: Path, agency_tomls: list[Path], users: str = "") -> None:
+
+def secure_agency(toml: Path, pki: Path) -> Path:
+    """Switch a plaintext (``insecure = true``) AGENCY.toml to mutual TLS: issue the
+    connector a certificate from the CA in ``pki`` and allow the local coordinator."""
+    import tomllib
+
+    from fedsql import certs
+
+    text = toml.read_text()
+    if not re.search(r"(?m)^insecure = true$", text):
+        return toml
+    name = tomllib.loads(text)["connector"]["name"]
+    got = certs.issue(pki, "connector", name, pki)
+    text = re.sub(
+        r"(?m)^insecure = true$", f'allowed_coordinators = ["{COORDINATOR}"]', text, count=1
+    )
+    toml.write_text(
+        text.rstrip("\n")
+        + f'\n\n[connector.tls]\ncert = "{got.cert}"\nkey = "{got.key}"\n'
+        + f'client_ca = "{pki / certs.CA_CERT}"\n'
+    )
+    return toml
+
+
+def local_pki(work: Path) -> Path:
+    """The local federation's CA and coordinator certificate in ``work/pki``."""
+    from fedsql import certs
+
+    pki = work / "pki"
+    if not (pki / certs.CA_CERT).exists():
+        certs.init_ca(pki, name="fedsql local federation CA")
+    if not (pki / f"{COORDINATOR}.crt").exists():
+        certs.issue(pki, "coordinator", COORDINATOR, pki)
+    return pki
+
+
+class LocalFederation:
+    """Connectors started from AGENCY.toml files, and a FEDERATION.toml naming them.
+
+    With ``tls`` (the default) every connector whose AGENCY.toml says
+    ``insecure = true`` is switched to mutual TLS first (certificates from a CA
+    made in ``work/pki``), and the coordinator connects with its own certificate.
+    """
+
+    def __init__(
+        self, work: Path, agency_tomls: list[Path], users: str = "", tls: bool = True
+    ) -> None:
         self.work = work
         self.connectors: list[LocalConnector] = []
+        self.pki = local_pki(work) if tls else None
         try:
             for t in agency_tomls:
+                if self.pki is not None:
+                    secure_agency(t, self.pki)
                 self.connectors.append(start_connector(t))
         except BaseException:
             self.stop()
             raise
         lines = []
         for c in self.connectors:
-            lines += [
-                "[[connector]]",
-                f'name = "{c.name}"',
-                f'address = "{c.address}"',
-                "insecure = true",
-                "",
-            ]
+            lines += ["[[connector]]", f'name = "{c.name}"', f'address = "{c.address}"']
+            if self.pki is None:
+                lines += ["insecure = true"]
+            else:
+                lines += [
+                    "[connector.tls]",
+                    f'ca = "{self.pki / "ca.crt"}"',
+                    f'cert = "{self.pki / (COORDINATOR + ".crt")}"',
+                    f'key = "{self.pki / (COORDINATOR + ".key")}"',
+                ]
+            lines.append("")
         self.config_path = work / "federation.toml"
         self.config_path.write_text("\n".join(lines) + "\n" + users)
 

@@ -5,9 +5,11 @@ Nothing else imports ``fedsql.v1``'s ``_pb2`` modules for data conversion.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -33,6 +35,7 @@ COMPRESSIONS = ("", "lz4", "zstd")
 class Principal:
     user: str
     roles: tuple[str, ...] = ()
+    purpose: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +74,60 @@ class FragmentStats:
 
 
 def principal_to_proto(p: Principal) -> pb.Principal:
-    return pb.Principal(user=p.user, roles=list(p.roles))
+    return pb.Principal(user=p.user, roles=list(p.roles), purpose=p.purpose)
 
 
 def principal_from_proto(p: pb.Principal) -> Principal:
-    return Principal(user=p.user, roles=tuple(dict.fromkeys(p.roles)))
+    return Principal(user=p.user, roles=tuple(dict.fromkeys(p.roles)), purpose=p.purpose)
+
+
+def signed_payload(connector: str, request: pb.ExecuteRequest | pb.GetCatalogRequest) -> bytes:
+    """The canonical bytes a coordinator signs for ``request`` to ``connector``
+    (the spec is the comment on ``Principal`` in connector.proto)."""
+    p = request.principal
+    keys = hashlib.sha256()
+    if isinstance(request, pb.ExecuteRequest):
+        rpc, qid, sql = "Execute", request.query_id, request.sql
+        for k in request.key_sets:
+            keys.update(k.name.encode() + b"\0" + k.arrow_ipc)
+    else:
+        rpc, qid, sql = "GetCatalog", "", ""
+    doc = {
+        "v": 1,
+        "rpc": rpc,
+        "connector": connector,
+        "query_id": qid,
+        "sql_sha256": hashlib.sha256(sql.encode("utf-8")).hexdigest(),
+        "keys_sha256": keys.hexdigest() if rpc == "Execute" else "",
+        "user": p.user,
+        "roles": sorted(set(p.roles)),
+        "purpose": p.purpose,
+        "issued_unix_ms": p.issued_unix_ms,
+        "nonce": p.nonce.hex(),
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def stamped(
+    request: pb.ExecuteRequest | pb.GetCatalogRequest,
+    connector: str,
+    sign: Callable[[bytes], bytes],
+    issued_unix_ms: int,
+    nonce: bytes,
+) -> pb.ExecuteRequest | pb.GetCatalogRequest:
+    """A copy of ``request`` whose principal carries the coordinator's signature."""
+    out = type(request)()
+    out.CopyFrom(request)
+    out.principal.issued_unix_ms = issued_unix_ms
+    out.principal.nonce = nonce
+    out.principal.ClearField("signature")
+    out.principal.signature = sign(signed_payload(connector, out))
+    return out
+
+
+def principal_proof(p: pb.Principal) -> tuple[int, bytes, bytes]:
+    """(issued_unix_ms, nonce, signature) of a principal as received."""
+    return p.issued_unix_ms, p.nonce, p.signature
 
 
 def schema_to_bytes(schema: pa.Schema) -> bytes:

@@ -71,14 +71,22 @@ class ConnectorServicer:
         the end-of-stream marker. A refused fragment fails the call with
         INVALID_ARGUMENT or PERMISSION_DENIED and a message that says why; a
         fragment the backend cannot run (a function or construct it lacks) fails
-        with FAILED_PRECONDITION, and a smaller fragment may succeed.
+        with FAILED_PRECONDITION, and a smaller fragment may succeed. A principal
+        the calling coordinator did not vouch for (see Principal) fails with
+        UNAUTHENTICATED; a coordinator the connector does not allow, a table no
+        grant opens to the principal, or a missing required purpose with
+        PERMISSION_DENIED. A fragment over the connector's [limits] ends with
+        RESOURCE_EXHAUSTED (rows, bytes) or DEADLINE_EXCEEDED (seconds), one
+        stopped by Cancel with CANCELLED. Error messages carry no data values and
+        no file paths.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Cancel(self, request, context):
-        """Stop every running fragment of one query id (best effort, idempotent).
+        """Stop every running fragment of one query id (best effort, idempotent);
+        over mutual TLS only the coordinator that started them can stop them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
