@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import shutil
 import sqlite3
 import threading
 from pathlib import Path
@@ -334,11 +335,13 @@ LOCAL_ENGINE_QUERIES = {
 def local_engine(mixed_local: LocalFederation, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The mixed federation again, its PostgreSQL agency computing in its own DuckDB."""
     work = tmp_path_factory.mktemp("local-engine")
+    if (mixed_local.work / "pki").exists():  # the same CA and coordinator certificate
+        shutil.copytree(mixed_local.work / "pki", work / "pki")
     tomls = []
     for agency in ("trade", "registry", "industry"):
         text = (mixed_local.work / f"{agency}.toml").read_text()
         if agency == "trade":
-            text = text.rstrip() + '\nengine = "local"\n'
+            text = text.replace("[backend]\n", '[backend]\nengine = "local"\n', 1)
         (work / f"{agency}.toml").write_text(text)
         tomls.append(work / f"{agency}.toml")
     with LocalFederation(work, tomls) as local, fedsql.connect(local.config_path) as f:
