@@ -23,6 +23,13 @@ from fedsql.config import AgencyConfig
 from fedsql.connectors.backend import Backend, BackendError
 from fedsql.connectors.execution import FragmentRunner
 from fedsql.connectors.guard import EXPOSED_META, check_fragment
+from fedsql.connectors.metrics import (
+    SLOT_WAIT_SECONDS,
+    TEST_DELAY_ENV,
+    NodeMetrics,
+    serve_metrics,
+    test_delay_seconds,
+)
 from fedsql.errors import ConfigError, RefusedFragment
 from fedsql.policy import apply_views, view_for
 from fedsql.policy.load import validate
@@ -32,11 +39,13 @@ from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import (
     COMPRESSIONS,
     GRPC_OPTIONS,
+    NodeStatus,
     RemoteCatalog,
     catalog_to_proto,
     key_set_from_proto,
     principal_from_proto,
     reader_to_ipc_chunks,
+    status_to_proto,
 )
 
 log = logging.getLogger(__name__)
@@ -114,7 +123,44 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         self._catalogs: dict[tuple[str, ...], pb.Catalog] = {}
         self._running: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
-        self.active = 0
+        self.metrics = NodeMetrics(cfg.name, cfg.max_concurrent_fragments)
+        self.metrics_url = ""
+        self.delay = test_delay_seconds()
+
+    @property
+    def active(self) -> int:
+        return self.metrics.active
+
+    def _record(self, record: dict[str, Any]) -> None:
+        """The fragment's audit line, its counters and its structured log line."""
+        self.audit.write(record)
+        self.metrics.finished(record["outcome"], record.get("rows", 0), record.get("bytes", 0))
+        log.debug(
+            "fragment query_id=%s outcome=%s rows=%s bytes=%s seconds=%s",
+            record["query_id"],
+            record["outcome"],
+            record.get("rows", 0),
+            record.get("bytes", 0),
+            record.get("seconds", 0),
+        )
+
+    def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.Status:
+        active, outcomes, rows, nbytes = self.metrics.snapshot()
+        return status_to_proto(
+            NodeStatus(
+                connector=self.cfg.name,
+                version=__version__,
+                backend=self.backend.kind,
+                tables=len(self._tables),
+                active_fragments=active,
+                max_concurrent_fragments=self.metrics.max_concurrent,
+                uptime_seconds=time.time() - self.metrics.started,
+                fragments=outcomes,
+                rows=rows,
+                bytes=nbytes,
+                metrics_url=self.metrics_url,
+            )
+        )
 
     def _catalog_for(self, roles: tuple[str, ...]) -> pb.Catalog:
         key = tuple(sorted(set(roles)))
@@ -188,8 +234,8 @@ class ConnectorService(pb_grpc.ConnectorServicer):
     def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.CancelResponse:
         with self._lock:
             runs = list(self._running.get(request.query_id, ()))
-        for r in runs:
-            r.cancel()
+        for stop in runs:
+            stop()
         return pb.CancelResponse(cancelled=len(runs))
 
     def Execute(self, request: pb.ExecuteRequest, context: grpc.ServicerContext):  # type: ignore[no-untyped-def]
@@ -209,7 +255,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         except ValueError as e:
             keys = {}
             record.update(outcome="refused", error=str(e))
-            self.audit.write(record)
+            self._record(record)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if keys:
             record["key_sets"] = {n: t.num_rows for n, t in keys.items()}
@@ -224,23 +270,40 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             )
         except RefusedFragment as e:
             record.update(outcome="refused", error=str(e))
-            self.audit.write(record)
-            log.info("query %s: fragment refused: %s", qid, e)
+            self._record(record)
+            log.info("fragment refused query_id=%s reason=%r", qid, str(e))
             context.abort(e.code, str(e))
         applied: list[str] = []
         tree = self._apply_policy(tree, principal.roles, applied)
         record["policies"] = applied
+        remaining = context.time_remaining()
+        if not self.metrics.admit(min(SLOT_WAIT_SECONDS, remaining or SLOT_WAIT_SECONDS)):
+            record.update(outcome="busy")
+            self._record(record)
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"connector '{self.cfg.name}' is busy: {self.metrics.max_concurrent} fragments "
+                "are running, the most it runs at once; retry shortly",
+            )
         try:
             run = self.runner.start(tree, int(request.batch_rows), bool(applied), keys)
-        except BackendError as e:
+        except BaseException as e:
+            self.metrics.release()
+            if not isinstance(e, BackendError):
+                raise
             record.update(outcome="unsupported" if e.unsupported else "error", error=str(e))
-            self.audit.write(record)
+            self._record(record)
             context.abort(_status(e), f"backend {self.backend.kind}: {e}")
+        gone = threading.Event()
+
+        def stop() -> None:  # the call ended (cancelled, timed out, client gone) or Cancel
+            gone.set()
+            run.cancel()  # stop the backend query
+
         with self._lock:
-            self._running.setdefault(qid, []).append(run)
-            self.active += 1
-        context.add_callback(run.cancel)  # the client went away: stop the backend query
-        counted = _Counter(run.reader)
+            self._running.setdefault(qid, []).append(stop)
+        context.add_callback(stop)
+        counted = _Counter(run.reader, self.delay, gone)
         nbytes = 0
         audited = False
 
@@ -254,7 +317,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             )
             if error:
                 record["error"] = error
-            self.audit.write(record)
+            self._record(record)
             audited = True
 
         try:
@@ -268,7 +331,12 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             yield pb.ExecuteResponse(
                 stats=pb.ExecuteStats(rows=counted.rows, bytes=nbytes, seconds=seconds)
             )
-        except BackendError as e:
+        except (_CallEnded, BackendError) as e:
+            # Stopped because the call ended or Cancel came: audited as cancelled below.
+            if gone.is_set() or isinstance(e, _CallEnded):
+                if context.is_active():
+                    context.abort(grpc.StatusCode.CANCELLED, "the fragment was cancelled")
+                return
             audit("error", str(e))
             if context.is_active():
                 code = (
@@ -281,18 +349,11 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             run.close()
             with self._lock:
                 lst = self._running.get(qid, [])
-                if run in lst:
-                    lst.remove(run)
+                if stop in lst:
+                    lst.remove(stop)
                 if not lst:
                     self._running.pop(qid, None)
-                self.active -= 1
-            log.debug(
-                "query %s: fragment %s, %d rows, %d bytes",
-                qid,
-                record["outcome"],
-                counted.rows,
-                nbytes,
-            )
+            self.metrics.release()
 
 
 def _status(e: BackendError) -> grpc.StatusCode:
@@ -301,16 +362,25 @@ def _status(e: BackendError) -> grpc.StatusCode:
     return grpc.StatusCode.INVALID_ARGUMENT if e.user_error else grpc.StatusCode.INTERNAL
 
 
-class _Counter:
-    """Count rows while passing record batches through."""
+class _CallEnded(Exception):
+    """The client cancelled, timed out or went away mid-stream."""
 
-    def __init__(self, reader: Any) -> None:
+
+class _Counter:
+    """Count rows while passing record batches through (after the testing aid's
+    delay, if set; a call that ends stops the wait)."""
+
+    def __init__(self, reader: Any, delay: float = 0.0, gone: threading.Event | None = None):
         self._reader = reader
         self.schema = reader.schema
         self.rows = 0
+        self._delay = delay
+        self._gone = gone or threading.Event()
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         for batch in self._reader:
+            if self._delay and self._gone.wait(self._delay):
+                raise _CallEnded
             self.rows += batch.num_rows
             yield batch
 
@@ -328,6 +398,9 @@ def build_server(cfg: AgencyConfig) -> tuple[grpc.Server, int, ConnectorService]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="fragment"),
         options=GRPC_OPTIONS,
+        # Calls beyond this are refused with RESOURCE_EXHAUSTED by gRPC itself
+        # instead of queueing without bound behind busy worker threads.
+        maximum_concurrent_rpcs=cfg.max_workers * 4,
     )
     pb_grpc.add_ConnectorServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
@@ -354,6 +427,16 @@ def serve(cfg: AgencyConfig) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     server, port, service = build_server(cfg)
+    metrics_http = None
+    if cfg.metrics_listen:
+        try:
+            metrics_http = serve_metrics(service.metrics, cfg.metrics_listen)
+        except OSError as e:
+            raise ConfigError(
+                f"{cfg.source}: cannot serve metrics on {cfg.metrics_listen}: {e}"
+            ) from None
+        mhost, mport = metrics_http.server_address[:2]
+        service.metrics_url = f"http://{mhost}:{mport}/metrics"
     server.start()
     host = cfg.listen.rpartition(":")[0]
     n = len(service.backend.tables())
@@ -366,8 +449,19 @@ def serve(cfg: AgencyConfig) -> None:
     log.warning(
         "connector '%s' serves plaintext gRPC (insecure = true): local development only", cfg.name
     )
+    if service.metrics_url:
+        print(f"fedsql connector '{cfg.name}' metrics at {service.metrics_url}", flush=True)
+    if service.delay:
+        log.warning(
+            "connector '%s': %s=%s delays every record batch (a testing aid; unset it)",
+            cfg.name,
+            TEST_DELAY_ENV,
+            service.delay,
+        )
     stop.wait()
     print(f"fedsql connector '{cfg.name}' shutting down", file=sys.stderr, flush=True)
     server.stop(grace=5).wait()
+    if metrics_http is not None:
+        metrics_http.shutdown()
     service.backend.close()
     service.audit.close()

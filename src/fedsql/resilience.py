@@ -1,0 +1,137 @@
+"""How the coordinator reaches connectors and copes when they fail.
+
+One gRPC channel per connector, shared by every query of a Federation (gRPC
+channels are thread-safe and multiplex calls over one HTTP/2 connection).
+Calls never wait for a connection (``wait_for_ready=False``, gRPC's default):
+an agency that is down fails its fragment at once, one that does not answer
+within ``connect_timeout`` fails then, instead of stalling the query until its
+deadline. What may be retried, and how, is decided here too.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from fedsql.errors import ConnectorError, FedSQLError, from_rpc_error
+from fedsql.v1 import connector_pb2 as pb
+from fedsql.v1 import connector_pb2_grpc as pb_grpc
+from fedsql.wire import GRPC_OPTIONS, NodeStatus, status_from_proto
+
+# Failures a whole fragment may be re-run after: the connector could not be
+# reached, dropped the connection, or was busy (RESOURCE_EXHAUSTED). A refused
+# fragment (INVALID_ARGUMENT, PERMISSION_DENIED) or a deadline is never retried.
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+BACKOFF_BASE = 0.2  # seconds before the first retry; doubles each time
+BACKOFF_MAX = 2.0
+# Keepalive pings find a peer that vanished without closing its connection
+# (a host that lost power, a dropped route) while a long fragment runs; the
+# connector allows pings this often (see connectors/server.py).
+KEEPALIVE_MS = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How one query runs: its deadline and what it does when agencies fail."""
+
+    timeout: float  # seconds for the whole query
+    compression: str = ""
+    allow_partial: bool = False  # missing agencies contribute no rows instead of failing
+    retries: int = 3  # extra attempts per fragment (safe failures only)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): exponential, capped, with
+    full jitter so that many coordinators retrying one busy agency spread out
+    (AWS Architecture Blog, "Exponential Backoff And Jitter")."""
+    cap = min(BACKOFF_MAX, BACKOFF_BASE * (2**attempt))
+    return cap / 2 + random.uniform(0, cap / 2)
+
+
+class Link:
+    """One connector: its address, its one channel and its stub."""
+
+    def __init__(self, name: str, address: str, connect_timeout: float) -> None:
+        self.name = name
+        self.address = address
+        ms = int(connect_timeout * 1000)
+        self.channel = grpc.insecure_channel(
+            address,
+            options=[
+                *GRPC_OPTIONS,
+                # gRPC core's per-attempt connect deadline is max(this, backoff).
+                ("grpc.min_reconnect_backoff_ms", ms),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                # A connector that restarts is found again within ~2 s.
+                ("grpc.max_reconnect_backoff_ms", 2000),
+                ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+                ("grpc.keepalive_timeout_ms", 10_000),
+            ],
+        )
+        self.stub = pb_grpc.ConnectorStub(self.channel)
+
+    def error(self, err: grpc.RpcError, streamed: int = 0) -> FedSQLError:
+        """The FedSQLError for a failed call, saying what to do next."""
+        code = err.code() if hasattr(err, "code") else None
+        details = (err.details() if hasattr(err, "details") else None) or str(code)
+        if code == grpc.StatusCode.UNAVAILABLE and streamed:
+            return ConnectorError(
+                self.name,
+                f"the connection to {self.address} broke after {streamed} bytes of the result "
+                f"({details}); the partial result was discarded. Is its connector still running?",
+            )
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return ConnectorError(
+                self.name,
+                f"unreachable at {self.address} ({details}); is `fedsql connector serve` "
+                "running there, and is the address in the federation config right?",
+            )
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return ConnectorError(self.name, f"too busy, even after retries: {details}")
+        return from_rpc_error(self.name, err)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def links_for(connectors: tuple[tuple[str, str], ...], connect_timeout: float) -> dict[str, Link]:
+    return {name: Link(name, address, connect_timeout) for name, address in connectors}
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyHealth:
+    """One connector as ``fedsql status`` shows it."""
+
+    name: str
+    address: str
+    status: NodeStatus | None  # None: down (see error)
+    latency_ms: float
+    error: str = ""
+
+    @property
+    def up(self) -> bool:
+        return self.status is not None
+
+
+def probe(link: Link, timeout: float) -> AgencyHealth:
+    """Ask one connector for its status; the round trip is its latency."""
+    t0 = time.perf_counter()
+    try:
+        msg = link.stub.GetStatus(pb.GetStatusRequest(), timeout=timeout, wait_for_ready=False)
+    except grpc.RpcError as e:
+        ms = (time.perf_counter() - t0) * 1000
+        if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+            err = "answers, but is an older fedsql without GetStatus"
+        elif e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            err = f"no answer within {timeout:g} s"
+        else:
+            err = str(link.error(e)).split(": ", 1)[-1]
+        return AgencyHealth(link.name, link.address, None, ms, err)
+    ms = (time.perf_counter() - t0) * 1000
+    return AgencyHealth(link.name, link.address, status_from_proto(msg), ms)
+
+
+__all__ = ["AgencyHealth", "Link", "RunOptions", "backoff", "links_for", "probe"]
