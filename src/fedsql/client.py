@@ -18,7 +18,13 @@ import pyarrow as pa
 
 from fedsql.catalog import Catalog
 from fedsql.config import FederationConfig, load_federation
-from fedsql.errors import ConfigError, FragmentUnsupported
+from fedsql.errors import (
+    CatalogError,
+    ConfigError,
+    ConnectorError,
+    FedSQLError,
+    FragmentUnsupported,
+)
 from fedsql.execute import (
     FragmentRun,
     MergeEngine,
@@ -32,13 +38,21 @@ from fedsql.planner import Fragment, Plan, plan
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy.load import validate
 from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key
-from fedsql.resilience import AgencyHealth, RunOptions, links_for, probe
+from fedsql.resilience import (
+    AgencyHealth,
+    RunOptions,
+    links_for,
+    load_catalog,
+    probe,
+    save_catalog,
+)
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.wire import Principal, catalog_from_proto, principal_to_proto
 
 log = logging.getLogger(__name__)
 
 CATALOG_TIMEOUT = 10.0
+DOWN_RECHECK_SECONDS = 5.0  # how soon a catalog missing an agency is loaded again
 MISSING_METADATA = b"fedsql.missing_agencies"
 _T = TypeVar("_T")
 PLAN_CACHE_SIZE = 256
@@ -60,6 +74,8 @@ class Federation:
         )
         self._catalog: Catalog | None = None
         self._catalog_lock = threading.Lock()
+        self._down: dict[str, FedSQLError] = {}  # agencies down when the catalog loaded
+        self._loaded_at = 0.0
         self._binder: ShapeBinder | None = None
         self._plans: OrderedDict[tuple[str, frozenset[str]], Plan] = OrderedDict()
         self._plans_lock = threading.Lock()
@@ -101,20 +117,35 @@ class Federation:
     def _load_catalog(self) -> Catalog:
         req = pb.GetCatalogRequest(principal=principal_to_proto(self.principal))
 
+        roles = self.principal.roles
+        down: dict[str, FedSQLError] = {}
+
         def one(name: str):  # type: ignore[no-untyped-def]
             link = self._links[name]
             try:
-                return catalog_from_proto(
-                    link.stub.GetCatalog(req, timeout=CATALOG_TIMEOUT, wait_for_ready=False)
-                )
+                msg = link.stub.GetCatalog(req, timeout=CATALOG_TIMEOUT, wait_for_ready=False)
             except grpc.RpcError as e:
-                raise link.error(e) from None
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise link.error(e) from None
+                # Down now: plan with its last known catalog (or none), so that
+                # queries elsewhere still run and queries over it fail naming it
+                # (or, under allow_partial, run without it).
+                down[name] = link.error(e)
+                log.warning(
+                    "agency down at catalog load agency=%s reason=%r", name, str(down[name])
+                )
+                msg = load_catalog(name, link.address, roles) or pb.Catalog(connector=name)
+                return catalog_from_proto(msg)
+            save_catalog(name, link.address, roles, msg)
+            return catalog_from_proto(msg)
 
         names = list(self._links)
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             cats = dict(zip(names, pool.map(one, names), strict=True))
         catalog = Catalog(cats)
         self._check_policy(catalog)
+        self._down = down
+        self._loaded_at = time.monotonic()
         return catalog
 
     def _check_policy(self, catalog: Catalog) -> None:
@@ -138,15 +169,29 @@ class Federation:
     def plan(self, sql: str, scan_only: frozenset[str] = frozenset()) -> Plan:
         """The plan for ``sql``; plans are cached per Federation (same catalog,
         policies and roles give the same plan) until the catalog is refreshed."""
+        if self._down and time.monotonic() - self._loaded_at > DOWN_RECHECK_SECONDS:
+            self.refresh_catalog()  # an agency was down: is it back?
         key = (sql, scan_only)
         with self._plans_lock:
             cached = self._plans.get(key)
             if cached is not None:
                 self._plans.move_to_end(key)
                 return cached
-        p = plan(
-            sql, self.catalog, self.binder, self.config.policy, self.principal.roles, scan_only
-        )
+        try:
+            p = plan(
+                sql, self.catalog, self.binder, self.config.policy, self.principal.roles, scan_only
+            )
+        except CatalogError:
+            if len(self._down) == 1:  # its tables may be what the query names
+                (err,) = self._down.values()
+                raise err from None
+            if self._down:
+                raise ConnectorError(
+                    ", ".join(sorted(self._down)),
+                    "unreachable, so their tables are unknown: "
+                    + "; ".join(str(e) for e in self._down.values()),
+                ) from None
+            raise
         with self._plans_lock:
             self._plans[key] = p
             if len(self._plans) > PLAN_CACHE_SIZE:

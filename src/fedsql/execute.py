@@ -55,6 +55,9 @@ TEMP_TABLE_ROWS = 10_000
 MAX_IN_KEYS = 2000
 CANCEL_TIMEOUT = 2.0
 STREAM_BATCH_ROWS = 122_880  # DuckDB's row-group size
+# Rows per batch asked of a connector whose result streams straight to the caller
+# (~5 MB of TPC-H lineitem): peak memory is a few batches in flight.
+PASS_THROUGH_BATCH_ROWS = 32_768
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,7 @@ class _Fetch:
         self.call: Any = None
         self._stop = threading.Event()
         self.attempts = 0
+        self.batch_rows = 0  # 0: the connector's choice
 
     @property
     def cancelled(self) -> bool:
@@ -166,6 +170,7 @@ class _Fetch:
                 principal=principal_to_proto(self.principal),
                 key_sets=self.key_sets,
                 compression=self.opts.compression,
+                batch_rows=self.batch_rows,
             ),
             timeout=remaining,
             metadata=((QUERY_ID_METADATA, self.query_id),),
@@ -352,6 +357,8 @@ def execute_stream(
         missing: tuple[str, ...] = ()
         if plan.residual is None and not opts.allow_partial:
             (only,) = fetches.values()
+            # Smaller batches: the stream holds a few of them at a time.
+            only.batch_rows = PASS_THROUGH_BATCH_ROWS
             only.start(only.fragment.sql)
             source = only.stream()
         else:

@@ -10,16 +10,24 @@ deadline. What may be retried, and how, is decided here too.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import random
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from fedsql.errors import ConnectorError, FedSQLError, from_rpc_error
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import GRPC_OPTIONS, NodeStatus, status_from_proto
+
+log = logging.getLogger(__name__)
 
 # Failures a whole fragment may be re-run after: the connector could not be
 # reached, dropped the connection, or was busy (RESOURCE_EXHAUSTED). A refused
@@ -134,4 +142,51 @@ def probe(link: Link, timeout: float) -> AgencyHealth:
     return AgencyHealth(link.name, link.address, status_from_proto(msg), ms)
 
 
-__all__ = ["AgencyHealth", "Link", "RunOptions", "backoff", "links_for", "probe"]
+# -- catalogs of agencies that are down --------------------------------------
+# A coordinator keeps each agency's last catalog answer (per address and roles:
+# what a principal sees depends on them) on disk. An agency that is down when a
+# Federation loads its catalog is then still known: queries over it can be
+# planned, and fail naming it, or run without it under allow_partial. Only
+# names, types and policy descriptions are kept, never data.
+def catalog_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fedsql" / "catalogs"
+
+
+def _cache_path(agency: str, address: str, roles: tuple[str, ...]) -> Path:
+    key = hashlib.sha256(f"{agency}\0{address}\0{','.join(sorted(roles))}".encode()).hexdigest()
+    return catalog_cache_dir() / f"{key[:32]}.pb"
+
+
+def save_catalog(agency: str, address: str, roles: tuple[str, ...], msg: pb.Catalog) -> None:
+    path = _cache_path(agency, address, roles)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(msg.SerializeToString())
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    except OSError as e:  # a cache only: never fail a query over it
+        log.debug("catalog cache not written agency=%s error=%r", agency, str(e))
+
+
+def load_catalog(agency: str, address: str, roles: tuple[str, ...]) -> pb.Catalog | None:
+    try:
+        data = _cache_path(agency, address, roles).read_bytes()
+        msg = pb.Catalog()
+        msg.ParseFromString(data)
+        return msg
+    except (OSError, DecodeError):
+        return None
+
+
+__all__ = [
+    "AgencyHealth",
+    "Link",
+    "RunOptions",
+    "backoff",
+    "links_for",
+    "load_catalog",
+    "probe",
+    "save_catalog",
+]

@@ -1,0 +1,389 @@
+"""Faults, cancellation, concurrency and bounded memory, with real connector
+processes: agencies killed before and during a query, a slow agency past the
+deadline, a dropped stream, Ctrl-C, 32 concurrent queries, back-pressure, the
+status command, Prometheus metrics and the peak RSS of a streamed export."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+import fedsql
+from fedsql.bench.compare import diff_tables, has_order_by, tpch_query
+from fedsql.bench.memory import measure
+from fedsql.connectors.metrics import TEST_DELAY_ENV
+from fedsql.errors import ConnectorError, QueryTimeout
+from fedsql.local import (
+    LocalConnector,
+    LocalFederation,
+    generate_tpch,
+    split_agencies,
+    start_connector,
+    write_agency_toml,
+)
+from fedsql.resilience import Link
+from fedsql.v1 import connector_pb2 as pb
+
+SUPPLIERS = 100  # TPC-H SF 0.01
+NATIONS = 25
+UNION = (
+    "SELECT count(*) AS n FROM (SELECT n_nationkey AS k FROM registry.nation "
+    "UNION ALL SELECT s_suppkey FROM industry.supplier)"
+)
+
+
+def _write_federation(path: Path, conns: dict[str, str], coordinator: str = "") -> Path:
+    lines = []
+    for name, address in conns.items():
+        lines += ["[[connector]]", f'name = "{name}"', f'address = "{address}"', "insecure = true"]
+    if coordinator:
+        lines += ["[coordinator]", coordinator]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _status(address: str) -> pb.Status:
+    link = Link("x", address, 2.0)
+    try:
+        return link.stub.GetStatus(pb.GetStatusRequest(), timeout=5)
+    finally:
+        link.close()
+
+
+def _wait_idle(address: str, within: float = 10.0) -> pb.Status:
+    """The connector's status once no fragment runs there (fails after ``within`` s)."""
+    end = time.monotonic() + within
+    while True:
+        st = _status(address)
+        if st.active_fragments == 0 or time.monotonic() > end:
+            assert st.active_fragments == 0, f"{st.active_fragments} fragments still running"
+            return st
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def agencies(tpch_parquet: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """AGENCY.toml per agency (DuckDB backends), not started: tests start their own."""
+    work = tmp_path_factory.mktemp("reliability")
+    data = split_agencies(tpch_parquet, work, "duckdb")
+    return {a: write_agency_toml(work / f"{a}.toml", a, k, p) for a, (k, p) in data.items()}
+
+
+@pytest.fixture(scope="module")
+def registry(agencies: dict[str, Path]) -> Iterator[LocalConnector]:
+    c = start_connector(agencies["registry"])
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def industry(agencies: dict[str, Path]) -> Iterator[LocalConnector]:
+    """An industry connector of the test's own: tests kill it."""
+    c = start_connector(agencies["industry"])
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def slow_industry(agencies: dict[str, Path]) -> Iterator[LocalConnector]:
+    """Industry with the testing aid's delay: 5 s before every record batch."""
+    c = start_connector(agencies["industry"], env={TEST_DELAY_ENV: "5"})
+    yield c
+    c.stop()
+
+
+def _fed(tmp_path: Path, registry: LocalConnector, industry: LocalConnector, coord: str = ""):  # type: ignore[no-untyped-def]
+    cfg = _write_federation(
+        tmp_path / "federation.toml",
+        {"registry": registry.address, "industry": industry.address},
+        coord,
+    )
+    return fedsql.connect(cfg), cfg
+
+
+def test_dead_agency_fails_fast_naming_it(tmp_path: Path, registry, industry) -> None:  # type: ignore[no-untyped-def]
+    fed, _ = _fed(tmp_path, registry, industry)
+    with fed:
+        assert fed.sql(UNION).column("n").to_pylist() == [NATIONS + SUPPLIERS]
+        industry.stop()  # killed before the next query
+        t0 = time.monotonic()
+        with pytest.raises(ConnectorError) as err:
+            fed.sql(UNION, timeout=60)
+        took = time.monotonic() - t0
+    assert err.value.agency == "industry"
+    msg = str(err.value)
+    assert industry.address in msg and "fedsql connector serve" in msg
+    assert took < 5.0, f"took {took:.1f} s to fail on a dead agency"
+    print(f"\ntime to fail on a dead agency: {took:.2f} s")
+
+
+def test_allow_partial_returns_the_rest_marked(
+    tmp_path: Path, registry, industry, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # catalogs kept here
+    fed, cfg = _fed(tmp_path, registry, industry, "allow_partial = false")
+    with fed:
+        assert fed.catalog.tables  # seen once: its catalog is kept for when it is down
+        industry.stop()
+    with fedsql.connect(cfg) as fed:  # a new coordinator: industry is down from the start
+        table = fed.sql(UNION, allow_partial=True)
+        assert table.column("n").to_pylist() == [NATIONS]  # industry's rows missing, marked
+        assert table.schema.metadata[b"fedsql.missing_agencies"] == b"industry"
+        assert fed.last_stats is not None and fed.last_stats.missing == ("industry",)
+        # A join with the missing side: it contributes no rows (LEFT JOIN keeps nations).
+        t = fed.sql(
+            "SELECT n_name, s_name FROM registry.nation LEFT JOIN industry.supplier "
+            "ON s_nationkey = n_nationkey",
+            allow_partial=True,
+        )
+        assert t.num_rows == NATIONS and t.column("s_name").null_count == NATIONS
+        assert fed.sql("SELECT count(*) AS n FROM registry.nation").num_rows == 1  # unaffected
+        with pytest.raises(ConnectorError) as err:
+            fed.sql(UNION)  # not asked for: the query fails, naming the agency
+        assert err.value.agency == "industry"
+    r = subprocess.run(
+        [sys.executable, "-m", "fedsql", "query", "-c", str(cfg), "--allow-partial", UNION],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "warning: partial result: agencies industry could not be reached" in r.stderr
+    assert str(NATIONS) in r.stdout
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """AGENCY.toml of 'big': TPC-H SF 0.1 lineitem (600k rows) as a Parquet file."""
+    cache = Path.home() / ".cache" / "fedsql" / "tpch-sf0.1"
+    parquet = generate_tpch(0.1, cache)
+    work = tmp_path_factory.mktemp("big")
+    d = work / "files"
+    d.mkdir()
+    try:
+        os.link(parquet / "lineitem.parquet", d / "lineitem.parquet")
+    except OSError:
+        import shutil
+
+        shutil.copyfile(parquet / "lineitem.parquet", d / "lineitem.parquet")
+    return write_agency_toml(work / "big.toml", "big", "files", d)
+
+
+def test_agency_dying_mid_stream_is_an_error(tmp_path: Path, big: Path) -> None:
+    """Killed after it sent part of the result: the query fails, never a short result."""
+    c = start_connector(big, env={TEST_DELAY_ENV: "0.4"})
+    try:
+        cfg = _write_federation(tmp_path / "f.toml", {"big": c.address})
+        with fedsql.connect(cfg) as fed:
+            threading.Timer(1.5, c.proc.kill).start()  # after ~3 batches of 5
+            t0 = time.monotonic()
+            with pytest.raises(ConnectorError) as err:
+                fed.sql("SELECT l_orderkey, l_linenumber FROM big.lineitem", timeout=60)
+            assert err.value.agency == "big" and time.monotonic() - t0 < 6
+            c.proc.wait()
+            # The same through the stream API: batches came, then an error, no clean end.
+            c2 = start_connector(big, env={TEST_DELAY_ENV: "0.4"})
+            try:
+                cfg2 = _write_federation(tmp_path / "f2.toml", {"big": c2.address})
+                with fedsql.connect(cfg2) as fed2:
+                    reader = fed2.stream("SELECT l_orderkey FROM big.lineitem", timeout=60)
+                    got = 0
+                    with pytest.raises(ConnectorError):
+                        for batch in reader:
+                            got += batch.num_rows
+                            if got and c2.proc.poll() is None:
+                                c2.proc.kill()
+                    assert 0 < got < 600_572
+            finally:
+                c2.stop()
+    finally:
+        c.stop()
+
+
+def test_deadline_cancels_the_fragment_at_the_connector(
+    tmp_path: Path, registry: LocalConnector, slow_industry: LocalConnector
+) -> None:
+    fed, _ = _fed(tmp_path, registry, slow_industry)
+    with fed:
+        t0 = time.monotonic()
+        with pytest.raises(QueryTimeout) as err:
+            fed.sql(UNION, timeout=1.0)
+        took = time.monotonic() - t0
+    assert "industry" in str(err.value)
+    assert took < 3.0, f"deadline of 1 s fired after {took:.1f} s"
+    st = _wait_idle(slow_industry.address, within=3.0)  # it saw the cancellation
+    assert st.fragments["cancelled"] >= 1
+
+
+def test_dropping_a_stream_cancels_the_fragment(tmp_path: Path, big: Path) -> None:
+    c = start_connector(big, env={TEST_DELAY_ENV: "0.3"})
+    try:
+        cfg = _write_federation(tmp_path / "f.toml", {"big": c.address})
+        with fedsql.connect(cfg) as fed:
+            reader = fed.stream("SELECT * FROM big.lineitem", timeout=120)
+            first = reader.read_next_batch()
+            assert first.num_rows > 0
+            assert _status(c.address).active_fragments == 1
+            del reader, first
+            gc.collect()
+            st = _wait_idle(c.address, within=3.0)
+            assert st.fragments["cancelled"] == 1 and st.fragments.get("ok", 0) == 0
+    finally:
+        c.stop()
+
+
+def test_ctrl_c_in_the_cli_cancels_and_exits_130(
+    tmp_path: Path, registry: LocalConnector, slow_industry: LocalConnector
+) -> None:
+    _, cfg = _fed(tmp_path, registry, slow_industry)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "fedsql", "query", "-c", str(cfg), UNION],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    end = time.monotonic() + 20
+    while _status(slow_industry.address).active_fragments == 0:  # the query reached it
+        assert time.monotonic() < end and p.poll() is None, "the query never started"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=10)
+    assert p.returncode == 130
+    assert err.strip().splitlines()[-1] == "interrupted: the query was cancelled"
+    assert "Traceback" not in err
+    st = _wait_idle(slow_industry.address, within=3.0)
+    assert st.fragments["cancelled"] >= 1
+
+
+def test_connector_back_pressure(agencies: dict[str, Path], tmp_path: Path) -> None:
+    """Fragments beyond max_concurrent_fragments wait briefly, then are refused as busy."""
+    toml = tmp_path / "industry.toml"
+    text = agencies["industry"].read_text()
+    text = text.replace(
+        "[connector]\n", "[connector]\nmax_workers = 4\nmax_concurrent_fragments = 1\n"
+    )
+    toml.write_text(text)
+    c = start_connector(toml, env={TEST_DELAY_ENV: "4"})
+    link = Link("industry", c.address, 2.0)
+    try:
+        req = pb.ExecuteRequest(query_id="q1", sql="SELECT s_suppkey FROM supplier")
+        first = link.stub.Execute(req, timeout=20)
+        end = time.monotonic() + 10
+        while _status(c.address).active_fragments == 0:
+            assert time.monotonic() < end
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            list(link.stub.Execute(pb.ExecuteRequest(query_id="q2", sql=req.sql), timeout=20))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "busy" in (err.value.details() or "")
+        assert 1.5 < time.monotonic() - t0 < 4  # waited for a slot first
+        assert sum(len(m.arrow_ipc) for m in first) > 0  # the first one completes
+        st = _wait_idle(c.address)
+        assert st.fragments["busy"] == 1 and st.fragments["ok"] == 1
+    finally:
+        link.close()
+        c.stop()
+
+
+def test_32_concurrent_queries_from_8_threads(
+    fed: fedsql.Federation, central, tpch_local: LocalFederation
+) -> None:  # type: ignore[no-untyped-def]
+    numbers = [1, 3, 4, 5, 6, 10, 12, 14]
+    want = {n: central.sql(tpch_query(n)).to_arrow_table() for n in numbers}
+    jobs = [numbers[i % len(numbers)] for i in range(32)]
+    fed.sql(tpch_query(1))  # catalog loaded once before the clock starts
+
+    def one(n: int) -> str | None:
+        got = fed.sql(tpch_query(n))
+        assert fed.last_stats is not None and fed.last_stats.result_rows == got.num_rows
+        return diff_tables(got, want[n], has_order_by(tpch_query(n)))
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        diffs = list(pool.map(one, jobs))
+    took = time.perf_counter() - t0
+    assert diffs == [None] * 32
+    for c in tpch_local.connectors:
+        st = _wait_idle(c.address, within=5)
+        assert st.fragments.get("error", 0) == 0 and st.fragments.get("busy", 0) == 0
+    print(f"\n32 TPC-H queries from 8 threads: {took:.2f} s, {32 / took:.1f} queries/s")
+
+
+def test_status_command(tmp_path: Path, registry, industry) -> None:  # type: ignore[no-untyped-def]
+    _, cfg = _fed(tmp_path, registry, industry)
+
+    def status() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fedsql", "status", "-c", str(cfg), "--timeout", "3"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    r = status()
+    assert r.returncode == 0, r.stderr
+    head, _, *rows = r.stdout.splitlines()
+    assert [h.strip() for h in head.split(" | ")][:3] == ["agency", "address", "health"]
+    assert "latency ms" in head and "tables" in head
+    assert len(rows) == 2 and all(" | up " in row for row in rows)
+    cells = {r.split("|")[0].strip(): [c.strip() for c in r.split("|")] for r in rows}
+    assert cells["registry"][5] == "3" and cells["industry"][5] == "3"  # tables
+    assert cells["registry"][2] == "up" and float(cells["registry"][4]) >= 0  # latency ms
+    industry.stop()
+    r = status()
+    assert r.returncode == 1
+    assert "DOWN" in r.stdout and "unreachable" in r.stdout
+    assert "1 of 2 agencies down (industry)" in r.stderr
+
+
+def test_prometheus_metrics(agencies: dict[str, Path], tmp_path: Path) -> None:
+    toml = tmp_path / "registry.toml"
+    text = agencies["registry"].read_text()
+    text = text.replace("[connector]\n", '[connector]\nmetrics_listen = "127.0.0.1:0"\n')
+    toml.write_text(text)
+    c = start_connector(toml)
+    try:
+        url = _status(c.address).metrics_url
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
+        cfg = _write_federation(tmp_path / "f.toml", {"registry": c.address})
+        with fedsql.connect(cfg) as fed:
+            assert fed.sql("SELECT * FROM registry.nation").num_rows == NATIONS
+            with pytest.raises(fedsql.FedSQLError):
+                fed.sql("SELECT no_such_column FROM registry.nation")
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            body = resp.read().decode()
+        lines = {
+            ln.rsplit(" ", 1)[0]: ln.rsplit(" ", 1)[1] for ln in body.splitlines() if ln[0] != "#"
+        }
+        label = 'connector="registry"'
+        assert lines[f'fedsql_fragments_total{{{label},outcome="ok"}}'] == "1"
+        assert lines[f"fedsql_rows_total{{{label}}}"] == str(NATIONS)
+        assert int(lines[f"fedsql_bytes_total{{{label}}}"]) > 0
+        assert lines[f"fedsql_active_fragments{{{label}}}"] == "0"
+        assert "fedsql_queries_total" in body and "fedsql_errors_total" in body
+    finally:
+        c.stop()
+
+
+def test_streamed_export_memory_is_bounded(tmp_path: Path) -> None:
+    """`fedsql query --format parquet -o FILE` of TPC-H SF 0.1 lineitem (600k rows,
+    ~100 MB in Arrow): the CLI's peak RSS grows by less than 80% of the result over
+    the same command with a one-row result (at SF 1 see benchmarks/memory.py)."""
+    figures = measure(0.1, tmp_path)
+    assert figures["rows"] == 600_572
+    print(f"\nstreamed export, SF 0.1: {figures}")
+    assert figures["export_extra_mb"] < 0.8 * figures["result_arrow_mb"], figures
