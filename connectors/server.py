@@ -302,7 +302,8 @@ class ConnectorService(pb_grpc.ConnectorServicer):
 
         with self._lock:
             self._running.setdefault(qid, []).append(stop)
-        context.add_callback(stop)
+        if not context.add_callback(stop):  # the call ended already (cancelled meanwhile)
+            stop()
         counted = _Counter(run.reader, self.delay, gone)
         nbytes = 0
         audited = False

@@ -353,6 +353,7 @@ def execute_stream(
     """
     deadline = time.monotonic() + opts.timeout
     fetches = _fetches(plan, links, principal, query_id, deadline, opts)
+    fetched: dict[str, int] = {}  # rows per fragment, when fetched before the merge
     try:
         missing: tuple[str, ...] = ()
         if plan.residual is None and not opts.allow_partial:
@@ -363,6 +364,7 @@ def execute_stream(
             source = only.stream()
         else:
             tables, missing = _fetch_all(fetches, opts.allow_partial, schema_of)
+            fetched = {fid: t.num_rows for fid, t in tables.items()}
             if plan.residual is None:
                 (table,) = tables.values()
                 source = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
@@ -386,8 +388,8 @@ def execute_stream(
                 _cancel_all(fetches, links, query_id)
         if on_done is not None:
             runs = tuple(
-                FragmentRun(f.fragment, f.stats(rows if plan.residual is None else -1), f.sql)
-                for f in fetches.values()
+                FragmentRun(f.fragment, f.stats(fetched.get(fid, rows)), f.sql)
+                for fid, f in fetches.items()
             )
             on_done(runs, rows, missing)
 
