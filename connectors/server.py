@@ -398,7 +398,13 @@ def build_server(cfg: AgencyConfig) -> tuple[grpc.Server, int, ConnectorService]
     service = ConnectorService(cfg, backend, hash_key)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="fragment"),
-        options=GRPC_OPTIONS,
+        options=[
+            *GRPC_OPTIONS,
+            # Coordinators ping every 30 s while a fragment runs (keepalive, to find
+            # dead peers); allow it, or gRPC answers pings on a quiet call with
+            # GOAWAY "too_many_pings" and the fragment fails (gRPC doc A8).
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ],
         # Calls beyond this are refused with RESOURCE_EXHAUSTED by gRPC itself
         # instead of queueing without bound behind busy worker threads.
         maximum_concurrent_rpcs=cfg.max_workers * 4,

@@ -77,6 +77,7 @@ class Link:
                 ("grpc.max_reconnect_backoff_ms", 2000),
                 ("grpc.keepalive_time_ms", KEEPALIVE_MS),
                 ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.http2.max_pings_without_data", 0),  # keep pinging a quiet call
             ],
         )
         self.stub = pb_grpc.ConnectorStub(self.channel)
