@@ -59,7 +59,7 @@ def big_agency(sf: float, work: Path) -> Path:
     return write_agency_toml(work / "big.toml", "big", "files", d)
 
 
-def measure(sf: float, work: Path) -> dict[str, float]:
+def measure(sf: float, work: Path, query: str = EXPORT) -> dict[str, float]:
     """Peak RSS of the export and of a baseline: the same command with a one-row result."""
     import pyarrow.parquet as pq
 
@@ -71,7 +71,7 @@ def measure(sf: float, work: Path) -> dict[str, float]:
         # The same command with a one-row result: what the process needs anyway.
         base = peak_rss([*fedsql, "--format", "parquet", "-o", str(work / "one.parquet"), BASELINE])
         out = work / "lineitem.parquet"
-        export = peak_rss([*fedsql, "--format", "parquet", "-o", str(out), EXPORT])
+        export = peak_rss([*fedsql, "--format", "parquet", "-o", str(out), query])
         for r in (base, export):
             if r.returncode != 0:
                 raise RuntimeError(f"fedsql query failed: {r.stderr.strip()}")
