@@ -303,9 +303,10 @@ class Federation:
         ``SELECT * FROM trade.lineitem``): its batches stream straight through.
         Otherwise the fragments are fetched, merged in DuckDB (which spills to
         ``[coordinator] temp_directory`` past ``memory_limit``) and its result
-        streams. Closing or dropping the reader before its end cancels the
-        query at the agencies. ``last_stats`` is set when the stream is read to
-        its end. The deadline covers reading the stream too.
+        streams. Dropping the reader before its end cancels the query at
+        the agencies. ``last_stats`` is set when the stream is read to
+        its end. The deadline covers reading the stream too. (pyarrow's
+        ``close()`` on this reader does not stop the query; dropping it does.)
         """
         opts = self._options(timeout, allow_partial)
         t0 = time.perf_counter()

@@ -349,7 +349,7 @@ def execute_stream(
     batches); otherwise the fragments are fetched, and DuckDB's result streams.
 
     ``on_done(runs, result_rows, missing)`` is called when the stream was read to its end.
-    Dropping or closing the reader early cancels what still runs at the connectors.
+    Dropping the reader early cancels what still runs at the connectors.
     """
     deadline = time.monotonic() + opts.timeout
     fetches = _fetches(plan, links, principal, query_id, deadline, opts)
