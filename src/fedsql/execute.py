@@ -597,6 +597,7 @@ class MergeEngine:
         with self._lock:
             con = self._db.cursor()
         timer = threading.Timer(max(0.0, deadline - time.monotonic()), con.interrupt)
+        timer.daemon = True  # never keeps the process alive
         timer.start()
         try:
             self._register(con, tables)
@@ -622,6 +623,7 @@ class MergeEngine:
         with self._lock:
             con = self._db.cursor()
         timer = threading.Timer(max(0.0, deadline - time.monotonic()), con.interrupt)
+        timer.daemon = True  # never keeps the process alive
         timer.start()
         try:
             self._register(con, tables)
