@@ -267,8 +267,12 @@ def test_ctrl_c_in_the_cli_cancels_and_exits_130(
     assert st.fragments["cancelled"] >= 1
 
 
-def test_connector_back_pressure(agencies: dict[str, Path], tmp_path: Path) -> None:
-    """Fragments beyond max_concurrent_fragments wait briefly, then are refused as busy."""
+def test_connector_back_pressure_and_coordinator_retry(
+    agencies: dict[str, Path], tmp_path: Path
+) -> None:
+    """Fragments beyond max_concurrent_fragments wait briefly, then are refused as
+    busy (RESOURCE_EXHAUSTED); the coordinator retries such a fragment with backoff
+    and the query succeeds once a slot is free."""
     toml = tmp_path / "industry.toml"
     text = agencies["industry"].read_text()
     text = text.replace(
@@ -277,22 +281,29 @@ def test_connector_back_pressure(agencies: dict[str, Path], tmp_path: Path) -> N
     toml.write_text(text)
     c = start_connector(toml, env={TEST_DELAY_ENV: "4"})
     link = Link("industry", c.address, 2.0)
+    cfg = _write_federation(tmp_path / "f.toml", {"industry": c.address})
+    query = "SELECT count(*) AS n FROM industry.supplier"
     try:
-        req = pb.ExecuteRequest(query_id="q1", sql="SELECT s_suppkey FROM supplier")
-        first = link.stub.Execute(req, timeout=20)
-        end = time.monotonic() + 10
-        while _status(c.address).active_fragments == 0:
-            assert time.monotonic() < end
-            time.sleep(0.05)
-        t0 = time.monotonic()
-        with pytest.raises(grpc.RpcError) as err:
-            list(link.stub.Execute(pb.ExecuteRequest(query_id="q2", sql=req.sql), timeout=20))
-        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "busy" in (err.value.details() or "")
-        assert 1.5 < time.monotonic() - t0 < 4  # waited for a slot first
-        assert sum(len(m.arrow_ipc) for m in first) > 0  # the first one completes
+        with fedsql.connect(cfg) as fed, ThreadPoolExecutor(1) as pool:
+            fed.plan(query)  # catalog and plan ready: its fragment goes out at once
+            req = pb.ExecuteRequest(query_id="q1", sql="SELECT s_suppkey FROM supplier")
+            first = link.stub.Execute(req, timeout=20)
+            end = time.monotonic() + 10
+            while _status(c.address).active_fragments == 0:
+                assert time.monotonic() < end
+                time.sleep(0.05)
+            t0 = time.monotonic()
+            retried = pool.submit(fed.sql, query, 30)
+            with pytest.raises(grpc.RpcError) as err:
+                list(link.stub.Execute(pb.ExecuteRequest(query_id="q2", sql=req.sql), timeout=20))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "busy" in (err.value.details() or "")
+            assert 1.5 < time.monotonic() - t0 < 4  # waited for a slot first
+            assert sum(len(m.arrow_ipc) for m in first) > 0  # the first one completes
+            assert retried.result(timeout=30).column("n").to_pylist() == [SUPPLIERS]
         st = _wait_idle(c.address)
-        assert st.fragments["busy"] == 1 and st.fragments["ok"] == 1
+        # q2 and the coordinator's first attempt were refused; q1 and the retry ran.
+        assert st.fragments["busy"] == 2 and st.fragments["ok"] == 2, dict(st.fragments)
     finally:
         link.close()
         c.stop()
