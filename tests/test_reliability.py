@@ -14,17 +14,19 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import pyarrow as pa
 import pytest
 
 import fedsql
 from fedsql.bench.compare import diff_tables, has_order_by, tpch_query
 from fedsql.bench.memory import measure
 from fedsql.connectors.metrics import TEST_DELAY_ENV
-from fedsql.errors import ConfigError, ConnectorError, QueryTimeout
+from fedsql.errors import ConfigError, ConnectorError, ExecutionError, QueryTimeout
 from fedsql.local import (
     LocalConnector,
     LocalFederation,
@@ -35,6 +37,8 @@ from fedsql.local import (
 )
 from fedsql.resilience import Link
 from fedsql.v1 import connector_pb2 as pb
+from fedsql.v1 import connector_pb2_grpc as pb_grpc
+from fedsql.wire import RemoteCatalog, RemoteTable, catalog_to_proto, reader_to_ipc_chunks
 
 SUPPLIERS = 100  # TPC-H SF 0.01
 NATIONS = 25
@@ -445,3 +449,51 @@ def test_connector_concurrency_keys_are_checked(agencies: dict[str, Path], tmp_p
     )
     with pytest.raises(ConfigError, match="max_workers - 2"):
         load_agency(toml)
+
+
+class _TruncatingConnector(pb_grpc.ConnectorServicer):
+    """A connector whose Execute ends without the closing stats message (as one
+    that crashed between batches behind a proxy might), or with wrong stats."""
+
+    def __init__(self, stats_rows: int | None) -> None:
+        self.stats_rows = stats_rows
+        self.table = pa.table({"k": pa.array(range(1000), pa.int64())})
+
+    def GetCatalog(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        t = RemoteTable("", "t", self.table.schema, self.table.num_rows)
+        return catalog_to_proto(RemoteCatalog("odd", "0", "duckdb", (t,)))
+
+    def Execute(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        for chunk in reader_to_ipc_chunks(
+            pa.RecordBatchReader.from_batches(self.table.schema, self.table.to_batches(100))
+        ):
+            yield pb.ExecuteResponse(arrow_ipc=chunk)
+        if self.stats_rows is not None:
+            yield pb.ExecuteResponse(stats=pb.ExecuteStats(rows=self.stats_rows))
+
+
+@pytest.mark.parametrize(
+    ("stats_rows", "error", "message"),
+    [
+        (None, ConnectorError, "ended without its closing stats message"),
+        (999, ExecutionError, "reported 999 rows but sent 1000"),
+    ],
+)
+def test_a_stream_without_its_end_marker_is_not_a_result(
+    tmp_path: Path, stats_rows: int | None, error: type, message: str
+) -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_ConnectorServicer_to_server(_TruncatingConnector(stats_rows), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        cfg = _write_federation(tmp_path / "f.toml", {"odd": f"127.0.0.1:{port}"})
+        with fedsql.connect(cfg) as fed:
+            for run in (
+                lambda: fed.sql("SELECT * FROM odd.t"),
+                lambda: fed.stream("SELECT * FROM odd.t").read_all(),
+            ):
+                with pytest.raises(error, match=message):
+                    run()
+    finally:
+        server.stop(0)

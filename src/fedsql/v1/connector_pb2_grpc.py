@@ -77,6 +77,10 @@ class ConnectorServicer:
         INVALID_ARGUMENT or PERMISSION_DENIED and a message that says why; a
         fragment the backend cannot run (a function or construct it lacks) fails
         with FAILED_PRECONDITION, and a smaller fragment may succeed.
+        The last message of a complete result carries `stats`; a call that ends
+        without it, or whose stats.rows differs from the rows streamed, is not a
+        result. A node running its most fragments at once fails the call with
+        RESOURCE_EXHAUSTED ("busy"): the whole fragment may be retried later.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
