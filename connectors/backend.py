@@ -32,6 +32,7 @@ class Interrupter:
         self._lock = threading.Lock()
         self._cancels: list[Callable[[], None]] = []
         self._closed = threading.Event()
+        self._fired = threading.Event()
         self.fired = False
 
     def arm(self, cancel: Callable[[], None]) -> None:
@@ -51,6 +52,7 @@ class Interrupter:
             if self.fired or self._closed.is_set():
                 return
             self.fired = True
+            self._fired.set()
         # A backend's interrupt only reaches a query already running (DuckDB resets
         # it when a query begins): repeat it until the fragment is closed.
         threading.Thread(target=self._repeat, name="interrupt", daemon=True).start()
@@ -66,6 +68,10 @@ class Interrupter:
                     pass
             if self._closed.wait(0.05):
                 return
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True (at once) if the fragment is stopped."""
+        return self._fired.wait(seconds)
 
     def close(self) -> None:
         """The fragment is over: stop interrupting."""

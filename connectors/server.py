@@ -24,6 +24,13 @@ from fedsql.connectors.backend import Backend, BackendError, Interrupter
 from fedsql.connectors.execution import FragmentRunner
 from fedsql.connectors.guard import EXPOSED_META, check_fragment
 from fedsql.connectors.identity import Gate
+from fedsql.connectors.metrics import (
+    SLOT_WAIT_SECONDS,
+    TEST_DELAY_ENV,
+    NodeMetrics,
+    serve_metrics,
+    test_delay_seconds,
+)
 from fedsql.errors import ConfigError, RefusedFragment
 from fedsql.policy import apply_views, view_for
 from fedsql.policy.load import validate
@@ -34,11 +41,13 @@ from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import (
     COMPRESSIONS,
     GRPC_OPTIONS,
+    NodeStatus,
     RemoteCatalog,
     catalog_to_proto,
     key_set_from_proto,
     principal_from_proto,
     reader_to_ipc_chunks,
+    status_to_proto,
 )
 
 log = logging.getLogger(__name__)
@@ -103,7 +112,44 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         self._catalogs: dict[tuple[str, ...], pb.Catalog] = {}
         self._running: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
-        self.active = 0
+        self.metrics = NodeMetrics(cfg.name, cfg.max_concurrent_fragments)
+        self.metrics_url = ""
+        self.delay = test_delay_seconds()
+
+    @property
+    def active(self) -> int:
+        return self.metrics.active
+
+    def _record(self, record: dict[str, Any]) -> None:
+        """The fragment's audit line, its counters and its structured log line."""
+        self.audit.write(record)
+        self.metrics.finished(record["outcome"], record.get("rows", 0), record.get("bytes", 0))
+        log.debug(
+            "fragment query_id=%s outcome=%s rows=%s bytes=%s seconds=%s",
+            record["query_id"],
+            record["outcome"],
+            record.get("rows", 0),
+            record.get("bytes", 0),
+            record.get("seconds", 0),
+        )
+
+    def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.Status:
+        active, outcomes, rows, nbytes = self.metrics.snapshot()
+        return status_to_proto(
+            NodeStatus(
+                connector=self.cfg.name,
+                version=__version__,
+                backend=self.backend.kind,
+                tables=len(self._tables),
+                active_fragments=active,
+                max_concurrent_fragments=self.metrics.max_concurrent,
+                uptime_seconds=time.time() - self.metrics.started,
+                fragments=outcomes,
+                rows=rows,
+                bytes=nbytes,
+                metrics_url=self.metrics_url,
+            )
+        )
 
     def _catalog_for(self, roles: tuple[str, ...]) -> pb.Catalog:
         key = tuple(sorted(set(roles)))
@@ -233,7 +279,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 outcome="refused",
                 error=str(e),
             )
-            self.audit.write(record)
+            self._record(record)
             log.warning("query %s: request refused: %s", qid, e)
             context.abort(e.code, str(e))
         principal = caller.principal
@@ -249,14 +295,14 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         except ValueError as e:
             keys = {}
             record.update(outcome="refused", error=str(e))
-            self.audit.write(record)
+            self._record(record)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if keys:
             record["key_sets"] = {n: t.num_rows for n, t in keys.items()}
         if request.compression not in COMPRESSIONS:
             msg = f"compression {request.compression!r} is not one of lz4, zstd"
             record.update(outcome="refused", error=msg)
-            self.audit.write(record)
+            self._record(record)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
         try:
             self.gate.check_purpose(caller)
@@ -267,8 +313,8 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             self.gate.check_grants(caller, record["tables"])
         except RefusedFragment as e:
             record.update(outcome="refused", error=str(e))
-            self.audit.write(record)
-            log.info("query %s: fragment refused: %s", qid, e)
+            self._record(record)
+            log.info("fragment refused query_id=%s reason=%r", qid, str(e))
             context.abort(e.code, str(e))
         applied: list[str] = []
         tree = self._apply_policy(tree, principal.roles, applied)
@@ -276,12 +322,21 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         # Names the fragment itself uses may be quoted back in errors; values may not.
         known = self._known | {i.name.lower() for i in tree.find_all(exp.Identifier)}
         limits = self.cfg.limits
+        remaining = context.time_remaining()
+        if not self.metrics.admit(min(SLOT_WAIT_SECONDS, remaining or SLOT_WAIT_SECONDS)):
+            record.update(outcome="busy")
+            self._record(record)
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"connector '{self.cfg.name}' is busy: {self.metrics.max_concurrent} fragments "
+                "are running, the most it runs at once; retry shortly",
+            )
         stop = Interrupter()  # Cancel, a client gone, max_seconds: stops even a starting query
         entry = (stop, self._peer_name(context))  # Cancel matches on the same peer
         with self._lock:
             self._running.setdefault(qid, []).append(entry)
-            self.active += 1
-        context.add_callback(stop.fire)  # the client went away: stop the backend query
+        if not context.add_callback(stop.fire):  # the client went away: stop the query
+            stop.fire()  # ... which happened already
         watchdog = _Watchdog(stop, limits.max_seconds, started)
         try:
             run = self.runner.start(tree, int(request.batch_rows), bool(applied), keys, stop)
@@ -289,20 +344,23 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             self._done(qid, entry, watchdog)
             if stop.fired and not watchdog.fired:
                 record.update(outcome="cancelled")
-                self.audit.write(record)
+                self._record(record)
                 context.abort(grpc.StatusCode.CANCELLED, "the fragment was cancelled")
             if watchdog.fired:
                 over = f"max_seconds = {limits.max_seconds:g}"
                 record.update(outcome="limit", error=over)
-                self.audit.write(record)
+                self._record(record)
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._limit_message(over))
             msg = public_message(str(e), known)
-            log.debug("query %s: backend error: %s", qid, e)
+            log.debug("backend error query_id=%s error=%r", qid, str(e))
             record.update(outcome="unsupported" if e.unsupported else "error", error=msg)
-            self.audit.write(record)
+            self._record(record)
             context.abort(_status(e), f"backend {self.backend.kind}: {msg}")
+        except BaseException:
+            self._done(qid, entry, watchdog)
+            raise
         record["engine"] = run.engine
-        counted = _Counter(run.reader)
+        counted = _Counter(run.reader, self.delay, stop)
         nbytes = 0
         audited = False
 
@@ -316,7 +374,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             )
             if error:
                 record["error"] = error
-            self.audit.write(record)
+            self._record(record)
             audited = True
 
         try:
@@ -337,15 +395,17 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             yield pb.ExecuteResponse(
                 stats=pb.ExecuteStats(rows=counted.rows, bytes=nbytes, seconds=seconds)
             )
-        except BackendError as e:
-            if stop.fired and not watchdog.fired:
+        except (_CallEnded, BackendError) as e:
+            if isinstance(e, _CallEnded) or (stop.fired and not watchdog.fired):
                 audit("cancelled")
-                context.abort(grpc.StatusCode.CANCELLED, "the fragment was cancelled")
+                if context.is_active():
+                    context.abort(grpc.StatusCode.CANCELLED, "the fragment was cancelled")
+                return
             if watchdog.fired:
                 over = f"max_seconds = {limits.max_seconds:g}"
                 audit("limit", over)
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._limit_message(over))
-            log.debug("query %s: backend error: %s", qid, e)
+            log.debug("backend error query_id=%s error=%r", qid, str(e))
             msg = public_message(str(e), known)
             audit("error", msg)
             if context.is_active():
@@ -358,13 +418,6 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 audit("cancelled")
             run.close()
             self._done(qid, entry, watchdog)
-            log.debug(
-                "query %s: fragment %s, %d rows, %d bytes",
-                qid,
-                record["outcome"],
-                counted.rows,
-                nbytes,
-            )
 
     def _done(self, qid: str, entry: tuple[Interrupter, str], watchdog: _Watchdog) -> None:
         watchdog.stop()
@@ -375,7 +428,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 lst.remove(entry)
             if not lst:
                 self._running.pop(qid, None)
-            self.active -= 1
+        self.metrics.release()
 
     def _limit_message(self, over: str) -> str:
         return (
@@ -426,16 +479,25 @@ def _status(e: BackendError) -> grpc.StatusCode:
     return grpc.StatusCode.INVALID_ARGUMENT if e.user_error else grpc.StatusCode.INTERNAL
 
 
-class _Counter:
-    """Count rows while passing record batches through."""
+class _CallEnded(Exception):
+    """The client cancelled, timed out or went away mid-stream."""
 
-    def __init__(self, reader: Any) -> None:
+
+class _Counter:
+    """Count rows while passing record batches through (after the testing aid's
+    delay, if set; a call that ends stops the wait)."""
+
+    def __init__(self, reader: Any, delay: float = 0.0, stop: Interrupter | None = None):
         self._reader = reader
         self.schema = reader.schema
         self.rows = 0
+        self._delay = delay
+        self._stop = stop or Interrupter()
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         for batch in self._reader:
+            if self._delay and self._stop.wait(self._delay):
+                raise _CallEnded
             self.rows += batch.num_rows
             yield batch
 
@@ -452,7 +514,16 @@ def build_server(cfg: AgencyConfig) -> tuple[grpc.Server, int, ConnectorService]
     service = ConnectorService(cfg, backend, hash_key)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="fragment"),
-        options=GRPC_OPTIONS,
+        options=[
+            *GRPC_OPTIONS,
+            # Coordinators ping every 30 s while a fragment runs (keepalive, to find
+            # dead peers); allow it, or gRPC answers pings on a quiet call with
+            # GOAWAY "too_many_pings" and the fragment fails (gRPC doc A8).
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ],
+        # Calls beyond this are refused with RESOURCE_EXHAUSTED by gRPC itself
+        # instead of queueing without bound behind busy worker threads.
+        maximum_concurrent_rpcs=cfg.max_workers * 4,
     )
     pb_grpc.add_ConnectorServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
@@ -483,6 +554,16 @@ def serve(cfg: AgencyConfig) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     server, port, service = build_server(cfg)
+    metrics_http = None
+    if cfg.metrics_listen:
+        try:
+            metrics_http = serve_metrics(service.metrics, cfg.metrics_listen)
+        except OSError as e:
+            raise ConfigError(
+                f"{cfg.source}: cannot serve metrics on {cfg.metrics_listen}: {e}"
+            ) from None
+        mhost, mport = metrics_http.server_address[:2]
+        service.metrics_url = f"http://{mhost}:{mport}/metrics"
     server.start()
     host = cfg.listen.rpartition(":")[0]
     n = len(service.backend.tables())
@@ -505,8 +586,19 @@ def serve(cfg: AgencyConfig) -> None:
             cfg.name,
             cfg.listen,
         )
+    if service.metrics_url:
+        print(f"fedsql connector '{cfg.name}' metrics at {service.metrics_url}", flush=True)
+    if service.delay:
+        log.warning(
+            "connector '%s': %s=%s delays every record batch (a testing aid; unset it)",
+            cfg.name,
+            TEST_DELAY_ENV,
+            service.delay,
+        )
     stop.wait()
     print(f"fedsql connector '{cfg.name}' shutting down", file=sys.stderr, flush=True)
     server.stop(grace=5).wait()
+    if metrics_http is not None:
+        metrics_http.shutdown()
     service.backend.close()
     service.audit.close()

@@ -378,8 +378,7 @@ def test_auto_engine_computes_correlated_subqueries_locally(
         tpch_query(9),
         tpch_query(5),
         tpch_query(18),
-        "SELECT count(*) AS n FROM orders o JOIN supplier s "
-        "ON o.o_clerk = s.s_name",
+        "SELECT count(*) AS n FROM orders o JOIN supplier s ON o.o_clerk = s.s_name",
     ],
     ids=["q09", "q05", "q18", "string-keys"],
 )

@@ -94,14 +94,91 @@ def _sql_arg(args: argparse.Namespace) -> str:
     return str(args.sql)
 
 
+def _write_stream(reader: pa.RecordBatchReader, fmt: str, output: str) -> None:
+    """Write batches as they arrive: memory stays at a few batches, not the result."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with pq.ParquetWriter(output, reader.schema) as pw:
+            for batch in reader:
+                pw.write_batch(batch)
+    else:
+        import pyarrow.csv as pacsv
+
+        with pacsv.CSVWriter(output, reader.schema) as cw:
+            for batch in reader:
+                cw.write_batch(batch)
+
+
+def _return_big_buffers_to_the_os() -> None:
+    """glibc keeps freed multi-megabyte buffers (IPC chunks, batches) in its heap
+    once its adaptive mmap threshold has grown; a fixed threshold hands them back,
+    so a streamed export's RSS stays flat (mallopt(3), M_MMAP_THRESHOLD)."""
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 256 << 10)  # M_MMAP_THRESHOLD = -3
+    except (OSError, AttributeError):
+        pass
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     import fedsql
 
+    partial = True if args.allow_partial else None
     with fedsql.connect(args.config, user=args.user, purpose=args.purpose) as fed:
-        table = fed.sql(_sql_arg(args), timeout=args.timeout)
-        _write_result(table, args.format, args.output)
-        if not args.quiet:
+        sql = _sql_arg(args)
+        if args.format == "parquet" and not args.output:
+            raise FedSQLError("--format parquet needs --output FILE")
+        if args.output and args.format in ("parquet", "csv"):
+            _return_big_buffers_to_the_os()
+            _write_stream(
+                fed.stream(sql, timeout=args.timeout, allow_partial=partial),
+                args.format,
+                args.output,
+            )
+        else:
+            table = fed.sql(sql, timeout=args.timeout, allow_partial=partial)
+            _write_result(table, args.format, args.output)
+        st = fed.last_stats
+        if st is not None and st.missing:
+            print(
+                f"warning: partial result: agencies {', '.join(st.missing)} could not be "
+                "reached and contributed no rows",
+                file=sys.stderr,
+            )
+        if not args.quiet and st is not None:
             print(_stats_line(fed), file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import fedsql
+
+    with fedsql.connect(args.config) as fed:
+        rows = fed.status(timeout=args.timeout)
+    table = pa.table(
+        {
+            "agency": [r.name for r in rows],
+            "address": [r.address for r in rows],
+            "health": ["up" if r.up else f"DOWN: {r.error}" for r in rows],
+            "version": [r.status.version if r.status else "" for r in rows],
+            "latency ms": [round(r.latency_ms, 1) for r in rows],
+            "tables": [r.status.tables if r.status else None for r in rows],
+            "active": [r.status.active_fragments if r.status else None for r in rows],
+        }
+    )
+    print(format_table(table).rsplit("\n", 1)[0])
+    down = [r.name for r in rows if not r.up]
+    if down:
+        print(
+            f"{len(down)} of {len(rows)} agencies down ({', '.join(down)}): start their "
+            "connectors with `fedsql connector serve AGENCY.toml`, or check the addresses",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -288,7 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_sql(q)
     q.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     q.add_argument("-o", "--output", help="write the result to this file")
-    q.add_argument("--timeout", type=float, help="deadline in seconds")
+    q.add_argument(
+        "--timeout", type=float, help="deadline in seconds (default: [coordinator] timeout_seconds)"
+    )
+    q.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="if an agency cannot be reached, answer without its rows (with a warning)",
+    )
     q.add_argument("-q", "--quiet", action="store_true", help="no stats line on stderr")
     q.set_defaults(func=cmd_query)
 
@@ -301,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     cat.add_argument("-c", "--config", required=True, help="FEDERATION.toml")
     cat.add_argument("--user", help="analyst name from [user.NAME] in the config")
     cat.set_defaults(func=cmd_catalog)
+
+    st = sub.add_parser("status", help="each connector's health, version, latency and load")
+    st.add_argument("-c", "--config", required=True, help="FEDERATION.toml")
+    st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait per connector")
+    st.set_defaults(func=cmd_status)
 
     c = sub.add_parser("connector", help="connector node commands")
     csub = c.add_subparsers(dest="connector_command", required=True)
@@ -372,14 +461,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # key=value lines (logfmt); messages carry query_id=... where they concern a query
+    logging.basicConfig(
+        level=level, format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+    )
     try:
         return int(args.func(args))
     except FedSQLError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        # Reaching here, the query's calls were cancelled and its agencies told to stop.
+        print("interrupted: the query was cancelled", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

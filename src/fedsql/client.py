@@ -7,27 +7,54 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
+import pyarrow as pa
 
 from fedsql.catalog import Catalog
 from fedsql.config import FederationConfig, load_federation
-from fedsql.errors import ConfigError, FragmentUnsupported, from_rpc_error
-from fedsql.execute import MergeEngine, QueryStats, connector_stats, execute
-from fedsql.planner import Plan, plan
+from fedsql.errors import (
+    CatalogError,
+    ConfigError,
+    ConnectorError,
+    FedSQLError,
+    FragmentUnsupported,
+)
+from fedsql.execute import (
+    FragmentRun,
+    MergeEngine,
+    QueryStats,
+    connector_stats,
+    execute,
+    execute_stream,
+    reduced_sql,
+)
+from fedsql.planner import Fragment, Plan, plan
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy.load import validate
 from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key
-from fedsql.trust import open_channel
+from fedsql.resilience import (
+    AgencyHealth,
+    RunOptions,
+    links_for,
+    load_catalog,
+    probe,
+    save_catalog,
+)
 from fedsql.v1 import connector_pb2 as pb
-from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import Principal, catalog_from_proto, principal_to_proto
 
 log = logging.getLogger(__name__)
 
 CATALOG_TIMEOUT = 10.0
+DOWN_RECHECK_SECONDS = 5.0  # how soon a catalog missing an agency is loaded again
+MISSING_METADATA = b"fedsql.missing_agencies"
+_T = TypeVar("_T")
 PLAN_CACHE_SIZE = 256
 
 
@@ -43,24 +70,38 @@ class Federation:
             raise ConfigError(f"unknown user '{user}' (users in the federation config: {known})")
         roles = config.users[user].roles if user is not None else ()
         self.principal = Principal(user or "anonymous", roles, (purpose or "").strip())
-        opened = {
-            c.name: open_channel(c, str(config.source or "federation")) for c in config.connectors
-        }
-        self._channels = {n: raw for n, (_, raw) in opened.items()}
-        self._stubs = {n: pb_grpc.ConnectorStub(ch) for n, (ch, _) in opened.items()}
+        # One channel per connector for the Federation's life, shared by all its queries.
+        self._links = links_for(
+            config.connectors, config.connect_timeout_seconds, str(config.source or "federation")
+        )
         self._catalog: Catalog | None = None
+        self._catalog_lock = threading.Lock()
+        self._down: dict[str, FedSQLError] = {}  # agencies down when the catalog loaded
+        self._loaded_at = 0.0
         self._binder: ShapeBinder | None = None
         self._plans: OrderedDict[tuple[str, frozenset[str]], Plan] = OrderedDict()
         self._plans_lock = threading.Lock()
         self._hash_key = load_hash_key(config.hash_key_file, f"{config.source}: [coordinator]")
-        self._merger = MergeEngine(self._hash_key)
-        self.last_stats: QueryStats | None = None
+        self._merger = MergeEngine(self._hash_key, config.memory_limit, config.temp_directory)
+        self._thread = threading.local()
+        self._last_stats: QueryStats | None = None
+
+    @property
+    def last_stats(self) -> QueryStats | None:
+        """Stats of the last query this thread ran (else the last query of any thread)."""
+        return getattr(self._thread, "stats", None) or self._last_stats
+
+    def _set_stats(self, stats: QueryStats) -> None:
+        self._thread.stats = stats
+        self._last_stats = stats
 
     # -- catalog ------------------------------------------------------------
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            self._catalog = self._load_catalog()
+            with self._catalog_lock:  # one load, however many threads ask at once
+                if self._catalog is None:
+                    self._catalog = self._load_catalog()
         return self._catalog
 
     def refresh_catalog(self) -> Catalog:
@@ -78,19 +119,35 @@ class Federation:
     def _load_catalog(self) -> Catalog:
         req = pb.GetCatalogRequest(principal=principal_to_proto(self.principal))
 
-        def one(name: str):  # type: ignore[no-untyped-def]
-            try:
-                return catalog_from_proto(
-                    self._stubs[name].GetCatalog(req, timeout=CATALOG_TIMEOUT)
-                )
-            except grpc.RpcError as e:
-                raise from_rpc_error(name, e) from None
+        roles = self.principal.roles
+        down: dict[str, FedSQLError] = {}
 
-        names = list(self._stubs)
+        def one(name: str):  # type: ignore[no-untyped-def]
+            link = self._links[name]
+            try:
+                msg = link.stub.GetCatalog(req, timeout=CATALOG_TIMEOUT, wait_for_ready=False)
+            except grpc.RpcError as e:
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise link.error(e) from None
+                # Down now: plan with its last known catalog (or none), so that
+                # queries elsewhere still run and queries over it fail naming it
+                # (or, under allow_partial, run without it).
+                down[name] = link.error(e)
+                log.warning(
+                    "agency down at catalog load agency=%s reason=%r", name, str(down[name])
+                )
+                msg = load_catalog(name, link.address, roles) or pb.Catalog(connector=name)
+                return catalog_from_proto(msg)
+            save_catalog(name, link.address, roles, msg)
+            return catalog_from_proto(msg)
+
+        names = list(self._links)
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             cats = dict(zip(names, pool.map(one, names), strict=True))
         catalog = Catalog(cats)
         self._check_policy(catalog)
+        self._down = down
+        self._loaded_at = time.monotonic()
         return catalog
 
     def _check_policy(self, catalog: Catalog) -> None:
@@ -114,15 +171,29 @@ class Federation:
     def plan(self, sql: str, scan_only: frozenset[str] = frozenset()) -> Plan:
         """The plan for ``sql``; plans are cached per Federation (same catalog,
         policies and roles give the same plan) until the catalog is refreshed."""
+        if self._down and time.monotonic() - self._loaded_at > DOWN_RECHECK_SECONDS:
+            self.refresh_catalog()  # an agency was down: is it back?
         key = (sql, scan_only)
         with self._plans_lock:
             cached = self._plans.get(key)
             if cached is not None:
                 self._plans.move_to_end(key)
                 return cached
-        p = plan(
-            sql, self.catalog, self.binder, self.config.policy, self.principal.roles, scan_only
-        )
+        try:
+            p = plan(
+                sql, self.catalog, self.binder, self.config.policy, self.principal.roles, scan_only
+            )
+        except CatalogError:
+            if len(self._down) == 1:  # its tables may be what the query names
+                (err,) = self._down.values()
+                raise err from None
+            if self._down:
+                raise ConnectorError(
+                    ", ".join(sorted(self._down)),
+                    "unreachable, so their tables are unknown: "
+                    + "; ".join(str(e) for e in self._down.values()),
+                ) from None
+            raise
         with self._plans_lock:
             self._plans[key] = p
             if len(self._plans) > PLAN_CACHE_SIZE:
@@ -152,53 +223,148 @@ class Federation:
         )
         return "\n".join(lines)
 
-    def sql(self, sql: str, timeout: float | None = None):  # type: ignore[no-untyped-def]
-        """Run a federated query; returns a ``pyarrow.Table``."""
+    def _options(self, timeout: float | None, allow_partial: bool | None) -> RunOptions:
+        c = self.config
+        return RunOptions(
+            timeout=timeout or c.timeout_seconds,
+            compression=c.compression,
+            allow_partial=c.allow_partial if allow_partial is None else allow_partial,
+            retries=c.retries,
+        )
+
+    def _fragment_schema(self, f: Fragment) -> pa.Schema:
+        """What a fragment would return (for an agency missing under allow_partial)."""
+        sql, _ = reduced_sql(replace(f, reduce_by=()), {})
+        return self.binder.fragment_schema(f.agency, sql)
+
+    def _run(self, sql: str, go: Callable[[Plan, str], _T]) -> tuple[Plan, str, float, float, _T]:
+        """Plan, then ``go(plan, query_id)``; re-plans with table scans at an agency
+        whose backend cannot run what was pushed to it (once per agency)."""
         t0 = time.perf_counter()
         qid = uuid.uuid4().hex[:16]
         p = self.plan(sql)
-        t1 = time.perf_counter()
-        log.info("query %s: %d fragment(s) for user %s", qid, len(p.fragments), self.principal.user)
+        plan_s = time.perf_counter() - t0
+        log.info(
+            "query query_id=%s fragments=%d user=%s", qid, len(p.fragments), self.principal.user
+        )
         scan_only: frozenset[str] = frozenset()
         while True:
             for f in p.fragments:
-                log.debug("query %s: %s -> %s", qid, f.id, f.agency)
+                log.debug("fragment query_id=%s fragment=%s agency=%s", qid, f.id, f.agency)
             try:
-                table, runs, fetch_s, merge_s = execute(
-                    p,
-                    self._stubs,
-                    self.principal,
-                    qid,
-                    timeout or self.config.timeout_seconds,
-                    self._merger,
-                    self.config.compression,
-                )
-                break
+                return p, qid, t0, plan_s, go(p, qid)
             except FragmentUnsupported as e:
-                # The agency's backend could not run what was pushed to it: plan
-                # again with plain scans there, the rest done here. Once per agency.
                 if e.agency in scan_only:
                     raise
-                log.info("query %s: %s; retrying with table scans there", qid, e)
+                log.info("query_id=%s %s; retrying with table scans there", qid, e)
                 scan_only |= {e.agency}
                 p = self.plan(sql, scan_only)
+
+    def sql(  # type: ignore[no-untyped-def]
+        self, sql: str, timeout: float | None = None, allow_partial: bool | None = None
+    ):
+        """Run a federated query; returns a ``pyarrow.Table``.
+
+        ``timeout``: seconds for the whole query (default ``[coordinator] timeout_seconds``).
+        ``allow_partial``: an agency that cannot be reached contributes no rows instead
+        of failing the query; the result's schema metadata ``fedsql.missing_agencies``
+        and ``last_stats.missing`` name such agencies (default ``[coordinator] allow_partial``).
+        """
+        opts = self._options(timeout, allow_partial)
+        p, qid, t0, plan_s, (table, runs, fetch_s, merge_s, missing) = self._run(
+            sql,
+            lambda p, qid: execute(
+                p, self._links, self.principal, qid, opts, self._merger, self._fragment_schema
+            ),
+        )
         if p.output_names and len(p.output_names) == table.num_columns:
             table = table.rename_columns(list(p.output_names))
-        self.last_stats = QueryStats(
-            query_id=qid,
-            connectors=connector_stats(runs),
-            fragments=runs,
-            plan_seconds=t1 - t0,
-            fetch_seconds=fetch_s,
-            merge_seconds=merge_s,
-            total_seconds=time.perf_counter() - t0,
-            result_rows=table.num_rows,
+        if missing:
+            table = mark_partial(table, missing)
+        self._set_stats(
+            QueryStats(
+                query_id=qid,
+                connectors=connector_stats(runs),
+                fragments=runs,
+                plan_seconds=plan_s,
+                fetch_seconds=fetch_s,
+                merge_seconds=merge_s,
+                total_seconds=time.perf_counter() - t0,
+                result_rows=table.num_rows,
+                missing=missing,
+            )
         )
         return table
 
+    def stream(
+        self, sql: str, timeout: float | None = None, allow_partial: bool | None = None
+    ) -> pa.RecordBatchReader:
+        """Run a federated query; its result as a ``pyarrow.RecordBatchReader``.
+
+        Memory stays bounded for a query that one agency answers whole (e.g.
+        ``SELECT * FROM trade.lineitem``): its batches stream straight through.
+        Otherwise the fragments are fetched, merged in DuckDB (which spills to
+        ``[coordinator] temp_directory`` past ``memory_limit``) and its result
+        streams. Dropping the reader before its end cancels the query at
+        the agencies. ``last_stats`` is set when the stream is read to
+        its end. The deadline covers reading the stream too. (pyarrow's
+        ``close()`` on this reader does not stop the query; dropping it does.)
+        """
+        opts = self._options(timeout, allow_partial)
+        t0 = time.perf_counter()
+        box: dict[str, str] = {}
+
+        def go(p: Plan, qid: str) -> pa.RecordBatchReader:
+            box["qid"] = qid
+
+            def done(runs: tuple[FragmentRun, ...], rows: int, missing: tuple[str, ...]) -> None:
+                self._set_stats(
+                    QueryStats(
+                        query_id=qid,
+                        connectors=connector_stats(runs),
+                        fragments=runs,
+                        plan_seconds=0.0,
+                        fetch_seconds=0.0,
+                        merge_seconds=0.0,
+                        total_seconds=time.perf_counter() - t0,
+                        result_rows=rows,
+                        missing=missing,
+                    )
+                )
+
+            return execute_stream(
+                p,
+                self._links,
+                self.principal,
+                qid,
+                opts,
+                self._merger,
+                self._fragment_schema,
+                done,
+            )
+
+        p, _, _, _, reader = self._run(sql, go)
+        names = list(p.output_names)
+        if names and len(names) == len(reader.schema):
+            schema = pa.schema(
+                [f.with_name(n) for f, n in zip(reader.schema, names, strict=True)],
+                metadata=reader.schema.metadata,
+            )
+            reader = pa.RecordBatchReader.from_batches(
+                schema,
+                (pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in reader),
+            )
+        return reader
+
+    def status(self, timeout: float = 5.0) -> list[AgencyHealth]:
+        """Every connector's health, version, latency and load (asked in parallel)."""
+        links = list(self._links.values())
+        with ThreadPoolExecutor(max_workers=max(1, len(links))) as pool:
+            return list(pool.map(lambda link: probe(link, timeout), links))
+
     def close(self) -> None:
-        for ch in self._channels.values():
-            ch.close()
+        for link in self._links.values():
+            link.close()
         self._merger.close()
 
     def __enter__(self) -> Federation:
@@ -206,6 +372,13 @@ class Federation:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def mark_partial(table: pa.Table, missing: tuple[str, ...]) -> pa.Table:
+    """Name the agencies missing from a result in its schema metadata."""
+    meta = dict(table.schema.metadata or {})
+    meta[MISSING_METADATA] = ",".join(missing).encode()
+    return table.replace_schema_metadata(meta)
 
 
 def connect(

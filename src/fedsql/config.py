@@ -91,6 +91,10 @@ class AgencyConfig:
     require_purpose: bool = False
     grants: tuple[Grant, ...] | None = None  # None: no [[grant]], every table open
     limits: Limits = Limits()
+    # Fragments running at once; more wait briefly, then get RESOURCE_EXHAUSTED.
+    # 0: max_workers - 2 (threads stay free for Cancel, GetStatus, health).
+    max_concurrent_fragments: int = 0
+    metrics_listen: str | None = None  # HOST:PORT for Prometheus text metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,13 @@ class FederationConfig:
     policy: Policy = Policy()
     hash_key_file: Path | None = None
     compression: str = ""  # Arrow IPC buffer compression asked of connectors: "", lz4, zstd
+    # A fragment whose agency cannot be reached (or dies) contributes no rows
+    # instead of failing the query; the result lists the missing agencies.
+    allow_partial: bool = False
+    connect_timeout_seconds: float = 5.0  # to reach a connector before a fragment is sent
+    retries: int = 3  # extra attempts of a fragment that is safe to re-run
+    memory_limit: str = ""  # DuckDB merge memory_limit, e.g. "2GB" ("": DuckDB's default)
+    temp_directory: Path | None = None  # DuckDB merge spill directory (None: system temp)
 
     def connector(self, name: str) -> ConnectorRef:
         for c in self.connectors:
@@ -195,11 +206,24 @@ def load_agency(path: str | Path) -> AgencyConfig:
             "tls": dict,
             "allowed_coordinators": list,
             "require_purpose": bool,
+            "max_concurrent_fragments": int,
+            "metrics_listen": str,
         },
         ("name", "listen"),
     )
     _check_listen(f"{p}: [connector].listen", c["listen"])
     tls, allowed = _agency_trust(p, c)
+    if "metrics_listen" in c:
+        _check_listen(f"{p}: [connector].metrics_listen", c["metrics_listen"])
+    workers = c.get("max_workers", 16)
+    if workers < 4:
+        raise ConfigError(f"{p}: [connector].max_workers must be at least 4")
+    concurrent = c.get("max_concurrent_fragments", 0)
+    if not 0 <= concurrent <= workers - 2:
+        raise ConfigError(
+            f"{p}: [connector].max_concurrent_fragments must be between 1 and max_workers - 2 "
+            f"({workers - 2}), so that threads stay free for Cancel and status calls"
+        )
     b = _take(
         f"{p}: [backend]",
         top["backend"],
@@ -262,7 +286,9 @@ def load_agency(path: str | Path) -> AgencyConfig:
             statement_timeout_seconds=float(b.get("statement_timeout_seconds", 300.0)),
             engine=b.get("engine", "auto"),
         ),
-        max_workers=c.get("max_workers", 16),
+        max_workers=workers,
+        max_concurrent_fragments=concurrent or workers - 2,
+        metrics_listen=c.get("metrics_listen"),
         source=p,
         policy=parse_policy(p, top.get("mask"), top.get("row_filter")),
         hash_key_file=_rel(base, key) if key else None,
@@ -371,7 +397,17 @@ def load_federation(path: str | Path) -> FederationConfig:
     coord = _take(
         f"{p}: [coordinator]",
         top.get("coordinator", {}),
-        {"timeout_seconds": (int, float), "hash_key_file": str, "compression": str, "tls": dict},
+        {
+            "timeout_seconds": (int, float),
+            "hash_key_file": str,
+            "compression": str,
+            "tls": dict,
+            "allow_partial": bool,
+            "connect_timeout_seconds": (int, float),
+            "retries": int,
+            "memory_limit": str,
+            "temp_directory": str,
+        },
     )
     default_tls = (
         _client_tls(f"{p}: [coordinator.tls]", p.parent, coord["tls"]) if "tls" in coord else None
@@ -408,6 +444,14 @@ def load_federation(path: str | Path) -> FederationConfig:
         if not all(isinstance(r, str) for r in roles):
             raise ConfigError(f"{p}: [user.{name}].roles must be a list of strings")
         users[name] = UserConfig(name, tuple(roles))
+    for k in ("timeout_seconds", "connect_timeout_seconds"):
+        if k in coord and coord[k] <= 0:
+            raise ConfigError(f"{p}: [coordinator].{k} must be a positive number of seconds")
+    if not 0 <= coord.get("retries", 3) <= 10:
+        raise ConfigError(f"{p}: [coordinator].retries must be between 0 and 10")
+    if not re.fullmatch(r"(\d+(\.\d+)?\s*[KMGT]i?B)?", coord.get("memory_limit", "")):
+        raise ConfigError(f"{p}: [coordinator].memory_limit must look like '2GB' or '512MiB'")
+    tmpdir = coord.get("temp_directory")
     if coord.get("compression", "") not in ("", "lz4", "zstd"):
         raise ConfigError(f"{p}: [coordinator].compression must be lz4 or zstd")
     key = coord.get("hash_key_file")
@@ -419,6 +463,11 @@ def load_federation(path: str | Path) -> FederationConfig:
         policy=parse_policy(p, top.get("mask"), top.get("row_filter")),
         hash_key_file=_rel(p.parent, key) if key else None,
         compression=coord.get("compression", ""),
+        allow_partial=coord.get("allow_partial", False),
+        connect_timeout_seconds=float(coord.get("connect_timeout_seconds", 5.0)),
+        retries=coord.get("retries", 3),
+        memory_limit=coord.get("memory_limit", ""),
+        temp_directory=_rel(p.parent, tmpdir) if tmpdir else None,
     )
 
 

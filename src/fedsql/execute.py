@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -19,15 +22,18 @@ import sqlglot
 from sqlglot import exp
 
 from fedsql.errors import (
+    ConnectorError,
     ExecutionError,
+    FedSQLError,
+    FragmentRefused,
+    FragmentUnsupported,
     QueryCancelled,
     QueryTimeout,
-    from_rpc_error,
 )
 from fedsql.planner import Fragment, Plan
 from fedsql.policy.masks import register_hash
+from fedsql.resilience import Link, RunOptions, backoff, retryable
 from fedsql.v1 import connector_pb2 as pb
-from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import (
     QUERY_ID_METADATA,
     FragmentStats,
@@ -48,6 +54,11 @@ INLINE_KEYS = 2000
 # (statistics for DuckDB's join order); smaller ones are read in place.
 TEMP_TABLE_ROWS = 10_000
 MAX_IN_KEYS = 2000
+CANCEL_TIMEOUT = 2.0
+STREAM_BATCH_ROWS = 122_880  # DuckDB's row-group size
+# Rows per batch asked of a connector whose result streams straight to the caller
+# (~5 MB of TPC-H lineitem): peak memory is a few batches in flight.
+PASS_THROUGH_BATCH_ROWS = 32_768
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +91,8 @@ class QueryStats:
     total_seconds: float
     result_rows: int
     extra: dict[str, float] = field(default_factory=dict)
+    # Agencies that could not be reached and contributed no rows (allow_partial only).
+    missing: tuple[str, ...] = ()
 
     def __getitem__(self, agency: str) -> ConnectorStats:
         return self.connectors[agency]
@@ -93,50 +106,80 @@ class QueryStats:
         return sum(c.rows for c in self.connectors.values())
 
 
+class _Retry(Exception):
+    """A fragment failed in a way that a fresh attempt may fix (see resilience.RETRYABLE)."""
+
+    def __init__(self, error: FedSQLError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Fetch:
-    """One fragment's call: streams IPC chunks and counts them."""
+    """One fragment's call: streams IPC chunks and counts them; re-runs the whole
+    fragment (its partial result discarded) when that is safe."""
 
     def __init__(
         self,
-        stub: pb_grpc.ConnectorStub,
+        link: Link,
         fragment: Fragment,
         query_id: str,
         principal: Principal,
         deadline: float,
+        opts: RunOptions,
     ) -> None:
-        self.stub = stub
+        self.link = link
         self.fragment = fragment
         self.query_id = query_id
         self.principal = principal
         self.deadline = deadline
+        self.opts = opts
         self.bytes = 0
         self.server_rows: int | None = None
         self.started = self.ended = time.perf_counter()
         self.sql = fragment.sql
+        self.key_sets: list[pb.KeySet] = []
         self.call: Any = None
-        self.cancelled = False
-        self.compression = ""
+        self._stop = threading.Event()
+        self.attempts = 0
+        self.batch_rows = 0  # 0: the connector's choice
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
 
     def start(self, sql: str, key_sets: list[pb.KeySet] | None = None) -> None:
         self.sql = sql
+        self.key_sets = key_sets or []
         self.started = time.perf_counter()
+        self._call()
+
+    def _call(self) -> None:
         if self.cancelled:
             raise QueryCancelled("the query was cancelled")
-        timeout = max(0.001, self.deadline - time.monotonic())
-        self.call = self.stub.Execute(
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise QueryTimeout(
+                f"the query's deadline passed before agency '{self.fragment.agency}' answered"
+            )
+        self.attempts += 1
+        self.bytes = 0
+        self.server_rows = None
+        self.call = self.link.stub.Execute(
             pb.ExecuteRequest(
                 query_id=self.query_id,
-                sql=sql,
+                sql=self.sql,
                 principal=principal_to_proto(self.principal),
-                key_sets=key_sets or [],
-                compression=self.compression,
+                key_sets=self.key_sets,
+                compression=self.opts.compression,
+                batch_rows=self.batch_rows,
             ),
-            timeout=timeout,
+            timeout=remaining,
             metadata=((QUERY_ID_METADATA, self.query_id),),
+            wait_for_ready=False,  # a connector that is down fails now, not at the deadline
         )
 
     def cancel(self) -> None:
-        self.cancelled = True
+        self._stop.set()
         if self.call is not None:
             self.call.cancel()
 
@@ -149,28 +192,105 @@ class _Fetch:
                 if msg.HasField("stats"):
                     self.server_rows = msg.stats.rows
         except grpc.RpcError as e:
-            raise from_rpc_error(self.fragment.agency, e) from None
+            error = self.link.error(e, self.bytes)
+            if retryable(e) and not self.cancelled:
+                raise _Retry(error) from None
+            raise error from None
         finally:
             self.ended = time.perf_counter()
+
+    def _retry(self, attempt: int, why: _Retry) -> None:
+        """Wait, then call again; or give up with the error that made us retry."""
+        delay = backoff(attempt)
+        if (
+            attempt >= self.opts.retries
+            or self.cancelled
+            or time.monotonic() + delay >= self.deadline
+        ):
+            raise why.error
+        log.info(
+            "fragment retry query_id=%s fragment=%s agency=%s attempt=%d wait=%.2f reason=%r",
+            self.query_id,
+            self.fragment.id,
+            self.fragment.agency,
+            attempt + 1,
+            delay,
+            str(why.error),
+        )
+        if self._stop.wait(delay):
+            raise QueryCancelled("the query was cancelled")
+        self._call()
+
+    def _open(self, chunks: Iterator[bytes]) -> pa.RecordBatchReader:
+        try:
+            return ipc_chunks_to_reader(chunks)
+        except pa.ArrowInvalid as e:
+            raise self._malformed(e) from None
+
+    def _malformed(self, e: Exception) -> FedSQLError:
+        return ExecutionError(f"agency '{self.fragment.agency}' sent a malformed Arrow stream: {e}")
+
+    def _check_end(self, chunks: Iterator[bytes], rows: int) -> None:
+        """The call must end with the connector's stats message, after the IPC
+        end-of-stream marker: a stream cut short is never taken as a whole result."""
+        for _ in chunks:  # nothing but the stats message may follow the end of stream
+            raise ExecutionError(f"agency '{self.fragment.agency}' sent data after its stream end")
+        if self.server_rows is None:
+            raise ConnectorError(
+                self.fragment.agency,
+                "the result stream ended without its closing stats message, so it may be "
+                "incomplete; it was discarded",
+            )
+        if self.server_rows != rows:
+            raise ExecutionError(
+                f"agency '{self.fragment.agency}' reported {self.server_rows} rows but sent {rows}"
+            )
 
     def read_all(self) -> pa.Table:
         """Read the whole stream, then the call's last message (its stats), so the
         call ends cleanly instead of being cancelled half-read."""
-        chunks = self._chunks()
-        try:
-            table = ipc_chunks_to_reader(chunks).read_all()
-        except pa.ArrowInvalid as e:
-            raise ExecutionError(
-                f"agency '{self.fragment.agency}' sent a malformed Arrow stream: {e}"
-            ) from None
-        for _ in chunks:  # nothing but the stats message may follow the end of stream
-            raise ExecutionError(f"agency '{self.fragment.agency}' sent data after its stream end")
-        if self.server_rows is not None and self.server_rows != table.num_rows:
-            raise ExecutionError(
-                f"agency '{self.fragment.agency}' reported {self.server_rows} rows "
-                f"but sent {table.num_rows}"
-            )
-        return table
+        for attempt in range(self.opts.retries + 1):
+            chunks = self._chunks()
+            try:
+                try:
+                    table = self._open(chunks).read_all()
+                except pa.ArrowInvalid as e:
+                    raise self._malformed(e) from None
+                self._check_end(chunks, table.num_rows)
+                return table
+            except _Retry as r:
+                self._retry(attempt, r)
+        raise AssertionError("unreachable")  # _retry raises on the last attempt
+
+    def stream(self) -> pa.RecordBatchReader:
+        """The fragment's batches as they arrive. Retried while nothing has reached
+        the caller (until the schema message is in); later failures raise."""
+        for attempt in range(self.opts.retries + 1):
+            chunks = self._chunks()
+            try:
+                reader = self._open(chunks)
+                break
+            except _Retry as r:
+                self._retry(attempt, r)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            rows = 0
+            done = False
+            try:
+                for batch in reader:
+                    rows += batch.num_rows
+                    yield batch
+                self._check_end(chunks, rows)
+                done = True
+            except _Retry as r:
+                raise r.error from None
+            except pa.ArrowInvalid as e:
+                raise self._malformed(e) from None
+            finally:
+                if not done:  # the caller stopped reading, or it failed: stop the fragment
+                    self.cancel()
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
     def stats(self, rows: int) -> FragmentStats:
         return FragmentStats(rows=rows, bytes=self.bytes, seconds=self.ended - self.started)
@@ -178,49 +298,145 @@ class _Fetch:
 
 def execute(
     plan: Plan,
-    stubs: dict[str, pb_grpc.ConnectorStub],
+    links: dict[str, Link],
     principal: Principal,
     query_id: str,
-    timeout: float,
+    opts: RunOptions,
     merger: MergeEngine,
-    compression: str = "",
-) -> tuple[pa.Table, tuple[FragmentRun, ...], float, float]:
-    """Run a plan; returns (result, fragment runs, fetch seconds, merge seconds)."""
-    deadline = time.monotonic() + timeout
+    schema_of: Callable[[Fragment], pa.Schema] | None = None,
+) -> tuple[pa.Table, tuple[FragmentRun, ...], float, float, tuple[str, ...]]:
+    """Run a plan; returns (result, fragment runs, fetch seconds, merge seconds,
+    agencies missing from the result (``allow_partial`` only))."""
+    deadline = time.monotonic() + opts.timeout
     t0 = time.perf_counter()
-    fetches = {
-        f.id: _Fetch(stubs[f.agency], f, query_id, principal, deadline) for f in plan.fragments
-    }
-    for f in fetches.values():
-        f.compression = compression
+    fetches = _fetches(plan, links, principal, query_id, deadline, opts)
     try:
-        if plan.residual is None:
+        if plan.residual is None and not opts.allow_partial:
             (only,) = fetches.values()
             only.start(only.fragment.sql)
             table = only.read_all()
             runs: tuple[FragmentRun, ...] = (
                 FragmentRun(only.fragment, only.stats(table.num_rows), only.sql),
             )
-            return table, runs, time.perf_counter() - t0, 0.0
-        tables = _fetch_all(fetches)
+            return table, runs, time.perf_counter() - t0, 0.0, ()
+        tables, missing = _fetch_all(fetches, opts.allow_partial, schema_of)
         t1 = time.perf_counter()
         runs = tuple(
             FragmentRun(f.fragment, f.stats(tables[fid].num_rows), f.sql)
             for fid, f in fetches.items()
         )
-        result = merger.run(plan.residual, tables, deadline)
-        return result, runs, t1 - t0, time.perf_counter() - t1
+        if plan.residual is None:
+            (result,) = tables.values()
+        else:
+            result = merger.run(plan.residual, tables, deadline)
+        return result, runs, t1 - t0, time.perf_counter() - t1, missing
     except BaseException:
-        for f in fetches.values():
-            f.cancel()
-        _cancel_remote(stubs, {f.fragment.agency for f in fetches.values()}, query_id)
+        _cancel_all(fetches, links, query_id)
         raise
 
 
-def _fetch_all(fetches: dict[str, _Fetch]) -> dict[str, pa.Table]:
+def execute_stream(
+    plan: Plan,
+    links: dict[str, Link],
+    principal: Principal,
+    query_id: str,
+    opts: RunOptions,
+    merger: MergeEngine,
+    schema_of: Callable[[Fragment], pa.Schema] | None = None,
+    on_done: Callable[[tuple[FragmentRun, ...], int, tuple[str, ...]], None] | None = None,
+) -> pa.RecordBatchReader:
+    """Run a plan, its result as a stream. A plan that is one fragment with no
+    residual streams that fragment's batches straight through (memory: a few
+    batches); otherwise the fragments are fetched, and DuckDB's result streams.
+
+    ``on_done(runs, result_rows, missing)`` is called when the stream was read to its end.
+    Dropping the reader early cancels what still runs at the connectors.
+    """
+    deadline = time.monotonic() + opts.timeout
+    fetches = _fetches(plan, links, principal, query_id, deadline, opts)
+    fetched: dict[str, int] = {}  # rows per fragment, when fetched before the merge
+    try:
+        missing: tuple[str, ...] = ()
+        if plan.residual is None and not opts.allow_partial:
+            (only,) = fetches.values()
+            # Smaller batches: the stream holds a few of them at a time.
+            only.batch_rows = PASS_THROUGH_BATCH_ROWS
+            only.start(only.fragment.sql)
+            source = only.stream()
+        else:
+            tables, missing = _fetch_all(fetches, opts.allow_partial, schema_of)
+            fetched = {fid: t.num_rows for fid, t in tables.items()}
+            if plan.residual is None:
+                (table,) = tables.values()
+                source = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+            else:
+                source = merger.stream(plan.residual, tables, deadline)
+    except BaseException:
+        _cancel_all(fetches, links, query_id)
+        raise
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        rows = 0
+        finished = False
+        try:
+            for b in source:
+                rows += b.num_rows
+                yield b
+            finished = True
+        finally:
+            if not finished:
+                source.close()
+                _cancel_all(fetches, links, query_id)
+        if on_done is not None:
+            runs = tuple(
+                FragmentRun(f.fragment, f.stats(fetched.get(fid, rows)), f.sql)
+                for fid, f in fetches.items()
+            )
+            on_done(runs, rows, missing)
+
+    return pa.RecordBatchReader.from_batches(source.schema, batches())
+
+
+def _fetches(
+    plan: Plan,
+    links: dict[str, Link],
+    principal: Principal,
+    query_id: str,
+    deadline: float,
+    opts: RunOptions,
+) -> dict[str, _Fetch]:
+    return {
+        f.id: _Fetch(links[f.agency], f, query_id, principal, deadline, opts)
+        for f in plan.fragments
+    }
+
+
+def _cancel_all(fetches: dict[str, _Fetch], links: dict[str, Link], query_id: str) -> None:
+    """Stop every call of the query, and tell the connectors (they stop their
+    backend queries and free what the fragments held)."""
+    for f in fetches.values():
+        f.cancel()
+    _cancel_remote(links, {f.fragment.agency for f in fetches.values()}, query_id)
+
+
+def _missing_ok(e: BaseException) -> bool:
+    """Failures ``allow_partial`` turns into a missing agency: the agency could not be
+    reached or broke off. A refused fragment or a deadline still fails the query."""
+    return isinstance(e, ConnectorError) and not isinstance(
+        e, FragmentRefused | FragmentUnsupported
+    )
+
+
+def _fetch_all(
+    fetches: dict[str, _Fetch],
+    allow_partial: bool = False,
+    schema_of: Callable[[Fragment], pa.Schema] | None = None,
+) -> tuple[dict[str, pa.Table], tuple[str, ...]]:
     """Read every fragment concurrently, each as soon as the fragments whose keys
-    reduce it are in; the first failure wins and stops the others."""
+    reduce it are in; the first failure wins and stops the others. With
+    ``allow_partial``, a fragment whose agency cannot be reached yields no rows."""
     out: dict[str, pa.Table] = {}
+    missing: dict[str, str] = {}
     order = _topological(list(fetches.values()))
     with ThreadPoolExecutor(
         max_workers=max(1, len(order)), thread_name_prefix="fedsql-fetch"
@@ -229,8 +445,20 @@ def _fetch_all(fetches: dict[str, _Fetch]) -> dict[str, pa.Table]:
 
         def run(f: _Fetch) -> pa.Table:
             builds = {r.build: futures[r.build].result() for r in f.fragment.reduce_by}
-            f.start(*reduced_sql(f.fragment, builds))
-            return f.read_all()
+            try:
+                f.start(*reduced_sql(f.fragment, builds))
+                return f.read_all()
+            except FedSQLError as e:
+                if not (allow_partial and schema_of is not None and _missing_ok(e)):
+                    raise
+                log.warning(
+                    "agency missing query_id=%s agency=%s reason=%r",
+                    f.query_id,
+                    f.fragment.agency,
+                    str(e),
+                )
+                missing[f.fragment.agency] = str(e)
+                return schema_of(f.fragment).empty_table()
 
         for f in order:
             futures[f.fragment.id] = pool.submit(run, f)
@@ -245,7 +473,7 @@ def _fetch_all(fetches: dict[str, _Fetch]) -> dict[str, pa.Table]:
                         other.cancel()
         if error is not None:
             raise error
-    return out
+    return out, tuple(sorted(missing))
 
 
 def _topological(fetches: list[_Fetch]) -> list[_Fetch]:
@@ -335,33 +563,75 @@ class MergeEngine:
     microseconds, and what a cursor registers is visible to it alone.
     """
 
-    def __init__(self, hash_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        hash_key: bytes | None = None,
+        memory_limit: str = "",
+        temp_directory: Path | None = None,
+    ) -> None:
         self._db = duckdb.connect(":memory:")
         register_hash(self._db, hash_key)  # for the federation's own 'hash' masks
+        # The merge spills to disk beyond memory_limit (DuckDB docs, "Memory
+        # Management"): joins, sorts and aggregates larger than memory finish.
+        spill = temp_directory or Path(tempfile.gettempdir()) / f"fedsql-merge-{os.getuid()}"
+        self._db.execute("SET temp_directory = ?", [str(spill)])
+        if memory_limit:
+            self._db.execute("SET memory_limit = ?", [memory_limit])
         self._lock = threading.Lock()
+
+    def _register(self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
+        for name, table in tables.items():
+            if table.num_rows < TEMP_TABLE_ROWS:
+                con.register(name, table)
+                continue
+            # A temp table, not a registered Arrow view: DuckDB keeps statistics
+            # for it, and its join order over fragment results depends on them
+            # (TPC-H Q5 at SF 1: 1.0 s over Arrow views, 12 ms over temp tables).
+            con.register(f"{name}_arrow", table)
+            con.execute(f'CREATE TEMP TABLE "{name}" AS SELECT * FROM "{name}_arrow"')
+            con.unregister(f"{name}_arrow")
+
+    def stream(
+        self, residual: str, tables: dict[str, pa.Table], deadline: float
+    ) -> pa.RecordBatchReader:
+        """The residual's result as a stream of batches; the cursor lives until the
+        stream is read to its end or dropped."""
+        with self._lock:
+            con = self._db.cursor()
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), con.interrupt)
+        timer.daemon = True  # never keeps the process alive
+        timer.start()
+        try:
+            self._register(con, tables)
+            tables.clear()  # DuckDB holds what it needs; let the Arrow copies go
+            reader = con.sql(residual).to_arrow_reader(STREAM_BATCH_ROWS)
+        except BaseException as e:
+            timer.cancel()
+            con.close()
+            raise _merge_error(e) from None
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from reader
+            except duckdb.Error as e:
+                raise _merge_error(e) from None
+            finally:
+                timer.cancel()
+                con.close()
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
     def run(self, residual: str, tables: dict[str, pa.Table], deadline: float) -> pa.Table:
         with self._lock:
             con = self._db.cursor()
         timer = threading.Timer(max(0.0, deadline - time.monotonic()), con.interrupt)
+        timer.daemon = True  # never keeps the process alive
         timer.start()
         try:
-            for name, table in tables.items():
-                if table.num_rows < TEMP_TABLE_ROWS:
-                    con.register(name, table)
-                    continue
-                # A temp table, not a registered Arrow view: DuckDB keeps statistics
-                # for it, and its join order over fragment results depends on them
-                # (TPC-H Q5 at SF 1: 1.0 s over Arrow views, 12 ms over temp tables).
-                con.register(f"{name}_arrow", table)
-                con.execute(f'CREATE TEMP TABLE "{name}" AS SELECT * FROM "{name}_arrow"')
-                con.unregister(f"{name}_arrow")
+            self._register(con, tables)
             return con.sql(residual).to_arrow_table()
-        except duckdb.InterruptException:
-            raise QueryTimeout("the query's deadline passed while merging results") from None
         except duckdb.Error as e:
-            first = str(e).splitlines()[0]
-            raise ExecutionError(f"the residual query failed at the coordinator: {first}") from None
+            raise _merge_error(e) from None
         finally:
             timer.cancel()
             con.close()
@@ -370,14 +640,31 @@ class MergeEngine:
         self._db.close()
 
 
-def _cancel_remote(
-    stubs: dict[str, pb_grpc.ConnectorStub], agencies: set[str], query_id: str
-) -> None:
-    for a in agencies:
+def _merge_error(e: BaseException) -> BaseException:
+    if isinstance(e, duckdb.InterruptException):
+        return QueryTimeout("the query's deadline passed while merging results")
+    if isinstance(e, duckdb.Error):
+        first = str(e).splitlines()[0]
+        return ExecutionError(f"the residual query failed at the coordinator: {first}")
+    return e
+
+
+def _cancel_remote(links: dict[str, Link], agencies: set[str], query_id: str) -> None:
+    """Cancel at every agency at once; at most CANCEL_TIMEOUT seconds in all."""
+    calls = [
+        (
+            a,
+            links[a].stub.Cancel.future(
+                pb.CancelRequest(query_id=query_id), timeout=CANCEL_TIMEOUT
+            ),
+        )
+        for a in sorted(agencies)
+    ]
+    for a, call in calls:
         try:
-            stubs[a].Cancel(pb.CancelRequest(query_id=query_id), timeout=2.0)
+            call.result()
         except grpc.RpcError:
-            log.debug("query %s: cancel at %s failed", query_id, a)
+            log.debug("cancel failed query_id=%s agency=%s", query_id, a)
 
 
 def connector_stats(runs: tuple[FragmentRun, ...]) -> dict[str, ConnectorStats]:

@@ -274,8 +274,11 @@ class LocalConnector:
             self.proc.stdout.close()
 
 
-def start_connector(toml: Path, timeout: float = 60.0) -> LocalConnector:
-    """Start ``fedsql connector serve TOML`` and wait until it listens."""
+def start_connector(
+    toml: Path, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> LocalConnector:
+    """Start ``fedsql connector serve TOML`` and wait until it listens (``env``:
+    extra environment variables for it)."""
     log_path = toml.with_suffix(".log")
     with log_path.open("wb") as errf:
         proc = subprocess.Popen(
@@ -284,6 +287,7 @@ def start_connector(toml: Path, timeout: float = 60.0) -> LocalConnector:
             stderr=errf,
             stdin=subprocess.DEVNULL,
             cwd=toml.parent,
+            env={**os.environ, **env} if env else None,
         )
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()

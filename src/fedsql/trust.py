@@ -120,7 +120,9 @@ def channel_credentials(tls: ClientTLS, where: str) -> grpc.ChannelCredentials:
     )
 
 
-def open_channel(ref: ConnectorRef, where: str = "federation") -> tuple[grpc.Channel, grpc.Channel]:
+def open_channel(
+    ref: ConnectorRef, where: str = "federation", options: tuple[tuple[str, object], ...] = ()
+) -> tuple[grpc.Channel, grpc.Channel]:
     """(the channel to use, the underlying channel to close) for one connector.
 
     With TLS the coordinator checks that the connector's certificate names it
@@ -128,11 +130,11 @@ def open_channel(ref: ConnectorRef, where: str = "federation") -> tuple[grpc.Cha
     answer for another even at a mistyped address.
     """
     if ref.tls is None:
-        ch = grpc.insecure_channel(ref.address, options=GRPC_OPTIONS)
+        ch = grpc.insecure_channel(ref.address, options=[*GRPC_OPTIONS, *options])
         return ch, ch
     where = f"{where}: connector '{ref.name}'"
     creds = channel_credentials(ref.tls, where)
     signer = Signer(ref.tls.key, f"{where}: [connector.tls].key")
-    options = [*GRPC_OPTIONS, ("grpc.ssl_target_name_override", ref.tls.server_name or ref.name)]
-    raw = grpc.secure_channel(ref.address, creds, options=options)
+    name = ("grpc.ssl_target_name_override", ref.tls.server_name or ref.name)
+    raw = grpc.secure_channel(ref.address, creds, options=[*GRPC_OPTIONS, *options, name])
     return grpc.intercept_channel(raw, _Stamp(ref.name, signer)), raw

@@ -299,3 +299,52 @@ def key_set_from_proto(msg: pb.KeySet) -> tuple[str, pa.Table]:
 def ipc_chunks_to_reader(chunks: Iterable[bytes]) -> pa.RecordBatchReader:
     """Read an Arrow IPC stream that arrives as a sequence of byte chunks."""
     return pa.ipc.open_stream(io.BufferedReader(_ChunkSource(chunks), 1 << 20))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """A connector's answer to GetStatus."""
+
+    connector: str
+    version: str
+    backend: str
+    tables: int
+    active_fragments: int
+    max_concurrent_fragments: int
+    uptime_seconds: float
+    fragments: dict[str, int]  # finished fragments by outcome
+    rows: int
+    bytes: int
+    metrics_url: str = ""
+
+
+def status_to_proto(s: NodeStatus) -> pb.Status:
+    return pb.Status(
+        connector=s.connector,
+        version=s.version,
+        backend=s.backend,
+        tables=s.tables,
+        active_fragments=s.active_fragments,
+        max_concurrent_fragments=s.max_concurrent_fragments,
+        uptime_seconds=s.uptime_seconds,
+        fragments=s.fragments,
+        rows=s.rows,
+        bytes=s.bytes,
+        metrics_url=s.metrics_url,
+    )
+
+
+def status_from_proto(msg: pb.Status) -> NodeStatus:
+    return NodeStatus(
+        connector=msg.connector,
+        version=msg.version,
+        backend=msg.backend,
+        tables=msg.tables,
+        active_fragments=msg.active_fragments,
+        max_concurrent_fragments=msg.max_concurrent_fragments,
+        uptime_seconds=msg.uptime_seconds,
+        fragments=dict(msg.fragments),
+        rows=msg.rows,
+        bytes=msg.bytes,
+        metrics_url=msg.metrics_url,
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 
 import duckdb
+import pyarrow as pa
 
 from fedsql.catalog import Catalog
 from fedsql.errors import CatalogError, PlanError
@@ -55,6 +56,19 @@ class ShapeBinder:
             raise PlanError(f"cannot parse the query: {_first(e)}") from None
         except duckdb.Error as e:
             raise PlanError(_first(e)) from None
+        finally:
+            cur.close()
+
+    def fragment_schema(self, agency: str, sql: str) -> pa.Schema:
+        """The Arrow schema of a fragment's result (its SQL names tables as the
+        agency's connector exposes them), bound over the empty tables."""
+        with self._lock:
+            cur = self._con.cursor()
+        try:
+            cur.execute(f"USE {_q(agency)}")
+            return cur.sql(sql).limit(0).to_arrow_table().schema
+        except duckdb.Error as e:
+            raise PlanError(f"cannot bind a fragment for agency '{agency}': {_first(e)}") from None
         finally:
             cur.close()
 

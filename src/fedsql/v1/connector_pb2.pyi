@@ -129,3 +129,40 @@ class CancelResponse(_message.Message):
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
     cancelled: int
     def __init__(self, cancelled: _Optional[int] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Status(_message.Message):
+    __slots__ = ("connector", "version", "backend", "tables", "active_fragments", "max_concurrent_fragments", "uptime_seconds", "fragments", "rows", "bytes", "metrics_url")
+    class FragmentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    CONNECTOR_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FRAGMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_FRAGMENTS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FRAGMENTS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_URL_FIELD_NUMBER: _ClassVar[int]
+    connector: str
+    version: str
+    backend: str
+    tables: int
+    active_fragments: int
+    max_concurrent_fragments: int
+    uptime_seconds: float
+    fragments: _containers.ScalarMap[str, int]
+    rows: int
+    bytes: int
+    metrics_url: str
+    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[int] = ..., active_fragments: _Optional[int] = ..., max_concurrent_fragments: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., fragments: _Optional[_Mapping[str, int]] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ..., metrics_url: _Optional[str] = ...) -> None: ...

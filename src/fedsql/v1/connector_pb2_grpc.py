@@ -50,6 +50,11 @@ class ConnectorStub:
                 request_serializer=fedsql_dot_v1_dot_connector__pb2.CancelRequest.SerializeToString,
                 response_deserializer=fedsql_dot_v1_dot_connector__pb2.CancelResponse.FromString,
                 _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/fedsql.v1.Connector/GetStatus',
+                request_serializer=fedsql_dot_v1_dot_connector__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=fedsql_dot_v1_dot_connector__pb2.Status.FromString,
+                _registered_method=True)
 
 
 class ConnectorServicer:
@@ -79,6 +84,11 @@ class ConnectorServicer:
         RESOURCE_EXHAUSTED (rows, bytes) or DEADLINE_EXCEEDED (seconds), one
         stopped by Cancel with CANCELLED. Error messages carry no data values and
         no file paths.
+        The last message of a complete result carries `stats`; a call that ends
+        without it, or whose stats.rows differs from the rows streamed, is not a
+        result. A node running its most fragments at once fails the call with
+        RESOURCE_EXHAUSTED ("busy", no "[limits]" in the message): the whole
+        fragment may be retried later.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -87,6 +97,14 @@ class ConnectorServicer:
     def Cancel(self, request, context):
         """Stop every running fragment of one query id (best effort, idempotent);
         over mutual TLS only the coordinator that started them can stop them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStatus(self, request, context):
+        """Health and load of the node: version, table count, fragments running now
+        and counters since start (for `fedsql status` and tests).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,6 +127,11 @@ def add_ConnectorServicer_to_server(servicer, server):
                     servicer.Cancel,
                     request_deserializer=fedsql_dot_v1_dot_connector__pb2.CancelRequest.FromString,
                     response_serializer=fedsql_dot_v1_dot_connector__pb2.CancelResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=fedsql_dot_v1_dot_connector__pb2.GetStatusRequest.FromString,
+                    response_serializer=fedsql_dot_v1_dot_connector__pb2.Status.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -193,6 +216,33 @@ class Connector:
             '/fedsql.v1.Connector/Cancel',
             fedsql_dot_v1_dot_connector__pb2.CancelRequest.SerializeToString,
             fedsql_dot_v1_dot_connector__pb2.CancelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsql.v1.Connector/GetStatus',
+            fedsql_dot_v1_dot_connector__pb2.GetStatusRequest.SerializeToString,
+            fedsql_dot_v1_dot_connector__pb2.Status.FromString,
             options,
             channel_credentials,
             insecure,

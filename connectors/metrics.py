@@ -1,0 +1,137 @@
+"""Load and health of a connector node: admission (a bounded number of fragments
+at once), counters, and Prometheus text metrics on an optional HTTP port.
+
+Prometheus text exposition format 0.0.4:
+https://prometheus.io/docs/instrumenting/exposition_formats/
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger(__name__)
+
+# A fragment waits this long for a free slot before it is refused as busy
+# (the coordinator retries with backoff): short queues absorb bursts, long
+# ones only hide overload.
+SLOT_WAIT_SECONDS = 2.0
+# TESTING AID ONLY: seconds a connector waits before each record batch it
+# sends, to simulate a slow agency in the reliability tests. Never set it in
+# production; the connector warns at start when it is set.
+TEST_DELAY_ENV = "FEDSQL_TEST_DELAY_SECONDS"
+
+
+def test_delay_seconds() -> float:
+    raw = os.environ.get(TEST_DELAY_ENV, "")
+    try:
+        return max(0.0, float(raw)) if raw else 0.0
+    except ValueError:
+        return 0.0
+
+
+class NodeMetrics:
+    """Counters of one connector node since it started (thread-safe)."""
+
+    def __init__(self, name: str, max_concurrent: int) -> None:
+        self.name = name
+        self.started = time.time()
+        self.max_concurrent = max_concurrent
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._lock = threading.Lock()
+        self.active = 0
+        self.outcomes: dict[str, int] = {}
+        self.rows = 0
+        self.bytes = 0
+
+    def admit(self, wait: float) -> bool:
+        """Take a fragment slot, waiting at most ``wait`` seconds; False when busy."""
+        if not self._slots.acquire(timeout=max(0.0, wait)):
+            return False
+        with self._lock:
+            self.active += 1
+        return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.active -= 1
+        self._slots.release()
+
+    def finished(self, outcome: str, rows: int = 0, nbytes: int = 0) -> None:
+        with self._lock:
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+            self.rows += rows
+            self.bytes += nbytes
+
+    def snapshot(self) -> tuple[int, dict[str, int], int, int]:
+        with self._lock:
+            return self.active, dict(self.outcomes), self.rows, self.bytes
+
+    def prometheus(self) -> str:
+        active, outcomes, rows, nbytes = self.snapshot()
+        label = f'connector="{_escape(self.name)}"'
+        errors = sum(n for o, n in outcomes.items() if o not in ("ok", "cancelled"))
+        lines = [
+            "# HELP fedsql_fragments_total Fragments finished, by outcome.",
+            "# TYPE fedsql_fragments_total counter",
+            *(
+                f'fedsql_fragments_total{{{label},outcome="{_escape(o)}"}} {n}'
+                for o, n in sorted(outcomes.items())
+            ),
+            "# HELP fedsql_queries_total Fragments received (one per query per connector "
+            "unless a query sends several).",
+            "# TYPE fedsql_queries_total counter",
+            f"fedsql_queries_total{{{label}}} {sum(outcomes.values()) + active}",
+            "# HELP fedsql_errors_total Fragments that failed, were refused or found the node "
+            "busy.",
+            "# TYPE fedsql_errors_total counter",
+            f"fedsql_errors_total{{{label}}} {errors}",
+            "# HELP fedsql_rows_total Rows streamed to coordinators.",
+            "# TYPE fedsql_rows_total counter",
+            f"fedsql_rows_total{{{label}}} {rows}",
+            "# HELP fedsql_bytes_total Arrow IPC bytes streamed to coordinators.",
+            "# TYPE fedsql_bytes_total counter",
+            f"fedsql_bytes_total{{{label}}} {nbytes}",
+            "# HELP fedsql_active_fragments Fragments executing now.",
+            "# TYPE fedsql_active_fragments gauge",
+            f"fedsql_active_fragments{{{label}}} {active}",
+            "# HELP fedsql_max_concurrent_fragments Fragments that may execute at once.",
+            "# TYPE fedsql_max_concurrent_fragments gauge",
+            f"fedsql_max_concurrent_fragments{{{label}}} {self.max_concurrent}",
+            "# HELP fedsql_uptime_seconds Seconds since the node started.",
+            "# TYPE fedsql_uptime_seconds gauge",
+            f"fedsql_uptime_seconds{{{label}}} {time.time() - self.started:.3f}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def serve_metrics(metrics: NodeMetrics, listen: str) -> ThreadingHTTPServer:
+    """Serve ``GET /metrics`` on ``listen`` (HOST:PORT) from a daemon thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404, "only /metrics is served here")
+                return
+            body = metrics.prometheus().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            log.debug("metrics: " + format, *args)
+
+    host, _, port = listen.rpartition(":")
+    server = ThreadingHTTPServer((host, int(port)), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
