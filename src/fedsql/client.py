@@ -14,8 +14,14 @@ import grpc
 
 from fedsql.catalog import Catalog
 from fedsql.config import FederationConfig, load_federation
-from fedsql.errors import ConfigError, FragmentUnsupported, from_rpc_error
-from fedsql.execute import MergeEngine, QueryStats, connector_stats, execute
+from fedsql.errors import (
+    ConfigError,
+    FedSQLError,
+    FragmentUnsupported,
+    QueryCancelled,
+    from_rpc_error,
+)
+from fedsql.execute import MergeEngine, QueryStats, QueryWatch, connector_stats, execute
 from fedsql.planner import Plan, plan
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy.load import validate
@@ -149,10 +155,29 @@ class Federation:
         )
         return "\n".join(lines)
 
-    def sql(self, sql: str, timeout: float | None = None):  # type: ignore[no-untyped-def]
-        """Run a federated query; returns a ``pyarrow.Table``."""
+    def sql(  # type: ignore[no-untyped-def]
+        self,
+        sql: str,
+        timeout: float | None = None,
+        watch: QueryWatch | None = None,
+        query_id: str | None = None,
+    ):
+        """Run a federated query; returns a ``pyarrow.Table``.
+
+        ``watch`` lets another thread follow the query's progress and cancel it;
+        ``query_id`` is the id the agencies' audit logs record (default: a new one).
+        """
+        try:
+            return self._sql(sql, timeout, watch, query_id or uuid.uuid4().hex[:16])
+        except FedSQLError:
+            if watch is not None and watch.cancelled:
+                raise QueryCancelled("the query was cancelled") from None
+            raise
+
+    def _sql(  # type: ignore[no-untyped-def]
+        self, sql: str, timeout: float | None, watch: QueryWatch | None, qid: str
+    ):
         t0 = time.perf_counter()
-        qid = uuid.uuid4().hex[:16]
         p = self.plan(sql)
         t1 = time.perf_counter()
         log.info("query %s: %d fragment(s) for user %s", qid, len(p.fragments), self.principal.user)
@@ -169,6 +194,7 @@ class Federation:
                     timeout or self.config.timeout_seconds,
                     self._merger,
                     self.config.compression,
+                    watch,
                 )
                 break
             except FragmentUnsupported as e:
@@ -181,7 +207,7 @@ class Federation:
                 p = self.plan(sql, scan_only)
         if p.output_names and len(p.output_names) == table.num_columns:
             table = table.rename_columns(list(p.output_names))
-        self.last_stats = QueryStats(
+        self.last_stats = stats = QueryStats(
             query_id=qid,
             connectors=connector_stats(runs),
             fragments=runs,
@@ -191,6 +217,8 @@ class Federation:
             total_seconds=time.perf_counter() - t0,
             result_rows=table.num_rows,
         )
+        if watch is not None:
+            watch.stats = stats
         return table
 
     def close(self) -> None:

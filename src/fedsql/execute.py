@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +115,8 @@ class _Fetch:
         self.call: Any = None
         self.cancelled = False
         self.compression = ""
+        self.rows = 0  # read so far (for QueryWatch)
+        self.watch: QueryWatch | None = None
 
     def start(self, sql: str, key_sets: list[pb.KeySet] | None = None) -> None:
         self.sql = sql
@@ -157,7 +159,14 @@ class _Fetch:
         call ends cleanly instead of being cancelled half-read."""
         chunks = self._chunks()
         try:
-            table = ipc_chunks_to_reader(chunks).read_all()
+            reader = ipc_chunks_to_reader(chunks)
+            batches = []
+            for batch in reader:  # batch by batch, so that a QueryWatch sees progress
+                batches.append(batch)
+                self.rows += batch.num_rows
+                if self.watch is not None:
+                    self.watch.moved()
+            table = pa.Table.from_batches(batches, schema=reader.schema)
         except pa.ArrowInvalid as e:
             raise ExecutionError(
                 f"agency '{self.fragment.agency}' sent a malformed Arrow stream: {e}"
@@ -183,6 +192,7 @@ def execute(
     timeout: float,
     merger: MergeEngine,
     compression: str = "",
+    watch: QueryWatch | None = None,
 ) -> tuple[pa.Table, tuple[FragmentRun, ...], float, float]:
     """Run a plan; returns (result, fragment runs, fetch seconds, merge seconds)."""
     deadline = time.monotonic() + timeout
@@ -193,6 +203,8 @@ def execute(
     for f in fetches.values():
         f.compression = compression
     try:
+        if watch is not None:
+            watch.attach(list(fetches.values()))
         if plan.residual is None:
             (only,) = fetches.values()
             only.start(only.fragment.sql)
@@ -326,6 +338,49 @@ def key_filter(column: exp.Expr, values: pa.Array) -> exp.Expr | None:
     return exp.Between(this=column.copy(), low=lit(lo.as_py()), high=lit(hi.as_py()))
 
 
+class QueryWatch:
+    """Another thread's handle on a running query: rows and bytes per agency as they
+    stream in, and ``cancel()``, which cancels the in-flight calls (the query then
+    fails and each agency is sent a Cancel for its id, as on any failure)."""
+
+    def __init__(self, on_progress: Callable[[QueryWatch], None] | None = None) -> None:
+        self.on_progress = on_progress
+        self.cancelled = False
+        self.stats: QueryStats | None = None  # set when the query has finished
+        self._fetches: list[_Fetch] = []
+        self._lock = threading.Lock()
+
+    def progress(self) -> dict[str, tuple[int, int]]:
+        """agency -> (rows, bytes) received so far."""
+        with self._lock:
+            fetches = list(self._fetches)
+        out: dict[str, tuple[int, int]] = {}
+        for f in fetches:
+            rows, nbytes = out.get(f.fragment.agency, (0, 0))
+            out[f.fragment.agency] = (rows + f.rows, nbytes + f.bytes)
+        return out
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            fetches = list(self._fetches)
+        for f in fetches:
+            f.cancel()
+
+    def attach(self, fetches: list[_Fetch]) -> None:
+        with self._lock:
+            self._fetches.extend(fetches)
+            for f in fetches:
+                f.watch = self
+            cancelled = self.cancelled
+        if cancelled:
+            raise QueryCancelled("the query was cancelled")
+
+    def moved(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self)
+
+
 class MergeEngine:
     """The coordinator's DuckDB: one database per Federation, one cursor per query.
 
@@ -393,4 +448,4 @@ def connector_stats(runs: tuple[FragmentRun, ...]) -> dict[str, ConnectorStats]:
     }
 
 
-__all__ = ["ConnectorStats", "FragmentRun", "MergeEngine", "QueryStats", "execute"]
+__all__ = ["ConnectorStats", "FragmentRun", "MergeEngine", "QueryStats", "QueryWatch", "execute"]
