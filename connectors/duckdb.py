@@ -9,7 +9,7 @@ file or change a setting (DuckDB docs, "Securing DuckDB").
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -54,10 +54,19 @@ class DuckDBEngine:
         for name, table in (tables or {}).items():
             cur.register(name, table)  # this cursor's alone
         try:
-            reader = cur.sql(sql).to_arrow_reader(batch_rows or DEFAULT_BATCH_ROWS)
+            rel = cur.sql(sql)
+            # The schema now, the rows on first read: to_arrow_reader() runs the query
+            # up to its first batch (all of it, for an aggregate), and until execute()
+            # returns nothing can cancel the fragment.
+            schema = rel.limit(0).to_arrow_table().schema
         except duckdb.Error as e:
             cur.close()
             raise _backend_error(e) from None
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            yield from rel.to_arrow_reader(batch_rows or DEFAULT_BATCH_ROWS)
+
+        reader = pa.RecordBatchReader.from_batches(schema, batches())
         return Running(
             reader=GuardedReader(reader, _backend_error, (duckdb.Error, pa.ArrowException)),
             cancel=cur.interrupt,

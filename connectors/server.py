@@ -269,7 +269,9 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 stats=pb.ExecuteStats(rows=counted.rows, bytes=nbytes, seconds=seconds)
             )
         except BackendError as e:
-            audit("error", str(e))
+            # Not active: the coordinator cancelled the call (or went away), and the
+            # backend error is the interrupted query.
+            audit("error", str(e)) if context.is_active() else audit("cancelled")
             if context.is_active():
                 code = (
                     grpc.StatusCode.INVALID_ARGUMENT if e.user_error else grpc.StatusCode.INTERNAL
