@@ -58,7 +58,11 @@ class DuckDBEngine:
             # The schema now, the rows on first read: to_arrow_reader() runs the query
             # up to its first batch (all of it, for an aggregate), and until execute()
             # returns nothing can cancel the fragment.
-            schema = rel.limit(0).to_arrow_table().schema
+            empty = rel.limit(0).to_arrow_table().schema
+            # (the names from the relation: LIMIT 0 de-duplicates repeated ones, a stream does not)
+            schema = pa.schema(
+                [f.with_name(n) for f, n in zip(empty, rel.columns, strict=True)], empty.metadata
+            )
         except duckdb.Error as e:
             cur.close()
             raise _backend_error(e) from None
