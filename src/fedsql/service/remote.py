@@ -23,8 +23,7 @@ class RemoteError(FedSQLError):
 
 def _clean(e: Exception) -> str:
     """A Flight error's message without gRPC's debug context."""
-    text = str(e).split("\n")[0]
-    text = re.sub(r"\. Detail: \w+$", "", text)
+    text = re.sub(r"\. Detail: .*", "", str(e), flags=re.DOTALL).split("\n")[0]
     text = re.sub(r"^Flight returned \w+ error, with message: ", "", text)
     return text
 

@@ -213,6 +213,12 @@ class _Handshake(flight.ServerAuthHandler):  # type: ignore[misc]
         return ""
 
 
+def _refused(message: str) -> Exception:
+    """A request the service turns down. Not pa.ArrowInvalid: pyarrow would send the
+    server's Python traceback along to the client as the status detail."""
+    return flight.FlightServerError(message)
+
+
 def _flight_error(e: FedSQLError) -> Exception:
     """A FedSQLError as the Flight status a client shows (one place)."""
     msg = str(e)
@@ -223,7 +229,7 @@ def _flight_error(e: FedSQLError) -> Exception:
     if isinstance(e, PolicyError):
         return flight.FlightUnauthorizedError(msg)
     if isinstance(e, (PlanError, CatalogError, FragmentRefused, ConfigError)):
-        return pa.ArrowInvalid(msg)  # INVALID_ARGUMENT
+        return _refused(msg)
     if isinstance(e, ConnectorError):
         return flight.FlightUnavailableError(msg)
     return flight.FlightServerError(msg)
@@ -308,7 +314,7 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         with self._lock:
             p = self._prepared.get(handle)
         if p is None or p.user != user:
-            raise pa.ArrowInvalid("unknown or closed prepared statement; prepare it again")
+            raise _refused("unknown or closed prepared statement; prepare it again")
         p.expires = time.monotonic() + PREPARED_TTL
         return p
 
@@ -377,8 +383,8 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         if isinstance(cmd, (sql_pb.CommandGetExportedKeys, sql_pb.CommandGetImportedKeys)):
             return proto.FOREIGN_KEYS.empty_table()
         if isinstance(cmd, (sql_pb.CommandStatementUpdate, sql_pb.CommandPreparedStatementUpdate)):
-            raise pa.ArrowInvalid("the federation is read-only: only SELECT queries run here")
-        raise pa.ArrowNotImplementedError(f"{type(cmd).__name__} is not supported by fedsql")
+            raise _refused("the federation is read-only: only SELECT queries run here")
+        raise _refused(f"{type(cmd).__name__} is not supported by fedsql")
 
     # -- Flight RPCs --------------------------------------------------------
     def get_flight_info(
@@ -388,12 +394,12 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         cmd = self._command(descriptor)
         if isinstance(cmd, sql_pb.CommandStatementQuery):
             if cmd.HasField("transaction_id"):
-                raise pa.ArrowInvalid(NO_TRANSACTIONS)
+                raise _refused(NO_TRANSACTIONS)
             return self._info(descriptor, user, self._run(user, [cmd.query], cmd.query))
         if isinstance(cmd, sql_pb.CommandPreparedStatementQuery):
             p = self._prepared_for(cmd.prepared_statement_handle, user)
             if p.n_params and p.params is None:
-                raise pa.ArrowInvalid(
+                raise _refused(
                     f"the prepared statement has {p.n_params} parameter(s); bind them first"
                 )
             params = p.params if p.params is not None else pa.table({})
@@ -416,15 +422,15 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         try:
             msg = proto.unpack(ticket.ticket)
         except proto.ProtocolError as e:
-            raise pa.ArrowInvalid(str(e)) from None
+            raise _refused(str(e)) from None
         if not isinstance(msg, sql_pb.TicketStatementQuery):
-            raise pa.ArrowInvalid("this ticket is not one fedsql handed out")
+            raise _refused("this ticket is not one fedsql handed out")
         with self._lock:
             r = self._results.get(msg.statement_handle)
             if r is not None and r.user == user:
                 del self._results[msg.statement_handle]
         if r is None or r.user != user:
-            raise pa.ArrowInvalid("unknown, expired or already read result; run the query again")
+            raise _refused("unknown, expired or already read result; run the query again")
         return flight.RecordBatchStream(r.table)
 
     def do_put(
@@ -441,8 +447,8 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
             p.params = reader.read_all()
             return
         if isinstance(cmd, (sql_pb.CommandStatementUpdate, sql_pb.CommandPreparedStatementUpdate)):
-            raise pa.ArrowInvalid("the federation is read-only: only SELECT queries run here")
-        raise pa.ArrowNotImplementedError(f"DoPut with {type(cmd).__name__} is not supported")
+            raise _refused("the federation is read-only: only SELECT queries run here")
+        raise _refused(f"DoPut with {type(cmd).__name__} is not supported")
 
     def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
         return [
@@ -472,7 +478,7 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         if kind == "CreatePreparedStatement":
             req = self._unpack_body(body, sql_pb.ActionCreatePreparedStatementRequest)
             if req.HasField("transaction_id"):
-                raise pa.ArrowInvalid(NO_TRANSACTIONS)
+                raise _refused(NO_TRANSACTIONS)
             _, placeholders = self._guard(lambda: parse_with_placeholders(req.query))
             params = parameter_schema(placeholders)
             handle = secrets.token_bytes(16)
@@ -491,26 +497,26 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
                 if p is not None and p.user == user:
                     del self._prepared[req.prepared_statement_handle]
             return []
-        raise pa.ArrowNotImplementedError(f"action {kind!r} is not supported by fedsql")
+        raise _refused(f"action {kind!r} is not supported by fedsql")
 
     # -- decoding -----------------------------------------------------------
     @staticmethod
     def _command(descriptor: flight.FlightDescriptor) -> Any:
         if descriptor.descriptor_type != flight.DescriptorType.CMD:
-            raise pa.ArrowInvalid("fedsql takes Flight SQL commands, not paths")
+            raise _refused("fedsql takes Flight SQL commands, not paths")
         try:
             return proto.unpack(descriptor.command)
         except proto.ProtocolError as e:
-            raise pa.ArrowNotImplementedError(str(e)) from None
+            raise _refused(str(e)) from None
 
     @staticmethod
     def _unpack_body(body: bytes, cls: type) -> Any:
         try:
             msg = proto.unpack(body)
         except proto.ProtocolError as e:
-            raise pa.ArrowInvalid(str(e)) from None
+            raise _refused(str(e)) from None
         if not isinstance(msg, cls):
-            raise pa.ArrowInvalid(f"expected {cls.__name__}, got {type(msg).__name__}")
+            raise _refused(f"expected {cls.__name__}, got {type(msg).__name__}")
         return msg
 
     @staticmethod
