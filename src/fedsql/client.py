@@ -221,6 +221,15 @@ class Federation:
             watch.stats = stats
         return table
 
+    def query(self, sql: str, timeout: float | None = None):  # type: ignore[no-untyped-def]
+        """Like :meth:`sql`, but a :class:`fedsql.notebook.Result`: the table and the
+        query's figures, shown as an HTML table in notebooks; ``.to_pandas()``."""
+        from fedsql.notebook import Result
+
+        watch = QueryWatch()
+        table = self.sql(sql, timeout=timeout, watch=watch)
+        return Result(table, watch.stats)
+
     def close(self) -> None:
         for ch in self._channels.values():
             ch.close()
@@ -236,6 +245,9 @@ class Federation:
 def connect(config: str | Path | FederationConfig, user: str | None = None) -> Federation:
     """Open an embedded coordinator over the federation described by ``config``."""
     cfg = config if isinstance(config, FederationConfig) else load_federation(config)
+    from fedsql.notebook import register_ipython
+
+    register_ipython()  # Arrow tables as HTML tables, when in Jupyter/IPython
     return Federation(cfg, user=user)
 
 
