@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -154,7 +154,7 @@ def test_plaintext_client_cannot_talk_to_tls_service(service: LocalService) -> N
 
 
 def test_cancel_a_running_query_reaches_the_agency(
-    service: LocalService, tpch_local: LocalFederation
+    service: LocalService, tpch_local: LocalFederation, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A slow query (a filtered self cross join of lineitem, at trade) is cancelled by id
     with `fedsql cancel`; the trade connector's audit log records the cancellation."""
@@ -188,29 +188,17 @@ def test_cancel_a_running_query_reaches_the_agency(
         qid = running[0]["id"]
         assert running[0]["user"] == "alice" and "lineitem" in running[0]["sql"]
         time.sleep(0.5)  # let the fragment start at the agency
-        cli = [sys.executable, "-m", "fedsql"]
-        auth = [
-            "--url",
-            service.url,
-            "--password-file",
-            str(service.config.parent / "alice.password"),
-        ]
-        auth += ["--ca", str(service.ca)]
-        done = subprocess.run(
-            [*cli, "cancel", qid, "--user", "alice", *auth], capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        assert "cancelled" in done.stdout
+        auth = ["--url", service.url, "--ca", str(service.ca), "--user", "alice"]
+        auth += ["--password-file", str(service.config.parent / "alice.password")]
+        assert main(["cancel", qid, *auth]) == 0
+        assert "cancelled" in capsys.readouterr().out
         worker.join(30)
         assert not worker.is_alive()
         assert "cancelled" in outcome.get("error", ""), outcome
         assert time.monotonic() - t0 < 30
         # The service lists it as cancelled ...
-        listed = subprocess.run(
-            [*cli, "queries", "--user", "alice", "--json", *auth], capture_output=True, text=True
-        )
-        assert listed.returncode == 0, listed.stderr
-        mine = next(q for q in json.loads(listed.stdout) if q["id"] == qid)
+        assert main(["queries", "--json", *auth]) == 0
+        mine = next(q for q in json.loads(capsys.readouterr().out) if q["id"] == qid)
         assert mine["state"] == "cancelled" and mine["user"] == "alice"
         # ... and the agency saw it: its audit line for this query id says cancelled.
         audit = tpch_local.work / "trade-audit.jsonl"
@@ -330,18 +318,34 @@ def test_serve_refuses_to_start_without_sign_in_or_tls(
         fedsql.config.load_federation(cfg)
 
 
-def test_passwd_prints_a_hash(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "fedsql", "passwd", "--user", "carol"],
-        input="a long enough password\n",
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    h = done.stdout.strip()
-    assert verify_password("a long enough password", h)
-    assert "[user.carol]" in done.stderr
-    short = subprocess.run(
-        [sys.executable, "-m", "fedsql", "passwd"], input="short\n", capture_output=True, text=True
-    )
-    assert short.returncode == 1 and "at least 8" in short.stderr
+def test_passwd_prints_a_hash(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a long enough password\n"))
+    assert main(["passwd", "--user", "carol"]) == 0
+    out = capsys.readouterr()
+    assert verify_password("a long enough password", out.out.strip())
+    assert "[user.carol]" in out.err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    assert main(["passwd"]) == 1
+    assert "at least 8" in capsys.readouterr().err
+
+
+def test_schema_of_a_statement(service: LocalService) -> None:
+    """GetSchema on a statement (Flight's describe-before-fetch) gives the result's schema."""
+    from fedsql.service import protocol
+    from fedsql.v1 import flight_sql_pb2 as sql_pb
+
+    remote = Remote(service.url, "alice", PASSWORDS["alice"], ca_file=service.ca)
+    try:
+        cmd = sql_pb.CommandStatementQuery(query="SELECT n_name, n_nationkey + 1 AS k FROM nation")
+        desc = flight.FlightDescriptor.for_command(protocol.pack(cmd))
+        schema = remote.client.get_schema(desc, remote.options).schema
+        tables = remote.client.get_schema(
+            flight.FlightDescriptor.for_command(protocol.pack(sql_pb.CommandGetTables())),
+            remote.options,
+        ).schema
+    finally:
+        remote.close()
+    assert schema.names == ["n_name", "k"]
+    assert tables == protocol.TABLES

@@ -67,10 +67,14 @@ def test_tables_describe_explain_and_help(embedded: pexpect.spawn) -> None:
 
 
 def test_tab_completes_tables_and_columns(embedded: pexpect.spawn) -> None:
+    # Wait for each completion to be drawn before typing on: prompt_toolkit completes
+    # asynchronously, and keys typed meanwhile would land first.
     embedded.send("SELECT o_orderpri")
     embedded.send("\t")
+    embedded.expect("ority")
     embedded.send(" FROM trade.ord")
     embedded.send("\t")
+    embedded.expect("ers")
     embedded.send(" ORDER BY 1 LIMIT 1;\r")
     embedded.expect(r"o_orderpriority\s*\r?\n")
     embedded.expect_exact("1-URGENT")

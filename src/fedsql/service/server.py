@@ -413,7 +413,11 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         user = self._user(context)
         cmd = self._command(descriptor)
         if isinstance(cmd, (sql_pb.CommandStatementQuery, sql_pb.CommandPreparedStatementQuery)):
-            info = self.get_flight_info(context, descriptor)  # the schema needs the result
+            # The schema needs the result: run it, and drop the result nobody will fetch.
+            info = self.get_flight_info(context, descriptor)
+            handle = proto.unpack(info.endpoints[0].ticket.ticket).statement_handle  # type: ignore[attr-defined]
+            with self._lock:
+                self._results.pop(handle, None)
             return flight.SchemaResult(info.schema)
         return flight.SchemaResult(self._guard(lambda: self._metadata(user, cmd)).schema)
 
