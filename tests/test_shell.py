@@ -12,8 +12,9 @@ import pexpect
 import pytest
 from helpers import LocalService
 
+import fedsql
 from fedsql.local import LocalFederation
-from fedsql.shell import statements
+from fedsql.shell import EmbeddedBackend, statements
 
 FEDSQL = str(Path(sys.executable).parent / "fedsql")
 PROMPT = r"fedsql>"  # prompt_toolkit draws the space as a cursor move
@@ -159,3 +160,22 @@ def test_statement_splitting() -> None:
         ".tables",
         "select 2;",
     ]
+
+
+def test_progress_reports_rows_and_bytes_per_agency_while_fragments_stream(
+    fed: fedsql.Federation,
+) -> None:
+    seen: list[dict[str, tuple[int, int]]] = []
+    backend = EmbeddedBackend(fed)
+    table = backend.run(
+        "SELECT o_orderkey, c_name FROM orders JOIN customer ON o_custkey = c_custkey",
+        lambda by_agency: seen.append(dict(by_agency)),
+    )
+    assert seen, "no progress was reported"
+    last = seen[-1]
+    assert set(last) == {"trade", "registry"}
+    stats = fed.last_stats
+    assert stats is not None and table.num_rows == 15000
+    for agency, (rows, nbytes) in last.items():
+        assert (rows, nbytes) == (stats[agency].rows, stats[agency].bytes)
+    assert "trade: 15000 rows" in backend.stats()
