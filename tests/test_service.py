@@ -220,7 +220,9 @@ def test_cancel_a_running_query_reaches_the_agency(
         worker.join(30)
 
 
-def test_admins_see_every_query_users_only_theirs(service: LocalService) -> None:
+def test_admins_see_every_query_users_only_theirs(
+    service: LocalService, capsys: pytest.CaptureFixture[str]
+) -> None:
     alice = Remote(service.url, "alice", PASSWORDS["alice"], ca_file=service.ca)
     bob = Remote(service.url, "bob", PASSWORDS["bob"], ca_file=service.ca)
     try:
@@ -236,6 +238,12 @@ def test_admins_see_every_query_users_only_theirs(service: LocalService) -> None
             "SELECT o_orderkey, c_name FROM orders JOIN customer ON o_custkey = c_custkey"
         )
         assert "trade" in plan and "registry" in plan
+        auth = ["--url", service.url, "--ca", str(service.ca), "--user", "bob"]
+        auth += ["--password-file", str(service.config.parent / "bob.password")]
+        assert main(["queries", *auth]) == 0
+        listing = capsys.readouterr().out
+        assert "id " in listing and "| alice" in listing and "| bob" in listing
+        assert "registry 1 rows/" in listing
     finally:
         alice.close()
         bob.close()

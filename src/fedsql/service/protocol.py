@@ -84,15 +84,6 @@ def prepared_result(handle: bytes, dataset: pa.Schema | None, params: pa.Schema 
     )
 
 
-def put_result(handle: bytes) -> bytes:
-    # Not packed in Any: the specification's DoPut app_metadata is the bare message.
-    return sql_pb.DoPutPreparedStatementResult(prepared_statement_handle=handle).SerializeToString()
-
-
-def has(msg: Message, field: str) -> bool:
-    return bool(msg.HasField(field))
-
-
 # --- result schemas (format/FlightSql.proto, one per command) --------------------
 
 CATALOGS = pa.schema([pa.field("catalog_name", pa.utf8(), False)])
