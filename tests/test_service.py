@@ -357,3 +357,18 @@ def test_schema_of_a_statement(service: LocalService) -> None:
         remote.close()
     assert schema.names == ["n_name", "k"]
     assert tables == protocol.TABLES
+
+
+def test_type_info_for_jdbc_get_type_info(service: LocalService) -> None:
+    from fedsql.service import protocol
+    from fedsql.v1 import flight_sql_pb2 as sql_pb
+
+    remote = Remote(service.url, "alice", PASSWORDS["alice"], ca_file=service.ca)
+    try:
+        everything = remote._fetch(sql_pb.CommandGetXdbcTypeInfo())
+        dates = remote._fetch(sql_pb.CommandGetXdbcTypeInfo(data_type=91))
+    finally:
+        remote.close()
+    assert everything.schema == protocol.XDBC_TYPE_INFO
+    assert {"BIGINT", "VARCHAR", "DECIMAL", "DATE"} <= set(everything["type_name"].to_pylist())
+    assert dates["type_name"].to_pylist() == ["DATE"]

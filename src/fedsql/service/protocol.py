@@ -202,3 +202,68 @@ def like(pattern: str | None) -> re.Pattern[str] | None:
         out.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
         i += 1
     return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
+
+
+# CommandGetXdbcTypeInfo (JDBC getTypeInfo, ODBC SQLGetTypeInfo): the types results carry.
+XDBC_TYPE_INFO = pa.schema(
+    [
+        pa.field("type_name", pa.utf8(), False),
+        pa.field("data_type", pa.int32(), False),
+        pa.field("column_size", pa.int32()),
+        pa.field("literal_prefix", pa.utf8()),
+        pa.field("literal_suffix", pa.utf8()),
+        pa.field("create_params", pa.list_(pa.field("item", pa.utf8(), False))),
+        pa.field("nullable", pa.int32(), False),
+        pa.field("case_sensitive", pa.bool_(), False),
+        pa.field("searchable", pa.int32(), False),
+        pa.field("unsigned_attribute", pa.bool_()),
+        pa.field("fixed_prec_scale", pa.bool_(), False),
+        pa.field("auto_increment", pa.bool_()),
+        pa.field("local_type_name", pa.utf8()),
+        pa.field("minimum_scale", pa.int32()),
+        pa.field("maximum_scale", pa.int32()),
+        pa.field("sql_data_type", pa.int32(), False),
+        pa.field("datetime_subcode", pa.int32()),
+        pa.field("num_prec_radix", pa.int32()),
+        pa.field("interval_precision", pa.int32()),
+    ]
+)
+# (name, XdbcDataType code, column size, literal prefix/suffix, numeric radix, scale)
+_XDBC_TYPES = [
+    ("BIGINT", -5, 19, None, 10, 0),
+    ("DECIMAL", 3, 38, None, 10, 38),
+    ("INTEGER", 4, 10, None, 10, 0),
+    ("DOUBLE", 8, 53, None, 2, None),
+    ("VARCHAR", 12, None, "'", None, None),
+    ("BOOLEAN", 16, 1, None, None, None),
+    ("DATE", 91, 10, "DATE '", None, None),
+    ("TIMESTAMP", 93, 26, "TIMESTAMP '", None, None),
+]
+
+
+def xdbc_type_info(data_type: int | None) -> pa.Table:
+    rows = [t for t in _XDBC_TYPES if data_type is None or t[1] == data_type]
+    rows.sort(key=lambda t: (t[1], t[0]))
+    n = len(rows)
+    cols: dict[str, list[Any]] = {
+        "type_name": [t[0] for t in rows],
+        "data_type": [t[1] for t in rows],
+        "column_size": [t[2] for t in rows],
+        "literal_prefix": [t[3] for t in rows],
+        "literal_suffix": ["'" if t[3] else None for t in rows],
+        "create_params": [["precision", "scale"] if t[0] == "DECIMAL" else None for t in rows],
+        "nullable": [1] * n,  # NULLABILITY_NULLABLE
+        "case_sensitive": [t[0] == "VARCHAR" for t in rows],
+        "searchable": [3] * n,  # SEARCHABLE_FULL
+        "unsigned_attribute": [False if t[4] else None for t in rows],
+        "fixed_prec_scale": [t[0] == "DECIMAL" for t in rows],
+        "auto_increment": [False if t[4] else None for t in rows],
+        "local_type_name": [t[0] for t in rows],
+        "minimum_scale": [0 if t[5] is not None else None for t in rows],
+        "maximum_scale": [t[5] for t in rows],
+        "sql_data_type": [t[1] for t in rows],
+        "datetime_subcode": [None] * n,
+        "num_prec_radix": [t[4] for t in rows],
+        "interval_precision": [None] * n,
+    }
+    return pa.table(cols, schema=XDBC_TYPE_INFO)

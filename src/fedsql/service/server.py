@@ -376,6 +376,8 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
             )
         if isinstance(cmd, sql_pb.CommandGetTables):
             return self._tables(user, cmd)
+        if isinstance(cmd, sql_pb.CommandGetXdbcTypeInfo):
+            return proto.xdbc_type_info(cmd.data_type if cmd.HasField("data_type") else None)
         if isinstance(cmd, sql_pb.CommandGetTableTypes):
             return pa.table({"table_type": [TABLE_TYPE]}, schema=proto.TABLE_TYPES)
         if isinstance(cmd, sql_pb.CommandGetPrimaryKeys):
