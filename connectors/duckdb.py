@@ -9,7 +9,7 @@ file or change a setting (DuckDB docs, "Securing DuckDB").
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -67,10 +67,23 @@ class DuckDBEngine:
         if interrupter is not None:
             interrupter.arm(cur.interrupt)
         try:
-            reader = cur.sql(sql).to_arrow_reader(batch_rows or DEFAULT_BATCH_ROWS)
+            rel = cur.sql(sql)
+            # The schema now, the rows on first read: to_arrow_reader() runs the query
+            # up to its first batch (all of it, for an aggregate), and until execute()
+            # returns nothing can cancel the fragment.
+            empty = rel.limit(0).to_arrow_table().schema
+            # (the names from the relation: LIMIT 0 de-duplicates repeated ones, a stream does not)
+            schema = pa.schema(
+                [f.with_name(n) for f, n in zip(empty, rel.columns, strict=True)], empty.metadata
+            )
         except duckdb.Error as e:
             cur.close()
             raise _backend_error(e) from None
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            yield from rel.to_arrow_reader(batch_rows or DEFAULT_BATCH_ROWS)
+
+        reader = pa.RecordBatchReader.from_batches(schema, batches())
         return Running(
             reader=GuardedReader(reader, _backend_error, (duckdb.Error, pa.ArrowException)),
             cancel=cur.interrupt,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from helpers import LocalService, self_signed_cert, start_service
 
 import fedsql
 from fedsql.config import load_federation
@@ -91,3 +92,32 @@ def mixed_local(
 def mixed(mixed_local: LocalFederation) -> Iterator[fedsql.Federation]:
     with fedsql.connect(mixed_local.config_path) as f:
         yield f
+
+
+PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-22"}
+
+
+@pytest.fixture(scope="session")
+def service(
+    tpch_local: LocalFederation, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalService]:
+    """`fedsql serve` over TLS in front of the TPC-H agencies; alice (analyst), bob (auditor)."""
+    from fedsql.service.auth import hash_password
+
+    work = tmp_path_factory.mktemp("service")
+    cert, key = self_signed_cert(work)
+    roles = {"alice": '["analyst"]', "bob": '["auditor", "analyst"]'}
+    # the agencies as the test federation reaches them (mutual TLS), its own users
+    lines = [tpch_local.config_path.read_text().split("\n[user.")[0], ""]
+    for user, pw in PASSWORDS.items():
+        (work / f"{user}.hash").write_text(hash_password(pw) + "\n")
+        (work / f"{user}.password").write_text(pw + "\n")
+        lines += [f"[user.{user}]", f"roles = {roles[user]}"]
+        lines += [f'password_hash_file = "{user}.hash"', ""]
+    lines += ["[service]", 'admins = ["bob"]', "[service.tls]"]
+    lines += [f'cert = "{cert.name}"', f'key = "{key.name}"', ""]
+    config = work / "federation.toml"
+    config.write_text("\n".join(lines))
+    svc = start_service(config, ca=cert)
+    yield svc
+    svc.stop()

@@ -293,6 +293,147 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from fedsql.config import load_federation
+    from fedsql.service.server import start
+
+    cfg = load_federation(args.config)
+    server = start(cfg, args.listen)
+    host = (args.listen or cfg.service.listen).rpartition(":")[0]
+    scheme = "grpc+tcp" if cfg.service.insecure else "grpc+tls"
+    users = ", ".join(server.signin.users)
+    print(f"fedsql serve: Flight SQL at {scheme}://{host}:{server.port} (users: {users})")
+    print(f"listening on {host}:{server.port}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.shutdown()
+        server.shutdown_federations()
+    print("fedsql serve: stopped", file=sys.stderr)
+    return 0
+
+
+def _password(args: argparse.Namespace) -> str:
+    """The analyst's password: --password-file, $FEDSQL_PASSWORD, or a prompt."""
+    import getpass
+    import os
+
+    if args.password_file:
+        return Path(args.password_file).read_text().rstrip("\n")
+    if os.environ.get("FEDSQL_PASSWORD"):
+        return os.environ["FEDSQL_PASSWORD"]
+    if not sys.stdin.isatty():
+        raise FedSQLError("give the password with --password-file FILE or $FEDSQL_PASSWORD")
+    return getpass.getpass(f"password for {args.user}: ")
+
+
+def _remote(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from fedsql.service.remote import Remote
+
+    if not args.user:
+        raise FedSQLError("--url needs --user NAME (a [user.NAME] of the service)")
+    return Remote(
+        args.url,
+        args.user,
+        _password(args),
+        ca_file=Path(args.ca) if args.ca else None,
+        verify=not args.insecure_skip_verify,
+    )
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    import getpass
+
+    from fedsql.service.auth import hash_password
+
+    if sys.stdin.isatty():
+        pw = getpass.getpass("new password: ")
+        if pw != getpass.getpass("again: "):
+            raise FedSQLError("the passwords differ; nothing printed")
+    else:
+        pw = sys.stdin.readline().rstrip("\n")
+    if len(pw) < 8:
+        raise FedSQLError("use at least 8 characters")
+    print(hash_password(pw))
+    who = args.user or "NAME"
+    print(f'paste it into FEDERATION.toml: [user.{who}] password_hash = "..."', file=sys.stderr)
+    return 0
+
+
+def cmd_queries(args: argparse.Namespace) -> int:
+    remote = _remote(args)
+    try:
+        rows = remote.queries()
+    finally:
+        remote.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = pa.table(
+        {
+            "id": [r["id"] for r in rows],
+            "user": [r["user"] for r in rows],
+            "state": [r["state"] for r in rows],
+            "seconds": [r["seconds"] for r in rows],
+            "rows": [r["rows"] for r in rows],
+            "agencies": [
+                ", ".join(
+                    f"{a} {v['rows']} rows/{v['bytes'] / 1e3:.0f} kB"
+                    for a, v in r["agencies"].items()
+                )
+                for r in rows
+            ],
+            "sql": [r["sql"][:60] for r in rows],
+        }
+    )
+    print(format_table(table, max_rows=1000))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    remote = _remote(args)
+    try:
+        outcome = remote.cancel(args.query_id)
+    finally:
+        remote.close()
+    messages = {
+        "cancelled": f"query {args.query_id}: cancelled (its agencies were told to stop)",
+        "finished": f"query {args.query_id} has already finished",
+        "unknown": f"no query {args.query_id} of yours; `fedsql queries` lists them",
+    }
+    print(messages.get(outcome, outcome))
+    return 0 if outcome == "cancelled" else 1
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from fedsql import shell
+
+    if args.url:
+        remote = _remote(args)
+        sh = shell.Shell(shell.RemoteBackend(remote), format_table)
+        banner = f"fedsql shell: {args.user} at {remote.url}. .help for help; end statements with ;"
+        try:
+            return shell.run(sh, banner)
+        finally:
+            remote.close()
+    if not args.config:
+        raise FedSQLError("give -c FEDERATION.toml (embedded) or --url URL (a fedsql serve)")
+    import fedsql
+
+    with fedsql.connect(args.config, user=args.user) as fed:
+        sh = shell.Shell(shell.EmbeddedBackend(fed), format_table)
+        who = f" as {args.user}" if args.user else ""
+        banner = f"fedsql shell{who}: {args.config}. .help for help; end statements with ;"
+        return shell.run(sh, banner)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fedsql.demo import run_demo
 
@@ -421,6 +562,46 @@ def build_parser() -> argparse.ArgumentParser:
     av = ausub.add_parser("verify", help="check an audit log's hash chain")
     av.add_argument("log", help="the connector's audit_log (JSON lines)")
     av.set_defaults(func=cmd_audit_verify)
+
+
+    def add_remote(sp: argparse.ArgumentParser, required: bool) -> None:
+        sp.add_argument(
+            "--url", required=required, help="a fedsql serve, e.g. grpc+tls://host:8815"
+        )
+        sp.add_argument("--password-file", help="read the password from this file")
+        sp.add_argument("--ca", help="PEM file of the CA that signed the service's certificate")
+        sp.add_argument(
+            "--insecure-skip-verify",
+            action="store_true",
+            help="do not verify the service's TLS certificate (testing only)",
+        )
+
+    sv = sub.add_parser("serve", help="run the coordinator as an Arrow Flight SQL service")
+    sv.add_argument("-c", "--config", required=True, help="FEDERATION.toml")
+    sv.add_argument("--listen", help="HOST:PORT (default: [service].listen, 127.0.0.1:8815)")
+    sv.set_defaults(func=cmd_serve)
+
+    sh = sub.add_parser("shell", help="interactive SQL (embedded, or --url a fedsql serve)")
+    sh.add_argument("-c", "--config", help="FEDERATION.toml (embedded coordinator)")
+    sh.add_argument("--user", help="analyst name from [user.NAME]")
+    add_remote(sh, required=False)
+    sh.set_defaults(func=cmd_shell)
+
+    pw = sub.add_parser("passwd", help="hash a password for [user.NAME] password_hash")
+    pw.add_argument("--user", help="the user it is for (only shown in the hint)")
+    pw.set_defaults(func=cmd_passwd)
+
+    qs = sub.add_parser("queries", help="running and recent queries of a fedsql serve")
+    qs.add_argument("--user", required=True, help="your user name at the service")
+    add_remote(qs, required=True)
+    qs.add_argument("--json", action="store_true", help="print JSON")
+    qs.set_defaults(func=cmd_queries)
+
+    cn = sub.add_parser("cancel", help="cancel a running query of a fedsql serve")
+    cn.add_argument("query_id", help="the id `fedsql queries` shows")
+    cn.add_argument("--user", required=True, help="your user name at the service")
+    add_remote(cn, required=True)
+    cn.set_defaults(func=cmd_cancel)
 
     d = sub.add_parser("demo", help="self-contained demo: three agencies on loopback")
     d.add_argument("--sf", type=float, default=0.01, help="TPC-H scale factor (default 0.01)")

@@ -24,11 +24,13 @@ from fedsql.errors import (
     ConnectorError,
     FedSQLError,
     FragmentUnsupported,
+    QueryCancelled,
 )
 from fedsql.execute import (
     FragmentRun,
     MergeEngine,
     QueryStats,
+    QueryWatch,
     connector_stats,
     execute,
     execute_stream,
@@ -237,11 +239,13 @@ class Federation:
         sql, _ = reduced_sql(replace(f, reduce_by=()), {})
         return self.binder.fragment_schema(f.agency, sql)
 
-    def _run(self, sql: str, go: Callable[[Plan, str], _T]) -> tuple[Plan, str, float, float, _T]:
+    def _run(
+        self, sql: str, go: Callable[[Plan, str], _T], query_id: str | None = None
+    ) -> tuple[Plan, str, float, float, _T]:
         """Plan, then ``go(plan, query_id)``; re-plans with table scans at an agency
         whose backend cannot run what was pushed to it (once per agency)."""
         t0 = time.perf_counter()
-        qid = uuid.uuid4().hex[:16]
+        qid = query_id or uuid.uuid4().hex[:16]
         p = self.plan(sql)
         plan_s = time.perf_counter() - t0
         log.info(
@@ -261,7 +265,12 @@ class Federation:
                 p = self.plan(sql, scan_only)
 
     def sql(  # type: ignore[no-untyped-def]
-        self, sql: str, timeout: float | None = None, allow_partial: bool | None = None
+        self,
+        sql: str,
+        timeout: float | None = None,
+        allow_partial: bool | None = None,
+        watch: QueryWatch | None = None,
+        query_id: str | None = None,
     ):
         """Run a federated query; returns a ``pyarrow.Table``.
 
@@ -269,31 +278,47 @@ class Federation:
         ``allow_partial``: an agency that cannot be reached contributes no rows instead
         of failing the query; the result's schema metadata ``fedsql.missing_agencies``
         and ``last_stats.missing`` name such agencies (default ``[coordinator] allow_partial``).
+        ``watch`` lets another thread follow the query's progress and cancel it;
+        ``query_id`` is the id the agencies' audit logs record (default: a new one).
         """
         opts = self._options(timeout, allow_partial)
-        p, qid, t0, plan_s, (table, runs, fetch_s, merge_s, missing) = self._run(
-            sql,
-            lambda p, qid: execute(
-                p, self._links, self.principal, qid, opts, self._merger, self._fragment_schema
-            ),
-        )
+        try:
+            p, qid, t0, plan_s, (table, runs, fetch_s, merge_s, missing) = self._run(
+                sql,
+                lambda p, qid: execute(
+                    p,
+                    self._links,
+                    self.principal,
+                    qid,
+                    opts,
+                    self._merger,
+                    self._fragment_schema,
+                    watch,
+                ),
+                query_id,
+            )
+        except FedSQLError:
+            if watch is not None and watch.cancelled:
+                raise QueryCancelled("the query was cancelled") from None
+            raise
         if p.output_names and len(p.output_names) == table.num_columns:
             table = table.rename_columns(list(p.output_names))
         if missing:
             table = mark_partial(table, missing)
-        self._set_stats(
-            QueryStats(
-                query_id=qid,
-                connectors=connector_stats(runs),
-                fragments=runs,
-                plan_seconds=plan_s,
-                fetch_seconds=fetch_s,
-                merge_seconds=merge_s,
-                total_seconds=time.perf_counter() - t0,
-                result_rows=table.num_rows,
-                missing=missing,
-            )
+        stats = QueryStats(
+            query_id=qid,
+            connectors=connector_stats(runs),
+            fragments=runs,
+            plan_seconds=plan_s,
+            fetch_seconds=fetch_s,
+            merge_seconds=merge_s,
+            total_seconds=time.perf_counter() - t0,
+            result_rows=table.num_rows,
+            missing=missing,
         )
+        self._set_stats(stats)
+        if watch is not None:
+            watch.stats = stats
         return table
 
     def stream(
@@ -362,6 +387,15 @@ class Federation:
         with ThreadPoolExecutor(max_workers=max(1, len(links))) as pool:
             return list(pool.map(lambda link: probe(link, timeout), links))
 
+    def query(self, sql: str, timeout: float | None = None):  # type: ignore[no-untyped-def]
+        """Like :meth:`sql`, but a :class:`fedsql.notebook.Result`: the table and the
+        query's figures, shown as an HTML table in notebooks; ``.to_pandas()``."""
+        from fedsql.notebook import Result
+
+        watch = QueryWatch()
+        table = self.sql(sql, timeout=timeout, watch=watch)
+        return Result(table, watch.stats)
+
     def close(self) -> None:
         for link in self._links.values():
             link.close()
@@ -388,6 +422,9 @@ def connect(
     ``purpose`` (why the analyst asks) goes with every request into the agencies'
     audit logs."""
     cfg = config if isinstance(config, FederationConfig) else load_federation(config)
+    from fedsql.notebook import register_ipython
+
+    register_ipython()  # Arrow tables as HTML tables, when in Jupyter/IPython
     return Federation(cfg, user=user, purpose=purpose)
 
 

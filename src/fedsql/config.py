@@ -109,6 +109,21 @@ class ConnectorRef:
 class UserConfig:
     name: str
     roles: tuple[str, ...]
+    # `fedsql serve` sign-in: a hash from `fedsql passwd` (never the password itself)
+    password_hash: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """`[service]`: the Flight SQL front door (`fedsql serve`)."""
+
+    listen: str = "127.0.0.1:8815"
+    insecure: bool = False  # plaintext gRPC (local development only)
+    tls_cert: Path | None = None  # [service.tls] cert, key: PEM files
+    tls_key: Path | None = None
+    token_ttl_seconds: float = 12 * 3600.0  # bearer tokens handed out at sign-in
+    admins: tuple[str, ...] = ()  # users who may list and cancel everyone's queries
+    history: int = 200  # finished queries kept for `fedsql queries`
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +142,7 @@ class FederationConfig:
     retries: int = 3  # extra attempts of a fragment that is safe to re-run
     memory_limit: str = ""  # DuckDB merge memory_limit, e.g. "2GB" ("": DuckDB's default)
     temp_directory: Path | None = None  # DuckDB merge spill directory (None: system temp)
+    service: ServiceConfig = ServiceConfig()
 
     def connector(self, name: str) -> ConnectorRef:
         for c in self.connectors:
@@ -391,7 +407,14 @@ def load_federation(path: str | Path) -> FederationConfig:
     top = _take(
         str(p),
         doc,
-        {"connector": list, "user": dict, "coordinator": dict, "mask": list, "row_filter": list},
+        {
+            "connector": list,
+            "user": dict,
+            "coordinator": dict,
+            "mask": list,
+            "row_filter": list,
+            "service": dict,
+        },
         ("connector",),
     )
     coord = _take(
@@ -439,11 +462,15 @@ def load_federation(path: str | Path) -> FederationConfig:
         conns.append(ConnectorRef(c["name"], c["address"], tls is None, tls))
     users: dict[str, UserConfig] = {}
     for name, raw in top.get("user", {}).items():
-        u = _take(f"{p}: [user.{name}]", raw, {"roles": list})
+        u = _take(
+            f"{p}: [user.{name}]",
+            raw,
+            {"roles": list, "password_hash": str, "password_hash_file": str},
+        )
         roles = u.get("roles", [])
         if not all(isinstance(r, str) for r in roles):
             raise ConfigError(f"{p}: [user.{name}].roles must be a list of strings")
-        users[name] = UserConfig(name, tuple(roles))
+        users[name] = UserConfig(name, tuple(roles), _password_hash(p, name, u))
     for k in ("timeout_seconds", "connect_timeout_seconds"):
         if k in coord and coord[k] <= 0:
             raise ConfigError(f"{p}: [coordinator].{k} must be a positive number of seconds")
@@ -468,6 +495,63 @@ def load_federation(path: str | Path) -> FederationConfig:
         retries=coord.get("retries", 3),
         memory_limit=coord.get("memory_limit", ""),
         temp_directory=_rel(p.parent, tmpdir) if tmpdir else None,
+        service=_service(p, top.get("service", {}), users),
+    )
+
+
+def _password_hash(p: Path, user: str, u: dict[str, Any]) -> str | None:
+    where = f"{p}: [user.{user}]"
+    h: str | None
+    if "password_hash" in u and "password_hash_file" in u:
+        raise ConfigError(f"{where}: give password_hash or password_hash_file, not both")
+    if "password_hash_file" in u:
+        f = _rel(p.parent, u["password_hash_file"])
+        try:
+            h = f.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot read {f}: {e.strerror}") from None
+    else:
+        h = u.get("password_hash")
+    if h is not None and not h.startswith("scrypt$"):
+        raise ConfigError(
+            f"{where}: password_hash must be a hash from `fedsql passwd` (scrypt$...), "
+            "never the password itself"
+        )
+    return h
+
+
+def _service(p: Path, raw: Any, users: dict[str, UserConfig]) -> ServiceConfig:
+    s = _take(
+        f"{p}: [service]",
+        raw,
+        {
+            "listen": str,
+            "insecure": bool,
+            "tls": dict,
+            "token_ttl_seconds": (int, float),
+            "admins": list,
+            "history": int,
+        },
+    )
+    tls = _take(f"{p}: [service.tls]", s.get("tls", {}), {"cert": str, "key": str})
+    if tls and set(tls) != {"cert", "key"}:
+        raise ConfigError(f"{p}: [service.tls] needs both cert and key (PEM files)")
+    if tls and s.get("insecure", False):
+        raise ConfigError(f"{p}: [service]: insecure = true and [service.tls] contradict")
+    listen = s.get("listen", "127.0.0.1:8815")
+    _check_listen(f"{p}: [service].listen", listen)
+    admins = s.get("admins", [])
+    unknown = [a for a in admins if a not in users]
+    if unknown:
+        raise ConfigError(f"{p}: [service].admins names unknown user(s) {', '.join(unknown)}")
+    return ServiceConfig(
+        listen=listen,
+        insecure=s.get("insecure", False),
+        tls_cert=_rel(p.parent, tls["cert"]) if tls else None,
+        tls_key=_rel(p.parent, tls["key"]) if tls else None,
+        token_ttl_seconds=float(s.get("token_ttl_seconds", 12 * 3600.0)),
+        admins=tuple(admins),
+        history=s.get("history", 200),
     )
 
 

@@ -142,6 +142,8 @@ class _Fetch:
         self._stop = threading.Event()
         self.attempts = 0
         self.batch_rows = 0  # 0: the connector's choice
+        self.rows = 0  # read so far (for QueryWatch)
+        self.watch: QueryWatch | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -253,7 +255,15 @@ class _Fetch:
             chunks = self._chunks()
             try:
                 try:
-                    table = self._open(chunks).read_all()
+                    reader = self._open(chunks)
+                    self.rows = 0
+                    batches = []
+                    for batch in reader:  # batch by batch, so that a QueryWatch sees progress
+                        batches.append(batch)
+                        self.rows += batch.num_rows
+                        if self.watch is not None:
+                            self.watch.moved()
+                    table = pa.Table.from_batches(batches, schema=reader.schema)
                 except pa.ArrowInvalid as e:
                     raise self._malformed(e) from None
                 self._check_end(chunks, table.num_rows)
@@ -304,6 +314,7 @@ def execute(
     opts: RunOptions,
     merger: MergeEngine,
     schema_of: Callable[[Fragment], pa.Schema] | None = None,
+    watch: QueryWatch | None = None,
 ) -> tuple[pa.Table, tuple[FragmentRun, ...], float, float, tuple[str, ...]]:
     """Run a plan; returns (result, fragment runs, fetch seconds, merge seconds,
     agencies missing from the result (``allow_partial`` only))."""
@@ -311,6 +322,8 @@ def execute(
     t0 = time.perf_counter()
     fetches = _fetches(plan, links, principal, query_id, deadline, opts)
     try:
+        if watch is not None:
+            watch.attach(list(fetches.values()))
         if plan.residual is None and not opts.allow_partial:
             (only,) = fetches.values()
             only.start(only.fragment.sql)
@@ -556,6 +569,49 @@ def key_filter(column: exp.Expr, values: pa.Array) -> exp.Expr | None:
     return exp.Between(this=column.copy(), low=lit(lo.as_py()), high=lit(hi.as_py()))
 
 
+class QueryWatch:
+    """Another thread's handle on a running query: rows and bytes per agency as they
+    stream in, and ``cancel()``, which cancels the in-flight calls (the query then
+    fails and each agency is sent a Cancel for its id, as on any failure)."""
+
+    def __init__(self, on_progress: Callable[[QueryWatch], None] | None = None) -> None:
+        self.on_progress = on_progress
+        self.cancelled = False
+        self.stats: QueryStats | None = None  # set when the query has finished
+        self._fetches: list[_Fetch] = []
+        self._lock = threading.Lock()
+
+    def progress(self) -> dict[str, tuple[int, int]]:
+        """agency -> (rows, bytes) received so far."""
+        with self._lock:
+            fetches = list(self._fetches)
+        out: dict[str, tuple[int, int]] = {}
+        for f in fetches:
+            rows, nbytes = out.get(f.fragment.agency, (0, 0))
+            out[f.fragment.agency] = (rows + f.rows, nbytes + f.bytes)
+        return out
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            fetches = list(self._fetches)
+        for f in fetches:
+            f.cancel()
+
+    def attach(self, fetches: list[_Fetch]) -> None:
+        with self._lock:
+            self._fetches.extend(fetches)
+            for f in fetches:
+                f.watch = self
+            cancelled = self.cancelled
+        if cancelled:
+            raise QueryCancelled("the query was cancelled")
+
+    def moved(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self)
+
+
 class MergeEngine:
     """The coordinator's DuckDB: one database per Federation, one cursor per query.
 
@@ -682,4 +738,4 @@ def connector_stats(runs: tuple[FragmentRun, ...]) -> dict[str, ConnectorStats]:
     }
 
 
-__all__ = ["ConnectorStats", "FragmentRun", "MergeEngine", "QueryStats", "execute"]
+__all__ = ["ConnectorStats", "FragmentRun", "MergeEngine", "QueryStats", "QueryWatch", "execute"]

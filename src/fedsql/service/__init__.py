@@ -1,0 +1,1 @@
+"""`fedsql serve`: the coordinator as an Arrow Flight SQL service for analysts."""

@@ -1,0 +1,68 @@
+"""Notebook use: HTML display, pandas/Arrow interop, and the example script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import fedsql
+from fedsql.notebook import Result, html_table, register_ipython
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "analyst_tour.py"
+
+
+def test_query_result_displays_as_html_and_converts(fed: fedsql.Federation) -> None:
+    sql = "SELECT n_name, r_name FROM nation JOIN region ON n_regionkey = r_regionkey ORDER BY 1"
+    result = fed.query(sql)
+    assert isinstance(result, Result) and len(result) == 25
+    page = result._repr_html_()
+    assert page.count("<tr>") == 26 and "<th title='string'>n_name</th>" in page
+    assert "25 rows × 2 columns" in page and "registry: 25 rows" in page
+    plain = fed.sql(sql)
+    assert isinstance(plain, pa.Table)  # fed.sql keeps returning a pyarrow.Table
+    assert result.to_pandas().equals(plain.to_pandas())
+    assert pa.table(result).equals(plain)  # any Arrow consumer, via __arrow_c_stream__
+    assert "ALGERIA" in repr(result) and "(25 rows" in repr(result)
+
+
+def test_html_escapes_and_truncates() -> None:
+    t = pa.table({"x": [f"<b>{i}</b>" for i in range(60)], "n": list(range(60))})
+    page = html_table(t)
+    assert "&lt;b&gt;0&lt;/b&gt;" in page and "(10 not shown)" in page
+    assert page.count("<tr>") == 51
+
+
+def test_registers_an_html_view_for_arrow_tables_in_ipython(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registered = {}
+
+    class Formatter:
+        def for_type(self, cls: type, fn: object) -> None:
+            registered[cls] = fn
+
+    shell = types.SimpleNamespace(
+        display_formatter=types.SimpleNamespace(formatters={"text/html": Formatter()})
+    )
+    fake = types.ModuleType("IPython")
+    fake.get_ipython = lambda: shell  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    assert register_ipython()
+    assert registered[pa.Table] is html_table
+    monkeypatch.setitem(sys.modules, "IPython", None)
+    assert not register_ipython()
+
+
+def test_example_script_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "visits per region" in done.stdout
+    assert "health:" in done.stdout and "registry:" in done.stdout
+    assert "masked (hash)" in done.stdout
