@@ -563,7 +563,6 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("log", help="the connector's audit_log (JSON lines)")
     av.set_defaults(func=cmd_audit_verify)
 
-
     def add_remote(sp: argparse.ArgumentParser, required: bool) -> None:
         sp.add_argument(
             "--url", required=required, help="a fedsql serve, e.g. grpc+tls://host:8815"
