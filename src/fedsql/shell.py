@@ -21,66 +21,14 @@ from typing import Any, Protocol, TextIO
 import pyarrow as pa
 
 from fedsql.errors import FedSQLError
+from fedsql.keywords import SQL_FUNCTIONS, SQL_KEYWORDS
 
 HISTORY_FILE = Path.home() / ".fedsql_history"
 # The word being completed may contain dots (agency.table); prompt_toolkit matches
 # this against the text before the cursor, reversed.
 _WORD = re.compile(r"^[\w.]+")
 PROGRESS_EVERY = 0.2  # seconds between progress-line updates
-KEYWORDS = [
-    "SELECT",
-    "FROM",
-    "WHERE",
-    "GROUP",
-    "BY",
-    "HAVING",
-    "ORDER",
-    "LIMIT",
-    "OFFSET",
-    "JOIN",
-    "INNER",
-    "LEFT",
-    "RIGHT",
-    "FULL",
-    "OUTER",
-    "CROSS",
-    "ON",
-    "USING",
-    "AS",
-    "WITH",
-    "UNION",
-    "INTERSECT",
-    "EXCEPT",
-    "ALL",
-    "DISTINCT",
-    "CASE",
-    "WHEN",
-    "THEN",
-    "ELSE",
-    "END",
-    "AND",
-    "OR",
-    "NOT",
-    "IN",
-    "EXISTS",
-    "BETWEEN",
-    "LIKE",
-    "ILIKE",
-    "IS",
-    "NULL",
-    "CAST",
-    "INTERVAL",
-    "DATE",
-    "TIMESTAMP",
-    "ASC",
-    "DESC",
-    "COUNT",
-    "SUM",
-    "AVG",
-    "MIN",
-    "MAX",
-    "EXTRACT",
-]
+KEYWORDS = [*SQL_KEYWORDS, *SQL_FUNCTIONS]
 HELP = """\
 Statements end with ';' and may span lines. Commands:
   .tables              the tables you can query (agency.table)

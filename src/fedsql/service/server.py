@@ -39,6 +39,7 @@ from fedsql.errors import (
     QueryCancelled,
     QueryTimeout,
 )
+from fedsql.keywords import SQL_KEYWORDS
 from fedsql.service import protocol as proto
 from fedsql.service.auth import SignIn
 from fedsql.service.params import bind, parameter_schema, parse_with_placeholders
@@ -58,59 +59,7 @@ EXPLAIN = "fedsql.explain"
 NO_TRANSACTIONS = "transactions are not supported (the federation is read-only)"
 
 # CommandGetSqlInfo answers (SqlInfo ids from format/FlightSql.proto).
-KEYWORDS = sorted(
-    [
-        "SELECT",
-        "FROM",
-        "WHERE",
-        "GROUP",
-        "BY",
-        "HAVING",
-        "ORDER",
-        "LIMIT",
-        "OFFSET",
-        "JOIN",
-        "INNER",
-        "LEFT",
-        "RIGHT",
-        "FULL",
-        "OUTER",
-        "CROSS",
-        "ON",
-        "USING",
-        "AS",
-        "WITH",
-        "UNION",
-        "INTERSECT",
-        "EXCEPT",
-        "ALL",
-        "DISTINCT",
-        "CASE",
-        "WHEN",
-        "THEN",
-        "ELSE",
-        "END",
-        "AND",
-        "OR",
-        "NOT",
-        "IN",
-        "EXISTS",
-        "BETWEEN",
-        "LIKE",
-        "ILIKE",
-        "IS",
-        "NULL",
-        "CAST",
-        "INTERVAL",
-        "DATE",
-        "TIMESTAMP",
-        "ASC",
-        "DESC",
-        "NULLS",
-        "FIRST",
-        "LAST",
-    ]
-)
+KEYWORDS = sorted(SQL_KEYWORDS)
 
 
 def sql_info() -> dict[int, Any]:
