@@ -46,10 +46,12 @@ from fedsql.wire import (
 
 log = logging.getLogger(__name__)
 
-# Join keys for DuckDB connectors: up to INLINE_KEYS as an IN list in the SQL,
-# more as an Arrow key set. Other backends: an IN list up to MAX_IN_KEYS, then
-# a key range (parsing long IN lists costs ~10 µs a key).
-INLINE_KEYS = 2000
+# Join keys: up to INLINE_KEYS as an IN list in the SQL, more as an Arrow key set
+# (which PostgreSQL/SQLite connectors write into their query as one array or
+# list). Parsing an IN list costs the connector's check and DuckDB ~20 µs a key:
+# with 2000 keys inline, TPC-H SF 0.1 Q9/Q22 took 2-3x as long as with key sets.
+# Keys of other types: an IN list up to MAX_IN_KEYS, then a key range.
+INLINE_KEYS = 128
 # Fragment results at least this large are copied into temp tables for the merge
 # (statistics for DuckDB's join order); smaller ones are read in place.
 TEMP_TABLE_ROWS = 10_000

@@ -552,9 +552,12 @@ class _Cutter:
     def with_reducers(self) -> list[Fragment]:
         """Keep the edges worth it (a smaller build side), acyclic by construction."""
         keep: dict[str, list[Reducer]] = {}
+        # A small fragment is still worth reducing when its keys go on to reduce a
+        # large one (TPC-H Q21: nation -> supplier -> lineitem).
+        relays = {b for b, p, _, _ in self._edges if self._est.get(p, 0.0) >= MIN_PROBE_ROWS}
         for build, probe, r, forced in self._edges:
             eb, ep = self._est.get(build, 0.0), self._est.get(probe, 0.0)
-            if ep < MIN_PROBE_ROWS:
+            if ep < MIN_PROBE_ROWS and probe not in relays:
                 continue
             if not forced and (eb, build) >= (ep, probe):
                 continue
