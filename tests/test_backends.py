@@ -377,10 +377,11 @@ def test_auto_engine_computes_correlated_subqueries_locally(
     [
         tpch_query(9),
         tpch_query(5),
-        tpch_query(18),
-        "SELECT count(*) AS n FROM orders o JOIN supplier s ON o.o_clerk = s.s_name",
+        tpch_query(3),
+        "SELECT count(*) AS n FROM orders o JOIN supplier s "
+        "ON o.o_clerk = s.s_name WHERE s.s_acctbal > 0",
     ],
-    ids=["q09", "q05", "q18", "string-keys"],
+    ids=["q09", "q05", "q03", "string-keys"],
 )
 def test_key_sets_reach_postgres_as_arrays(
     sql: str,

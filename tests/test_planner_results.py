@@ -112,7 +112,7 @@ def test_federated_equals_oracle(sql: str, fed: fedsql.Federation, central) -> N
     assert diff_tables(got, want, has_order_by(sql)) is None, fed.explain(sql)
 
 
-@pytest.mark.parametrize("n", [5, 9, 18, 21], ids=lambda n: f"q{n:02d}")
+@pytest.mark.parametrize("n", [3, 5, 9, 21], ids=lambda n: f"q{n:02d}")
 def test_key_sets_join_the_fragment(
     n: int, fed: fedsql.Federation, central, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]

@@ -268,6 +268,8 @@ class _Cutter:
         self._scope_frags: dict[int, dict[str, str]] = {}
         self._outputs: dict[str, dict[str, str]] = {}
         self._est: dict[str, float] = {}
+        # Fragments that return a whole table, unfiltered: their keys reduce nothing.
+        self._whole: set[str] = set()
         self._edges: list[tuple[str, str, Reducer, bool]] = []  # (build, probe, r, forced)
 
     # -- analysis ---------------------------------------------------------
@@ -555,11 +557,16 @@ class _Cutter:
         # A small fragment is still worth reducing when its keys go on to reduce a
         # large one (TPC-H Q21: nation -> supplier -> lineitem).
         relays = {b for b, p, _, _ in self._edges if self._est.get(p, 0.0) >= MIN_PROBE_ROWS}
-        for build, probe, r, forced in self._edges:
+        # Smallest builds first, so a build's own reductions are known before its keys
+        # are used: a whole, unfiltered table's keys (all parts, all suppliers) filter
+        # nothing and would only cost a wave (TPC-H Q14, Q21 before its nation filter).
+        for build, probe, r, forced in sorted(self._edges, key=lambda e: self._est.get(e[0], 0)):
             eb, ep = self._est.get(build, 0.0), self._est.get(probe, 0.0)
             if ep < MIN_PROBE_ROWS and probe not in relays:
                 continue
             if not forced and (eb, build) >= (ep, probe):
+                continue
+            if not forced and build in self._whole and not keep.get(build):
                 continue
             if r not in keep.setdefault(probe, []):
                 keep[probe].append(r)
@@ -690,6 +697,8 @@ class _Cutter:
             1 for p in preds + implied if len({c.table for c in p.find_all(exp.Column)}) == 1
         )
         self._est[fid] = max(row_est, 0) * (1 / 3) ** min(filters, 3)
+        if single and not absorbed and not preds and not implied:
+            self._whole.add(fid)
         if coord is None:  # a federation view changes values: no keys from/into it
             residual_alias = group[0][0] if single else f"__fedsql_g{fid[len(FRAGMENT_PREFIX) :]}"
             self._scope_frags.setdefault(id(scope), {})[residual_alias] = fid
