@@ -127,3 +127,19 @@ def test_key_sets_join_the_fragment(
     assert diff_tables(got, central.sql(sql).to_arrow_table(), has_order_by(sql)) is None
     st = fed.last_stats
     assert st is not None and any("__fedsql_keys0" in r.sql for r in st.fragments)
+
+
+def test_a_repeated_fragment_is_fetched_once(fed: fedsql.Federation, central) -> None:  # type: ignore[no-untyped-def]
+    """TPC-H Q11's subquery repeats the outer join: the identical nation fragment is
+    called once and its result serves both names."""
+    from fedsql.bench.compare import tpch_query
+
+    sql = tpch_query(11)
+    got = fed.sql(sql)
+    assert diff_tables(got, central.sql(sql).to_arrow_table(), has_order_by(sql)) is None
+    st = fed.last_stats
+    assert st is not None
+    nation = [r for r in st.fragments if r.fragment.agency == "registry"]
+    assert len(nation) == 2 and nation[0].fragment.sql == nation[1].fragment.sql
+    assert sorted(r.stats.bytes == 0 for r in nation) == [False, True]
+    assert st.connectors["registry"].bytes == max(r.stats.bytes for r in nation)

@@ -475,8 +475,23 @@ def _fetch_all(
                 missing[f.fragment.agency] = str(e)
                 return schema_of(f.fragment).empty_table()
 
+        # The same fragment twice (a subquery repeating the outer query's join, as in
+        # TPC-H Q11, Q15) is fetched once: its result serves both names.
+        canon: dict[str, str] = {}
+        first: dict[tuple[object, ...], str] = {}
         for f in order:
-            futures[f.fragment.id] = pool.submit(run, f)
+            frag = f.fragment
+            key = (
+                frag.agency,
+                frag.sql,
+                frag.wrap,
+                tuple((canon[r.build], r.build_column, r.probe_sql) for r in frag.reduce_by),
+            )
+            canon[frag.id] = first.setdefault(key, frag.id)
+            if canon[frag.id] != frag.id:
+                futures[frag.id] = futures[canon[frag.id]]
+            else:
+                futures[frag.id] = pool.submit(run, f)
         error: BaseException | None = None
         for fid, fut in futures.items():
             try:
