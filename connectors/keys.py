@@ -29,7 +29,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from fedsql.wire import inlinable_keys
+from fedsql.joinkeys import inlinable_keys, key_literal
 
 
 def with_keys(tree: exp.Expr, keys: dict[str, pa.Table], dialect: str | None) -> exp.Expr:
@@ -47,7 +47,7 @@ def with_keys(tree: exp.Expr, keys: dict[str, pa.Table], dialect: str | None) ->
         elif dialect == "postgres":
             node.replace(_any_array(probe, values))
         else:
-            node.replace(exp.In(this=probe.copy(), expressions=[_lit(v) for v in values]))
+            node.replace(exp.In(this=probe.copy(), expressions=[key_literal(v) for v in values]))
     return tree
 
 
@@ -74,12 +74,6 @@ def _key_condition(node: exp.Exists, keys: dict[str, pa.Table]) -> tuple[exp.Exp
     if not inlinable_keys(column.type):
         raise ValueError(f"join keys of type {column.type} cannot be inlined")
     return probe, column.to_pylist()
-
-
-def _lit(v: object) -> exp.Expr:
-    if isinstance(v, dt.date):
-        return exp.cast(exp.Literal.string(v.isoformat()), "DATE")
-    return exp.convert(v)
 
 
 def _any_array(probe: exp.Expr, values: list) -> exp.Expr:  # type: ignore[type-arg]

@@ -6,7 +6,7 @@ columns the fragment uses, and the ``WHERE`` conjuncts of the table's own
 ``SELECT`` that touch that table alone — so an index or a selective filter
 still works inside the agency's database. Pushing is exact or not done: a
 conjunct is left out when the table may be NULL-extended by an outer join,
-when it holds a subquery, an aggregate, a window or a volatile function, when
+when it holds a subquery, an aggregate, a window or a random function, when
 a column is not qualified, or when the backend cannot run it as DuckDB would.
 The conjuncts also stay in the fragment DuckDB runs, so a scan that filters
 less is never wrong.
@@ -30,9 +30,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from fedsql.capabilities import first_unsupported
-from fedsql.planner.rules import flatten, null_supplying
-
-_VOLATILE = {"random", "uuid", "gen_random_uuid", "now", "current_timestamp", "setseed"}
+from fedsql.planner.rules import flatten, null_supplying, reads_only
 
 
 def scan_select(
@@ -87,20 +85,6 @@ def _pushable(table: exp.Table, alias: str, unsupported: frozenset[str]) -> list
         return []
     out = []
     for pred in flatten(where.this, exp.And):
-        if _only_of(pred, alias) and first_unsupported(pred, unsupported) is None:
+        if reads_only(pred, (alias,)) and first_unsupported(pred, unsupported) is None:
             out.append(pred.copy())
     return out
-
-
-def _only_of(pred: exp.Expr, alias: str) -> bool:
-    cols = list(pred.find_all(exp.Column))
-    if not cols or any(c.table.lower() != alias.lower() for c in cols):
-        return False
-    for node in pred.walk():
-        if isinstance(node, exp.Query | exp.AggFunc | exp.Window | exp.Placeholder):
-            return False
-        if isinstance(node, exp.Func):
-            name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
-            if str(name).lower() in _VOLATILE:
-                return False
-    return True

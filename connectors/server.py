@@ -487,12 +487,12 @@ class _Counter:
     """Count rows while passing record batches through (after the testing aid's
     delay, if set; a call that ends stops the wait)."""
 
-    def __init__(self, reader: Any, delay: float = 0.0, stop: Interrupter | None = None):
+    def __init__(self, reader: Any, delay: float, stop: Interrupter):
         self._reader = reader
         self.schema = reader.schema
         self.rows = 0
         self._delay = delay
-        self._stop = stop or Interrupter()
+        self._stop = stop
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         for batch in self._reader:

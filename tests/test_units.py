@@ -24,6 +24,7 @@ DOCTEST_MODULES = [
     "fedsql.connectors.scans",
     "fedsql.connectors.execution",
     "fedsql.connectors.keys",
+    "fedsql.joinkeys",
 ]
 
 

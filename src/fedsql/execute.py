@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import tempfile
@@ -30,6 +29,7 @@ from fedsql.errors import (
     QueryCancelled,
     QueryTimeout,
 )
+from fedsql.joinkeys import inlinable_keys, key_literal
 from fedsql.planner import Fragment, Plan
 from fedsql.policy.masks import register_hash
 from fedsql.resilience import Link, RunOptions, backoff, retryable
@@ -38,7 +38,6 @@ from fedsql.wire import (
     QUERY_ID_METADATA,
     FragmentStats,
     Principal,
-    inlinable_keys,
     ipc_chunks_to_reader,
     key_set_to_proto,
     principal_to_proto,
@@ -570,24 +569,14 @@ def key_filter(column: exp.Expr, values: pa.Array) -> exp.Expr | None:
     the key type has no literal form here."""
     if len(values) == 0:
         return exp.false()
-    t = values.type
-    if not (
-        pa.types.is_integer(t)
-        or pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_date(t)
-    ):
+    if not inlinable_keys(values.type):
         return None
-
-    def lit(v: object) -> exp.Expr:
-        if isinstance(v, dt.date):
-            return exp.cast(exp.Literal.string(v.isoformat()), "DATE")
-        return exp.convert(v)
-
     if len(values) <= MAX_IN_KEYS:
-        return exp.In(this=column.copy(), expressions=[lit(v) for v in values.to_pylist()])
+        return exp.In(this=column.copy(), expressions=[key_literal(v) for v in values.to_pylist()])
     lo, hi = pc.min_max(values).values()
-    return exp.Between(this=column.copy(), low=lit(lo.as_py()), high=lit(hi.as_py()))
+    return exp.Between(
+        this=column.copy(), low=key_literal(lo.as_py()), high=key_literal(hi.as_py())
+    )
 
 
 class QueryWatch:

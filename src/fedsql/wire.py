@@ -262,17 +262,6 @@ KEY_SET_NAME = re.compile(r"__fedsql_keys\d+")
 MAX_KEY_SET_ROWS = 5_000_000
 
 
-def inlinable_keys(t: pa.DataType) -> bool:
-    """Key types a PostgreSQL or SQLite connector writes into its backend's query
-    (the others travel to those backends as a range)."""
-    return (
-        pa.types.is_integer(t)
-        or pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_date(t)
-    )
-
-
 def key_set_to_proto(name: str, keys: pa.Array) -> pb.KeySet:
     table = pa.table({"k": keys})
     sink = pa.BufferOutputStream()

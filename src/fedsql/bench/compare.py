@@ -5,6 +5,9 @@ from __future__ import annotations
 import decimal
 import math
 import re
+import statistics
+import time
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -15,6 +18,17 @@ REL_TOL = 1e-6
 
 def tpch_query(n: int) -> str:
     return resources.files("fedsql.bench").joinpath(f"queries/q{n:02d}.sql").read_text()
+
+
+def median_time(fn: Callable[[str], pa.Table], sql: str, runs: int) -> tuple[float, pa.Table]:
+    """Run ``fn(sql)`` ``runs`` times: (median seconds, the last result)."""
+    times = []
+    out = pa.table({})
+    for _ in range(runs):
+        t = time.perf_counter()
+        out = fn(sql)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
 
 
 def has_order_by(sql: str) -> bool:

@@ -17,10 +17,8 @@ bytes are the PostgreSQL wire bytes of one extra run through a
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fedsql.bench.compare import median_time
 from fedsql.bench.meter import ByteMeter
 from fedsql.errors import FedSQLError
 from fedsql.pgserver import PostgresServer
@@ -183,22 +182,20 @@ def run_fdw(
                 for agency in agencies:
                     cur.execute(f"ALTER SERVER {agency} OPTIONS (SET port '{port}')")
 
-            def timed(sql: str) -> tuple[float, pa.Table]:
-                t = time.perf_counter()
+            def fetch(sql: str) -> pa.Table:
                 cur.execute(sql)
-                out = cur.fetch_arrow_table()
-                return time.perf_counter() - t, out
+                return cur.fetch_arrow_table()
 
             for n, text in queries.items():
                 sql = text.strip().rstrip(";")  # ADBC wraps it in COPY (...)
                 try:
                     route(meter.port)
                     meter.reset()
-                    first, result = timed(sql)
+                    first, result = median_time(fetch, sql, 1)
                     nbytes = meter.reset()
                     route(pg.port)
                     k = 1 if first > SLOW_SECONDS else runs
-                    secs = statistics.median(timed(sql)[0] for _ in range(k))
+                    secs, _ = median_time(fetch, sql, k)
                     yield n, PeerRun(secs, nbytes, True, None, k), result
                 except pgdb.Error as e:
                     msg = str(e).splitlines()[0][:300]

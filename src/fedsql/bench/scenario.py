@@ -16,16 +16,16 @@ tax returns: 3 in 4), run three ways on the same data and machine:
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+
 import fedsql
 from fedsql import scenario
-from fedsql.bench.compare import diff_tables, has_order_by
+from fedsql.bench.compare import diff_tables, has_order_by, median_time
 from fedsql.local import LocalFederation
 
 QUERIES: dict[str, str] = {
@@ -75,15 +75,11 @@ class ScenarioReport:
         return sum(q.seconds.get(mode, 0.0) for q in self.queries)
 
 
-def _median(fed: fedsql.Federation, sql: str, runs: int) -> tuple[float, object, int]:
+def _median(fed: fedsql.Federation, sql: str, runs: int) -> tuple[float, pa.Table, int]:
     fed.sql(sql)  # warm-up: catalog, channels, plan cache
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        out = fed.sql(sql)
-        times.append(time.perf_counter() - t)
+    secs, out = median_time(fed.sql, sql, runs)
     assert fed.last_stats is not None
-    return statistics.median(times), out, fed.last_stats.bytes
+    return secs, out, fed.last_stats.bytes
 
 
 def run(
@@ -98,7 +94,7 @@ def run(
         progress(f"building the scenario for {people:,} people ...")
         plain_tomls = scenario.build(work, people, policies=False)
         policy_tomls = scenario.build(work, people, policies=True)
-        results: dict[str, dict[str, object]] = {m: {} for m in MODES}
+        results: dict[str, dict[str, pa.Table]] = {m: {} for m in MODES}
         for tomls, modes in ((plain_tomls, ("plain",)), (policy_tomls, ("auditor", "analyst"))):
             with LocalFederation(work, tomls, users=scenario.USERS) as local:
                 for mode in modes:
@@ -107,14 +103,14 @@ def run(
                         for q in report.queries:
                             secs, out, nbytes = _median(fed, QUERIES[q.name], runs)
                             q.seconds[mode], q.bytes[mode] = secs, nbytes
-                            q.rows[mode] = out.num_rows  # type: ignore[attr-defined]
+                            q.rows[mode] = out.num_rows
                             results[mode][q.name] = out
                             progress(f"{mode:>8}  {secs:8.4f} s  {nbytes:>12,} B  {q.name}")
         for q in report.queries:
             sql = QUERIES[q.name]
             err = diff_tables(
-                results["auditor"][q.name],  # type: ignore[arg-type]
-                results["plain"][q.name],  # type: ignore[arg-type]
+                results["auditor"][q.name],
+                results["plain"][q.name],
                 has_order_by(sql),
             )
             q.auditor_equals_plain = err is None

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 import fedsql
 from fedsql.bench import peers as peer_runs
-from fedsql.bench.compare import diff_tables, has_order_by, tpch_query
+from fedsql.bench.compare import diff_tables, has_order_by, median_time, tpch_query
 from fedsql.bench.peers import PeerRun
 from fedsql.local import TPCH_SPLIT, central_duckdb, tpch_federation
 from fedsql.pgserver import PostgresServer
@@ -94,16 +94,6 @@ class BenchReport:
     @property
     def total_bytes(self) -> int:
         return sum(q.bytes_moved for q in self.queries)
-
-
-def _median_time(fn: Callable[[str], pa.Table], sql: str, runs: int) -> tuple[float, pa.Table]:
-    times = []
-    out = pa.table({})
-    for _ in range(runs):
-        t = time.perf_counter()
-        out = fn(sql)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 def build_central_copy(agency_dbs: dict[str, Path], path: Path) -> tuple[float, int]:
@@ -196,13 +186,13 @@ def run(
         wants: dict[int, pa.Table] = {}
         for n in queries:
             sql = tpch_query(n)
-            c_s, want = _median_time(lambda q: central.sql(q).to_arrow_table(), sql, runs)
+            c_s, want = median_time(lambda q: central.sql(q).to_arrow_table(), sql, runs)
             wants[n] = want
             try:
                 fed.sql(sql)  # warm-up (catalog, channels, plan cache)
                 assert fed.last_stats is not None
                 cold_plan = fed.last_stats.plan_seconds
-                f_s, got = _median_time(fed.sql, sql, runs)
+                f_s, got = median_time(fed.sql, sql, runs)
                 st = fed.last_stats
                 assert st is not None
                 err = diff_tables(got, want, has_order_by(sql))

@@ -40,12 +40,14 @@ from fedsql.planner.resolve import (
     table_ref,
 )
 from fedsql.planner.rules import (
+    NOT_PUSHABLE,
     drop_inferred,
     factor_or,
     flatten,
     implied_by_or,
     infer_equalities,
     null_supplying,
+    reads_only,
 )
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy import view_for
@@ -596,9 +598,9 @@ class _Cutter:
             inner_only = False  # no subquery absorption under the federation's view
         if inner_only:
             for j in select.args.get("joins") or []:
-                preds += [c for c in _conjuncts(j.args.get("on")) if _within(c, aliases)]
+                preds += [c for c in _conjuncts(j.args.get("on")) if reads_only(c, aliases)]
             for c in where:
-                if _within(c, aliases):
+                if reads_only(c, aliases):
                     preds.append(c)
                 elif (subs := self._absorbable(scope, select, c, aliases, agency)) is not None:
                     preds.append(c)
@@ -606,12 +608,12 @@ class _Cutter:
         else:
             ((alias, node, _),) = group
             if alias not in null_supplying(select):
-                preds += [c for c in where if _within(c, aliases)]
+                preds += [c for c in where if reads_only(c, aliases)]
             join = node.parent if isinstance(node.parent, exp.Join) else None
             if join is not None and join.args.get("on") is not None:
                 side = (join.side or "").upper()
                 if side in ("", "LEFT") and (join.kind or "").upper() not in ("SEMI", "ANTI"):
-                    preds += [c for c in _conjuncts(join.args["on"]) if _within(c, aliases)]
+                    preds += [c for c in _conjuncts(join.args["on"]) if reads_only(c, aliases)]
         preds = [p for p in preds if self._runnable(p, agency)]
         absorbed = [(c, subs) for c, subs in absorbed if any(p is c for p in preds)]
         if coord is not None:
@@ -659,7 +661,7 @@ class _Cutter:
         implied: list[exp.Expr] = []
         if inner_only or coord is not None:
             for c in where:
-                if _within(c, aliases) or not isinstance(_unparen(c), exp.Or):
+                if reads_only(c, aliases) or not isinstance(_unparen(c), exp.Or):
                     continue
                 imp = implied_by_or(_unparen(c), set(aliases))
                 if imp is None or not self._runnable(imp, agency):
@@ -839,7 +841,7 @@ def _colocated_groups(
         return a
 
     for c in conjuncts:
-        if c.find(*_NOT_PUSHABLE) is not None:
+        if c.find(*NOT_PUSHABLE) is not None:
             continue
         used = {col.table for col in c.find_all(exp.Column)}
         if len(used) == 2 and used <= set(parent):
@@ -889,20 +891,7 @@ def _conjuncts(node: exp.Expr | None) -> list[exp.Expr]:
     return flatten(node.this if isinstance(node, exp.Where) else node, exp.And)
 
 
-_NOT_PUSHABLE = (exp.Subquery, exp.Query, exp.AggFunc, exp.Window, exp.Rand, exp.Placeholder)
-
-
 def _unparen(node: exp.Expr) -> exp.Expr:
     while isinstance(node, exp.Paren):
         node = node.this
     return node
-
-
-def _within(pred: exp.Expr, aliases: frozenset[str]) -> bool:
-    """True if ``pred`` reads only columns of ``aliases`` and is safe to evaluate early."""
-    if pred.find(*_NOT_PUSHABLE) is not None:
-        return False
-    cols = list(pred.find_all(exp.Column))
-    if not cols:
-        return False
-    return all(c.table in aliases for c in cols)

@@ -5,6 +5,8 @@ Each takes an expression and returns one (the same tree, rewritten in place).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlglot import exp
 
 
@@ -75,18 +77,41 @@ def implied_by_or(pred: exp.Expr, keep: set[str]) -> exp.Expr | None:
         return None
     picked: list[exp.Expr] = []
     for b in branches:
-        mine = [c for c in flatten(b, exp.And) if _reads_only(c, keep)]
+        mine = [c for c in flatten(b, exp.And) if reads_only(c, keep)]
         if not mine:
             return None
         picked.append(exp.and_(*(c.copy() for c in mine)) if len(mine) > 1 else mine[0].copy())
     return exp.or_(*picked)
 
 
-def _reads_only(pred: exp.Expr, tables: set[str]) -> bool:
-    if pred.find(exp.Subquery, exp.Query, exp.AggFunc, exp.Window) is not None:
+# What a condition may not hold to be evaluated early, below joins or inside an
+# agency: its value would change (subqueries, aggregates, windows) or differ
+# between evaluations (random numbers, UUIDs), or it is not SQL yet (a parameter).
+NOT_PUSHABLE = (
+    exp.Subquery,
+    exp.Query,
+    exp.AggFunc,
+    exp.Window,
+    exp.Rand,
+    exp.Uuid,
+    exp.Placeholder,
+)
+
+
+def reads_only(pred: exp.Expr, aliases: Collection[str]) -> bool:
+    """True if ``pred`` reads columns of ``aliases`` only (and some) and is safe to
+    evaluate early.
+
+    >>> import sqlglot
+    >>> reads_only(sqlglot.parse_one("a.x > 1 AND a.y = 'b'"), {"a"})
+    True
+    >>> reads_only(sqlglot.parse_one("a.x > random()"), {"a"})
+    False
+    """
+    if pred.find(*NOT_PUSHABLE) is not None:
         return False
     cols = list(pred.find_all(exp.Column))
-    return bool(cols) and all(c.table in tables for c in cols)
+    return bool(cols) and all(c.table in aliases for c in cols)
 
 
 # Marks an equality infer_equalities added: redundant wherever the query keeps
