@@ -33,13 +33,15 @@ class Interrupter:
         self._cancels: list[Callable[[], None]] = []
         self._closed = threading.Event()
         self._fired = threading.Event()
-        self.fired = False
+
+    @property
+    def fired(self) -> bool:
+        return self._fired.is_set()
 
     def arm(self, cancel: Callable[[], None]) -> None:
         with self._lock:
             self._cancels.append(cancel)
-            fired = self.fired
-        if fired:
+        if self.fired:
             cancel()
 
     def check(self) -> None:
@@ -51,7 +53,6 @@ class Interrupter:
         with self._lock:
             if self.fired or self._closed.is_set():
                 return
-            self.fired = True
             self._fired.set()
         # A backend's interrupt only reaches a query already running (DuckDB resets
         # it when a query begins): repeat it until the fragment is closed.

@@ -110,12 +110,15 @@ class FragmentRunner:
             return self.backend.execute(tree.sql(dialect="duckdb"), batch_rows, keys, interrupter)
         assert self._mirror is not None
         keys = keys or {}
-        try:  # the key-set conditions, in a form each engine runs
-            shape = with_keys(tree, keys, None) if keys else tree
-            local_tree = with_keys(tree, keys, "duckdb") if keys else tree
-            tree = with_keys(tree, keys, self.backend.dialect) if keys else tree
-        except ValueError as e:
-            raise BackendError(str(e), user_error=False, unsupported=True) from None
+
+        def keyed(dialect: str | None) -> exp.Expr:
+            """The tree with its key-set conditions written for ``dialect``'s engine."""
+            try:
+                return with_keys(tree, keys, dialect) if keys else tree
+            except ValueError as e:
+                raise BackendError(str(e), user_error=False, unsupported=True) from None
+
+        shape = keyed(None)  # key conditions as TRUE: the result's schema, the choice
         try:
             expected = self._mirror.schema_of(shape.sql(dialect="duckdb"))
         except duckdb.Error as e:
@@ -123,7 +126,8 @@ class FragmentRunner:
             raise BackendError(first, user_error=True) from None
         lacking = first_unsupported(shape, self.backend.unsupported)
         if (policy_applied and (_uses_hash(shape) or lacking)) or self._compute_locally(shape):
-            return self._run_locally(local_tree, expected, batch_rows, interrupter)
+            return self._run_locally(keyed("duckdb"), expected, batch_rows, interrupter)
+        tree = keyed(self.backend.dialect)
         if lacking:
             raise BackendError(
                 f"{self.backend.kind} cannot run {lacking} exactly as DuckDB does",

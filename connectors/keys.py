@@ -41,17 +41,21 @@ def with_keys(tree: exp.Expr, keys: dict[str, pa.Table], dialect: str | None) ->
         found = _key_condition(node, keys)
         if found is None:
             continue
-        probe, values = found
-        if dialect is None:
+        probe, column = found
+        if dialect is None:  # no need to read the keys
             node.replace(exp.true())
-        elif dialect == "postgres":
+            continue
+        values = column.to_pylist()
+        if dialect == "postgres":
             node.replace(_any_array(probe, values))
         else:
             node.replace(exp.In(this=probe.copy(), expressions=[key_literal(v) for v in values]))
     return tree
 
 
-def _key_condition(node: exp.Exists, keys: dict[str, pa.Table]) -> tuple[exp.Expr, list] | None:  # type: ignore[type-arg]
+def _key_condition(
+    node: exp.Exists, keys: dict[str, pa.Table]
+) -> tuple[exp.Expr, pa.ChunkedArray] | None:
     inner = node.this
     if not isinstance(inner, exp.Select):
         return None
@@ -73,7 +77,7 @@ def _key_condition(node: exp.Exists, keys: dict[str, pa.Table]) -> tuple[exp.Exp
     column = keys[name].column(0)
     if not inlinable_keys(column.type):
         raise ValueError(f"join keys of type {column.type} cannot be inlined")
-    return probe, column.to_pylist()
+    return probe, column
 
 
 def _any_array(probe: exp.Expr, values: list) -> exp.Expr:  # type: ignore[type-arg]

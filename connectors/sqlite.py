@@ -8,7 +8,6 @@ the declared column types.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +99,6 @@ class SQLiteBackend:
             self._tables = self._catalog(con, only)
         finally:
             con.close()
-        self._lock = threading.Lock()
 
     def _connect(self) -> Any:
         con = self._sqlite.connect(self._uri)

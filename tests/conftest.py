@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from helpers import LocalService, self_signed_cert, start_service
+from helpers import LocalService, start_service
 
 import fedsql
 from fedsql.config import load_federation
@@ -102,10 +102,12 @@ def service(
     tpch_local: LocalFederation, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalService]:
     """`fedsql serve` over TLS in front of the TPC-H agencies; alice (analyst), bob (auditor)."""
+    from fedsql import certs
     from fedsql.service.auth import hash_password
 
     work = tmp_path_factory.mktemp("service")
-    cert, key = self_signed_cert(work)
+    certs.init_ca(work / "pki", name="fedsql test service CA")
+    got = certs.issue(work / "pki", "connector", "localhost", work)  # localhost, 127.0.0.1
     roles = {"alice": '["analyst"]', "bob": '["auditor", "analyst"]'}
     # the agencies as the test federation reaches them (mutual TLS), its own users
     lines = [tpch_local.config_path.read_text().split("\n[user.")[0], ""]
@@ -115,9 +117,9 @@ def service(
         lines += [f"[user.{user}]", f"roles = {roles[user]}"]
         lines += [f'password_hash_file = "{user}.hash"', ""]
     lines += ["[service]", 'admins = ["bob"]', "[service.tls]"]
-    lines += [f'cert = "{cert.name}"', f'key = "{key.name}"', ""]
+    lines += [f'cert = "{got.cert.name}"', f'key = "{got.key.name}"', ""]
     config = work / "federation.toml"
     config.write_text("\n".join(lines))
-    svc = start_service(config, ca=cert)
+    svc = start_service(config, ca=work / "pki" / certs.CA_CERT)
     yield svc
     svc.stop()

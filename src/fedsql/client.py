@@ -337,10 +337,8 @@ class Federation:
         """
         opts = self._options(timeout, allow_partial)
         t0 = time.perf_counter()
-        box: dict[str, str] = {}
 
         def go(p: Plan, qid: str) -> pa.RecordBatchReader:
-            box["qid"] = qid
 
             def done(runs: tuple[FragmentRun, ...], rows: int, missing: tuple[str, ...]) -> None:
                 self._set_stats(

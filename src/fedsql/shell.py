@@ -96,17 +96,20 @@ class RemoteBackend:
 
     def run(self, sql: str, progress: Callable[[dict[str, tuple[int, int]]], None]) -> pa.Table:
         done = threading.Event()
-        seen: dict[str, Any] = {}
+        user = self.remote.user  # an admin's board lists everyone's queries
 
         def poll() -> None:  # the service's query board shows our query while it runs
             while not done.wait(PROGRESS_EVERY * 2):
                 try:
-                    mine = [q for q in self.remote.queries() if q["state"] == "running"]
+                    mine = [
+                        q
+                        for q in self.remote.queries()
+                        if q["state"] == "running" and q["user"] == user
+                    ]
                 except FedSQLError:
                     return
                 if mine:
                     q = mine[-1]
-                    seen.update(q)
                     progress({a: (v["rows"], v["bytes"]) for a, v in q["agencies"].items()})
 
         t = threading.Thread(target=poll, daemon=True)
@@ -118,7 +121,11 @@ class RemoteBackend:
             t.join()
             self._last = {}
             try:
-                recent = [q for q in self.remote.queries() if q["state"] != "running"]
+                recent = [
+                    q
+                    for q in self.remote.queries()
+                    if q["state"] != "running" and q["user"] == user
+                ]
                 self._last = recent[0] if recent else {}
             except FedSQLError:
                 pass

@@ -44,6 +44,7 @@ from fedsql.service import protocol as proto
 from fedsql.service.auth import SignIn
 from fedsql.service.params import bind, parameter_schema, parse_with_placeholders
 from fedsql.service.queries import QueryBoard
+from fedsql.trust import read_secret
 from fedsql.v1 import flight_sql_pb2 as sql_pb
 
 log = logging.getLogger(__name__)
@@ -493,10 +494,9 @@ def tls_pair(config: FederationConfig) -> list[tuple[bytes, bytes]]:
     s = config.service
     if s.tls_cert is None or s.tls_key is None:
         return []
-    try:
-        return [(s.tls_cert.read_bytes(), s.tls_key.read_bytes())]
-    except OSError as e:
-        raise ConfigError(f"[service.tls]: cannot read {e.filename}: {e.strerror}") from None
+    return [
+        (read_secret(s.tls_cert, "[service.tls].cert"), read_secret(s.tls_key, "[service.tls].key"))
+    ]
 
 
 def check_servable(config: FederationConfig) -> None:
