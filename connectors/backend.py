@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,6 +23,9 @@ class Running:
     engine: str = "native"  # "local": computed in the node's DuckDB over backend scans
 
 
+SLOW_CANCEL_EVERY = 1.0  # seconds between repeats of a cancel that is not cheap
+
+
 class Interrupter:
     """Stops a fragment from another thread, also while its backend query is still
     starting (DuckDB runs an aggregate to its end before the first batch): a backend
@@ -30,7 +34,7 @@ class Interrupter:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cancels: list[Callable[[], None]] = []
+        self._cancels: list[tuple[Callable[[], None], bool]] = []  # (cancel, repeat)
         self._closed = threading.Event()
         self._fired = threading.Event()
 
@@ -38,9 +42,13 @@ class Interrupter:
     def fired(self) -> bool:
         return self._fired.is_set()
 
-    def arm(self, cancel: Callable[[], None]) -> None:
+    def arm(self, cancel: Callable[[], None], repeat: bool = False) -> None:
+        """``repeat``: call ``cancel`` every 50 ms until the fragment closes (DuckDB's
+        interrupt is reset when a query begins, and costs nothing); otherwise every
+        :data:`SLOW_CANCEL_EVERY` s (a PostgreSQL cancel request opens a connection
+        to the server)."""
         with self._lock:
-            self._cancels.append(cancel)
+            self._cancels.append((cancel, repeat))
         if self.fired:
             cancel()
 
@@ -54,15 +62,21 @@ class Interrupter:
             if self.fired or self._closed.is_set():
                 return
             self._fired.set()
-        # A backend's interrupt only reaches a query already running (DuckDB resets
-        # it when a query begins): repeat it until the fragment is closed.
+        # A DuckDB interrupt only reaches a query already running (it is reset when
+        # a query begins): those armed with repeat are called until the fragment closes.
         threading.Thread(target=self._repeat, name="interrupt", daemon=True).start()
 
     def _repeat(self) -> None:
+        last: dict[int, float] = {}  # when each slow cancel was last sent
         while True:
             with self._lock:
                 cancels = list(self._cancels)
-            for c in cancels:
+            now = time.monotonic()
+            for i, (c, repeat) in enumerate(cancels):
+                if not repeat:
+                    if now - last.get(i, -SLOW_CANCEL_EVERY) < SLOW_CANCEL_EVERY:
+                        continue
+                    last[i] = now
                 try:
                     c()
                 except Exception:  # a cursor already closed: nothing left to stop

@@ -65,7 +65,7 @@ class DuckDBEngine:
         for name, table in (tables or {}).items():
             cur.register(name, table)  # this cursor's alone
         if interrupter is not None:
-            interrupter.arm(cur.interrupt)
+            interrupter.arm(cur.interrupt, repeat=True)
         try:
             rel = cur.sql(sql)
             # The schema now, the rows on first read: to_arrow_reader() runs the query

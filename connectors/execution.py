@@ -158,7 +158,7 @@ class FragmentRunner:
             register_hash(self._local, self._hash_key)
         cur = self._local.cursor()
         if interrupter is not None:
-            interrupter.arm(cur.interrupt)
+            interrupter.arm(cur.interrupt, repeat=True)
         scans: list[Running] = []
         tree = tree.copy()
         names = itertools.count()

@@ -25,8 +25,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from fedsql.certs import common_name
 from fedsql.config import AgencyConfig, Grant
 from fedsql.errors import RefusedFragment
 from fedsql.trust import SKEW_SECONDS, WINDOW_SECONDS
@@ -85,8 +86,7 @@ class Gate:
             cert = x509.load_pem_x509_certificate(pem)
         except ValueError:
             return _Peer("", None, "an unreadable client certificate")
-        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        name = str(cns[0].value) if cns else ""
+        name = common_name(cert)
         try:
             eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
             if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
@@ -104,6 +104,10 @@ class Gate:
         if not isinstance(key, ec.EllipticCurvePublicKey):
             return _Peer(name, None, f"certificate '{name}' does not hold an EC key")
         return _Peer(name, key, "")
+
+    def peer_name(self, context: grpc.ServicerContext) -> str:
+        """The calling coordinator's certificate name, checked or not ("" over plaintext)."""
+        return self._peer(context).name if self.secure else ""
 
     def check_peer(self, context: grpc.ServicerContext) -> str:
         """The calling coordinator's name if it may call at all ("" over plaintext)."""

@@ -209,7 +209,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                     "time": _utc_now(),
                     "rpc": "GetCatalog",
                     "peer": context.peer(),
-                    "coordinator": self._peer_name(context) or "-",
+                    "coordinator": self.gate.peer_name(context) or "-",
                     "user": p.user,
                     "roles": list(p.roles),
                     "outcome": "refused",
@@ -250,13 +250,6 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             stop.fire()
         return pb.CancelResponse(cancelled=len(mine))
 
-    def _peer_name(self, context: grpc.ServicerContext) -> str:
-        """The calling coordinator's certificate name ("" over plaintext)."""
-        if not self.gate.secure:
-            return ""
-        cns = context.auth_context().get("x509_common_name") or [b""]
-        return cns[0].decode("utf-8", "replace")
-
     def Execute(self, request: pb.ExecuteRequest, context: grpc.ServicerContext):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
         qid = request.query_id or "-"
@@ -271,7 +264,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         except RefusedFragment as e:
             p = principal_from_proto(request.principal)
             record.update(
-                coordinator=self._peer_name(context) or "-",
+                coordinator=self.gate.peer_name(context) or "-",
                 user=p.user,
                 roles=list(p.roles),
                 purpose=p.purpose,
@@ -332,7 +325,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 "are running, the most it runs at once; retry shortly",
             )
         stop = Interrupter()  # Cancel, a client gone, max_seconds: stops even a starting query
-        entry = (stop, self._peer_name(context))  # Cancel matches on the same peer
+        entry = (stop, self.gate.peer_name(context))  # Cancel matches on the same peer
         with self._lock:
             self._running.setdefault(qid, []).append(entry)
         if not context.add_callback(stop.fire):  # the client went away: stop the query
