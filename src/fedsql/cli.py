@@ -74,13 +74,9 @@ def _emit(text: str, output: str | None) -> None:
 
 def _stats_line(fed) -> str:  # type: ignore[no-untyped-def]
     st = fed.last_stats
-    parts = [
-        f"{a}: {s.rows} rows, {s.bytes / 1e3:.1f} kB, {s.seconds:.3f} s"
-        for a, s in sorted(st.connectors.items())
-    ]
     return (
         f"{st.result_rows} rows in {st.total_seconds:.3f} s (plan {st.plan_seconds:.3f} s); "
-        + "; ".join(parts)
+        + st.per_agency(seconds=True)
     )
 
 
@@ -368,6 +364,8 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_queries(args: argparse.Namespace) -> int:
+    from fedsql.execute import human_bytes
+
     remote = _remote(args)
     try:
         rows = remote.queries()
@@ -385,7 +383,7 @@ def cmd_queries(args: argparse.Namespace) -> int:
             "rows": [r["rows"] for r in rows],
             "agencies": [
                 ", ".join(
-                    f"{a} {v['rows']} rows/{v['bytes'] / 1e3:.0f} kB"
+                    f"{a} {v['rows']} rows/{human_bytes(v['bytes'])}"
                     for a, v in r["agencies"].items()
                 )
                 for r in rows

@@ -106,6 +106,18 @@ class QueryStats:
     def rows(self) -> int:
         return sum(c.rows for c in self.connectors.values())
 
+    def per_agency(self, seconds: bool = False) -> str:
+        """``agency: N rows, X kB[, S s]; ...`` — the line CLI, shell and notebook show."""
+        return "; ".join(
+            f"{a}: {s.rows} rows, {human_bytes(s.bytes)}"
+            + (f", {s.seconds:.3f} s" if seconds else "")
+            for a, s in sorted(self.connectors.items())
+        )
+
+
+def human_bytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
 
 class _Retry(Exception):
     """A fragment failed in a way that a fresh attempt may fix (see resilience.RETRYABLE)."""

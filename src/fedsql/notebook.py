@@ -62,9 +62,7 @@ def html_table(table: pa.Table, max_rows: int = MAX_ROWS, footer: str = "") -> s
 def stats_line(stats: QueryStats | None) -> str:
     if stats is None:
         return ""
-    per = ", ".join(
-        f"{a}: {s.rows} rows, {s.bytes / 1e3:.1f} kB" for a, s in sorted(stats.connectors.items())
-    )
+    per = stats.per_agency()
     return f"{stats.total_seconds:.3f} s; {per}" if per else f"{stats.total_seconds:.3f} s"
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol, TextIO
 import pyarrow as pa
 
 from fedsql.errors import FedSQLError
+from fedsql.execute import human_bytes
 from fedsql.keywords import SQL_FUNCTIONS, SQL_KEYWORDS
 
 HISTORY_FILE = Path.home() / ".fedsql_history"
@@ -82,11 +83,7 @@ class EmbeddedBackend:
 
     def stats(self) -> str:
         st = self.fed.last_stats
-        if st is None:
-            return ""
-        return "; ".join(
-            f"{a}: {s.rows} rows, {_size(s.bytes)}" for a, s in sorted(st.connectors.items())
-        )
+        return "" if st is None else str(st.per_agency())
 
 
 class RemoteBackend:
@@ -143,16 +140,12 @@ class RemoteBackend:
     def stats(self) -> str:
         ag = self._last.get("agencies") or {}
         return "; ".join(
-            f"{a}: {v['rows']} rows, {_size(v['bytes'])}" for a, v in sorted(ag.items())
+            f"{a}: {v['rows']} rows, {human_bytes(v['bytes'])}" for a, v in sorted(ag.items())
         )
 
 
 def _schema(row: dict[str, Any]) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(row["table_schema"]))
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
 @dataclass
@@ -263,7 +256,9 @@ class Shell:
         if now - self._progress_at < PROGRESS_EVERY:
             return
         self._progress_at = now
-        line = " | ".join(f"{a}: {r} rows, {_size(b)}" for a, (r, b) in sorted(by_agency.items()))
+        line = " | ".join(
+            f"{a}: {r} rows, {human_bytes(b)}" for a, (r, b) in sorted(by_agency.items())
+        )
         if line and self.err.isatty():
             self.err.write(f"\r\x1b[K... {line}")
             self.err.flush()
