@@ -78,14 +78,14 @@ class DuckDBEngine:
             )
         except duckdb.Error as e:
             cur.close()
-            raise _backend_error(e) from None
+            raise backend_error(e) from None
 
         def batches() -> Iterator[pa.RecordBatch]:
             yield from rel.to_arrow_reader(batch_rows or DEFAULT_BATCH_ROWS)
 
         reader = pa.RecordBatchReader.from_batches(schema, batches())
         return Running(
-            reader=GuardedReader(reader, _backend_error, (duckdb.Error, pa.ArrowException)),
+            reader=GuardedReader(reader, backend_error, (duckdb.Error, pa.ArrowException)),
             cancel=cur.interrupt,
             close=cur.close,
         )
@@ -126,7 +126,7 @@ _DATA_ERRORS = tuple(
 _LITERAL = re.compile(r"'(?:[^']|'')*'")
 
 
-def _backend_error(e: Exception) -> BackendError:
+def backend_error(e: Exception) -> BackendError:
     """First line of the backend's message; for errors raised by a *value* (a failed
     cast, an overflow) the quoted value is cut out: it may come from a masked column
     or a row the caller may not see, and must not leave the agency."""

@@ -34,8 +34,15 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel, UnsupportedError
 
 from fedsql.capabilities import first_unsupported
-from fedsql.connectors.backend import Backend, BackendError, Interrupter, Running, conform
-from fedsql.connectors.duckdb import DEFAULT_BATCH_ROWS
+from fedsql.connectors.backend import (
+    Backend,
+    BackendError,
+    GuardedReader,
+    Interrupter,
+    Running,
+    conform,
+)
+from fedsql.connectors.duckdb import DEFAULT_BATCH_ROWS, backend_error
 from fedsql.connectors.guard import EXPOSED_META
 from fedsql.connectors.keys import with_keys
 from fedsql.connectors.scans import scan_select
@@ -203,7 +210,7 @@ class FragmentRunner:
                 s.close()
             cur.close()
             if isinstance(e, duckdb.Error):
-                raise BackendError(str(e).splitlines()[0], user_error=True) from None
+                raise backend_error(e) from None
             raise
 
         def close() -> None:
@@ -216,7 +223,10 @@ class FragmentRunner:
             for s in scans:
                 s.cancel()
 
-        return Running(_Conformed(result, expected), cancel, close, "local")
+        # DuckDB errors while the result streams (a failed cast...) mapped like the
+        # DuckDB backend's: classified, quoted values cut out.
+        guarded = GuardedReader(result, backend_error, (duckdb.Error,))
+        return Running(_Conformed(guarded, expected), cancel, close, "local")
 
 
 class _Conformed:

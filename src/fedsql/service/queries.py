@@ -21,7 +21,7 @@ class QueryEntry:
     id: str
     user: str
     sql: str
-    watch: QueryWatch
+    watch: QueryWatch | None  # None once ended: its figures are kept in ``agencies``
     started: float = field(default_factory=time.time)
     ended: float | None = None
     state: str = "running"  # running | done | failed | cancelled
@@ -30,7 +30,7 @@ class QueryEntry:
     agencies: dict[str, tuple[int, int]] = field(default_factory=dict)  # rows, bytes
 
     def to_json(self) -> dict[str, Any]:
-        agencies = self.agencies if self.ended is not None else self.watch.progress()
+        agencies = self.watch.progress() if self.watch is not None else self.agencies
         return {
             "id": self.id,
             "user": self.user,
@@ -65,7 +65,9 @@ class QueryBoard:
         return entry
 
     def end(self, entry: QueryEntry, state: str, rows: int | None, error: str | None) -> None:
-        entry.agencies = entry.watch.progress()
+        if entry.watch is not None:
+            entry.agencies = entry.watch.progress()
+        entry.watch = None  # a finished query keeps no connections or fetched tables
         entry.rows, entry.error, entry.state = rows, error, state
         entry.ended = time.time()
         with self._lock:
@@ -86,5 +88,8 @@ class QueryBoard:
             recent = any(e.id == query_id for e in self._recent if user in (None, e.user))
         if entry is None or (user is not None and entry.user != user):
             return "finished" if recent else "unknown"
-        entry.watch.cancel()
+        watch = entry.watch  # None if it ended meanwhile
+        if watch is None:
+            return "finished"
+        watch.cancel()
         return "cancelled"
