@@ -93,9 +93,32 @@ class Federation:
         """Stats of the last query this thread ran (else the last query of any thread)."""
         return getattr(self._thread, "stats", None) or self._last_stats
 
-    def _set_stats(self, stats: QueryStats) -> None:
+    def _record(
+        self,
+        qid: str,
+        runs: tuple[FragmentRun, ...],
+        t0: float,
+        rows: int,
+        missing: tuple[str, ...],
+        plan_s: float = 0.0,
+        fetch_s: float = 0.0,
+        merge_s: float = 0.0,
+    ) -> QueryStats:
+        """A finished query's stats, kept as ``last_stats`` (for this thread)."""
+        stats = QueryStats(
+            query_id=qid,
+            connectors=connector_stats(runs),
+            fragments=runs,
+            plan_seconds=plan_s,
+            fetch_seconds=fetch_s,
+            merge_seconds=merge_s,
+            total_seconds=time.perf_counter() - t0,
+            result_rows=rows,
+            missing=missing,
+        )
         self._thread.stats = stats
         self._last_stats = stats
+        return stats
 
     # -- catalog ------------------------------------------------------------
     @property
@@ -305,18 +328,7 @@ class Federation:
             table = table.rename_columns(list(p.output_names))
         if missing:
             table = mark_partial(table, missing)
-        stats = QueryStats(
-            query_id=qid,
-            connectors=connector_stats(runs),
-            fragments=runs,
-            plan_seconds=plan_s,
-            fetch_seconds=fetch_s,
-            merge_seconds=merge_s,
-            total_seconds=time.perf_counter() - t0,
-            result_rows=table.num_rows,
-            missing=missing,
-        )
-        self._set_stats(stats)
+        stats = self._record(qid, runs, t0, table.num_rows, missing, plan_s, fetch_s, merge_s)
         if watch is not None:
             watch.stats = stats
         return table
@@ -339,21 +351,10 @@ class Federation:
         t0 = time.perf_counter()
 
         def go(p: Plan, qid: str) -> pa.RecordBatchReader:
+            plan_s = time.perf_counter() - t0  # go runs as soon as the plan is made
 
             def done(runs: tuple[FragmentRun, ...], rows: int, missing: tuple[str, ...]) -> None:
-                self._set_stats(
-                    QueryStats(
-                        query_id=qid,
-                        connectors=connector_stats(runs),
-                        fragments=runs,
-                        plan_seconds=0.0,
-                        fetch_seconds=0.0,
-                        merge_seconds=0.0,
-                        total_seconds=time.perf_counter() - t0,
-                        result_rows=rows,
-                        missing=missing,
-                    )
-                )
+                self._record(qid, runs, t0, rows, missing, plan_s)
 
             return execute_stream(
                 p,
