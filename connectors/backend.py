@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -254,3 +254,46 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
                 arr = arr.cast(field.type)
         cols.append(arr)
     return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def adbc_running(
+    con: Any,
+    sql: str,
+    interrupter: Interrupter | None,
+    to_error: Callable[[Exception], BackendError],
+    release: Callable[[bool], None],
+    broken: Callable[[Exception], bool] = lambda e: False,
+) -> Running:
+    """Run ``sql`` on an ADBC connection (PostgreSQL, SQLite) as a :class:`Running`.
+
+    ``release(broken)`` gives the connection back (or closes it) exactly once: when
+    the query fails to start (``broken(e)`` says whether the connection is still
+    good) or when the fragment is closed.
+    """
+    cur = con.cursor()
+    if interrupter is not None:
+        interrupter.arm(cur.adbc_cancel)
+    try:
+        cur.execute(sql)
+        reader = cur.fetch_record_batch()
+    except Exception as e:
+        _quietly(cur.close)
+        release(broken(e))
+        raise to_error(e) from None
+    done = threading.Event()
+
+    def close() -> None:
+        if done.is_set():
+            return
+        done.set()
+        _quietly(cur.close)
+        release(False)
+
+    return Running(GuardedReader(reader, to_error), lambda: _quietly(cur.adbc_cancel), close)
+
+
+def _quietly(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except Exception:  # a cursor already closed or a cancel too late: nothing to do
+        pass

@@ -8,7 +8,6 @@ or an environment variable and are never logged.
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import threading
@@ -19,15 +18,13 @@ import pyarrow as pa
 from fedsql.config import BackendConfig
 from fedsql.connectors.backend import (
     BackendError,
-    GuardedReader,
     Interrupter,
     Running,
+    adbc_running,
     arrow_type_of_declared,
     check_listed,
 )
 from fedsql.wire import RemoteTable
-
-log = logging.getLogger(__name__)
 
 # SQLSTATE classes (PostgreSQL docs, Appendix A): 42 = syntax error or access
 # rule violation (undefined function, wrong types...), 0A = feature not supported.
@@ -167,35 +164,14 @@ class PostgresBackend:
         interrupter: Interrupter | None = None,
     ) -> Running:
         con = self._acquire()
-        cur = con.cursor()
-        if interrupter is not None:
-            interrupter.arm(cur.adbc_cancel)
-        try:
-            cur.execute(sql)
-            reader = cur.fetch_record_batch()
-        except Exception as e:
-            cur.close()
-            self._release(con, broken=_is_connection_error(e))
-            raise _backend_error(e) from None
-        done = threading.Event()
-
-        def close() -> None:
-            if done.is_set():
-                return
-            done.set()
-            try:
-                cur.close()
-            except Exception:
-                pass
-            self._release(con)
-
-        def cancel() -> None:
-            try:
-                cur.adbc_cancel()
-            except Exception:
-                log.debug("cancel failed", exc_info=True)
-
-        return Running(reader=GuardedReader(reader, _backend_error), cancel=cancel, close=close)
+        return adbc_running(
+            con,
+            sql,
+            interrupter,
+            _backend_error,
+            lambda broken: self._release(con, broken),
+            _is_connection_error,
+        )
 
     def close(self) -> None:
         while True:

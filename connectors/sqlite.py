@@ -8,6 +8,7 @@ the declared column types.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,9 @@ import pyarrow as pa
 
 from fedsql.connectors.backend import (
     BackendError,
-    GuardedReader,
     Interrupter,
     Running,
+    adbc_running,
     arrow_type_of_declared,
     check_listed,
 )
@@ -142,31 +143,12 @@ class SQLiteBackend:
         interrupter: Interrupter | None = None,
     ) -> Running:
         con = self._connect()
-        cur = con.cursor()
-        if interrupter is not None:
-            interrupter.arm(cur.adbc_cancel)
-        try:
-            cur.execute(sql)
-            reader = cur.fetch_record_batch()
-        except Exception as e:
-            cur.close()
-            con.close()
-            raise _backend_error(e) from None
 
-        def close() -> None:
-            try:
-                cur.close()
+        def release(_: bool) -> None:
+            with contextlib.suppress(Exception):
                 con.close()
-            except Exception:
-                pass
 
-        def cancel() -> None:
-            try:
-                cur.adbc_cancel()
-            except Exception:
-                pass
-
-        return Running(reader=GuardedReader(reader, _backend_error), cancel=cancel, close=close)
+        return adbc_running(con, sql, interrupter, _backend_error, release)
 
     def close(self) -> None:
         pass
