@@ -259,7 +259,7 @@ class Federation:
 
     def _fragment_schema(self, f: Fragment) -> pa.Schema:
         """What a fragment would return (for an agency missing under allow_partial)."""
-        sql, _ = reduced_sql(replace(f, reduce_by=()), {})
+        sql, _ = reduced_sql(replace(f, reduce_by=()), _no_keys)
         return self.binder.fragment_schema(f.agency, sql)
 
     def _run(
@@ -405,6 +405,10 @@ class Federation:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _no_keys(build: str, column: str) -> pa.Array:
+    raise AssertionError("a fragment without reducers reads no keys")
 
 
 def mark_partial(table: pa.Table, missing: tuple[str, ...]) -> pa.Table:

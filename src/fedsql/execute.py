@@ -7,11 +7,12 @@ import os
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import grpc
@@ -44,6 +45,7 @@ from fedsql.wire import (
 )
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
 # Join keys: up to INLINE_KEYS as an IN list in the SQL, more as an Arrow key set
 # (which PostgreSQL/SQLite connectors write into their query as one array or
@@ -264,26 +266,41 @@ class _Fetch:
     def read_all(self) -> pa.Table:
         """Read the whole stream, then the call's last message (its stats), so the
         call ends cleanly instead of being cancelled half-read."""
+        return self._read(
+            lambda schema, batches: pa.Table.from_batches(list(batches), schema=schema)
+        )
+
+    def read_into(self, session: MergeSession) -> int:
+        """Read the whole stream into ``session`` (a large result goes into a DuckDB
+        table batch by batch as it arrives), then the call's stats; returns rows."""
+        return self._read(lambda schema, batches: session.load(self.fragment.id, schema, batches))
+
+    def _read(self, consume: Callable[[pa.Schema, Iterator[pa.RecordBatch]], _R]) -> _R:
+        """``consume`` the stream's batches; re-run the fragment when that is safe."""
         for attempt in range(self.opts.retries + 1):
             chunks = self._chunks()
             try:
                 try:
                     reader = self._open(chunks)
-                    self.rows = 0
-                    batches = []
-                    for batch in reader:  # batch by batch, so that a QueryWatch sees progress
-                        batches.append(batch)
-                        self.rows += batch.num_rows
-                        if self.watch is not None:
-                            self.watch.moved()
-                    table = pa.Table.from_batches(batches, schema=reader.schema)
+                    return consume(reader.schema, self._counted(reader, chunks))
                 except pa.ArrowInvalid as e:
                     raise self._malformed(e) from None
-                self._check_end(chunks, table.num_rows)
-                return table
             except _Retry as r:
                 self._retry(attempt, r)
         raise AssertionError("unreachable")  # _retry raises on the last attempt
+
+    def _counted(
+        self, reader: pa.RecordBatchReader, chunks: Iterator[bytes]
+    ) -> Iterator[pa.RecordBatch]:
+        """The batches, counted as they pass (a QueryWatch sees progress); at the end,
+        the call's stats must follow."""
+        self.rows = 0
+        for batch in reader:
+            self.rows += batch.num_rows
+            if self.watch is not None:
+                self.watch.moved()
+            yield batch
+        self._check_end(chunks, self.rows)
 
     def stream(self) -> pa.RecordBatchReader:
         """The fragment's batches as they arrive. Retried while nothing has reached
@@ -345,16 +362,18 @@ def execute(
                 FragmentRun(only.fragment, only.stats(table.num_rows), only.sql),
             )
             return table, runs, time.perf_counter() - t0, 0.0, ()
-        tables, missing = _fetch_all(fetches, opts.allow_partial, schema_of)
-        t1 = time.perf_counter()
-        runs = tuple(
-            FragmentRun(f.fragment, f.stats(tables[fid].num_rows), f.sql)
-            for fid, f in fetches.items()
-        )
-        if plan.residual is None:
-            (result,) = tables.values()
-        else:
-            result = merger.run(plan.residual, tables, deadline)
+        with merger.session() as session:
+            missing = _fetch_all(fetches, session, opts.allow_partial, schema_of)
+            t1 = time.perf_counter()
+            rows = session.row_counts()
+            runs = tuple(
+                FragmentRun(f.fragment, f.stats(rows[fid]), f.sql) for fid, f in fetches.items()
+            )
+            if plan.residual is None:
+                (fid,) = fetches
+                result = session.table(fid)
+            else:
+                result = session.run(plan.residual, deadline)
         return result, runs, t1 - t0, time.perf_counter() - t1, missing
     except BaseException:
         _cancel_all(fetches, links, query_id)
@@ -390,13 +409,20 @@ def execute_stream(
             only.start(only.fragment.sql)
             source = only.stream()
         else:
-            tables, missing = _fetch_all(fetches, opts.allow_partial, schema_of)
-            fetched = {fid: t.num_rows for fid, t in tables.items()}
-            if plan.residual is None:
-                (table,) = tables.values()
-                source = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
-            else:
-                source = merger.stream(plan.residual, tables, deadline)
+            session = merger.session()
+            try:
+                missing = _fetch_all(fetches, session, opts.allow_partial, schema_of)
+                fetched = session.row_counts()
+                if plan.residual is None:
+                    (fid,) = fetches
+                    table = session.table(fid)
+                    session.close()
+                    source = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+                else:
+                    source = session.stream(plan.residual, deadline)  # closes the session
+            except BaseException:
+                session.close()
+                raise
     except BaseException:
         _cancel_all(fetches, links, query_id)
         raise
@@ -455,25 +481,27 @@ def _missing_ok(e: BaseException) -> bool:
 
 def _fetch_all(
     fetches: dict[str, _Fetch],
+    session: MergeSession,
     allow_partial: bool = False,
     schema_of: Callable[[Fragment], pa.Schema] | None = None,
-) -> tuple[dict[str, pa.Table], tuple[str, ...]]:
-    """Read every fragment concurrently, each as soon as the fragments whose keys
-    reduce it are in; the first failure wins and stops the others. With
-    ``allow_partial``, a fragment whose agency cannot be reached yields no rows."""
-    out: dict[str, pa.Table] = {}
+) -> tuple[str, ...]:
+    """Read every fragment concurrently into ``session``, each as soon as the
+    fragments whose keys reduce it are in; the first failure wins and stops the
+    others. With ``allow_partial``, a fragment whose agency cannot be reached
+    yields no rows. Returns the missing agencies."""
     missing: dict[str, str] = {}
     order = _topological(list(fetches.values()))
     with ThreadPoolExecutor(
         max_workers=max(1, len(order)), thread_name_prefix="fedsql-fetch"
     ) as pool:
-        futures: dict[str, Future[pa.Table]] = {}
+        futures: dict[str, Future[int]] = {}
 
-        def run(f: _Fetch) -> pa.Table:
-            builds = {r.build: futures[r.build].result() for r in f.fragment.reduce_by}
+        def run(f: _Fetch) -> int:
+            for r in f.fragment.reduce_by:
+                futures[r.build].result()
             try:
-                f.start(*reduced_sql(f.fragment, builds))
-                return f.read_all()
+                f.start(*reduced_sql(f.fragment, session.keys))
+                return f.read_into(session)
             except FedSQLError as e:
                 if not (allow_partial and schema_of is not None and _missing_ok(e)):
                     raise
@@ -484,7 +512,7 @@ def _fetch_all(
                     str(e),
                 )
                 missing[f.fragment.agency] = str(e)
-                return schema_of(f.fragment).empty_table()
+                return session.put(f.fragment.id, schema_of(f.fragment).empty_table())
 
         # The same fragment twice (a subquery repeating the outer query's join, as in
         # TPC-H Q11, Q15) is fetched once: its result serves both names.
@@ -501,12 +529,13 @@ def _fetch_all(
             canon[frag.id] = first.setdefault(key, frag.id)
             if canon[frag.id] != frag.id:
                 futures[frag.id] = futures[canon[frag.id]]
+                session.alias(frag.id, canon[frag.id])
             else:
                 futures[frag.id] = pool.submit(run, f)
         error: BaseException | None = None
-        for fid, fut in futures.items():
+        for fut in futures.values():
             try:
-                out[fid] = fut.result()
+                fut.result()
             except BaseException as e:  # noqa: BLE001 - re-raised below after cancelling
                 if error is None:
                     error = e
@@ -514,7 +543,7 @@ def _fetch_all(
                         other.cancel()
         if error is not None:
             raise error
-    return out, tuple(sorted(missing))
+    return tuple(sorted(missing))
 
 
 def _topological(fetches: list[_Fetch]) -> list[_Fetch]:
@@ -536,9 +565,12 @@ def _topological(fetches: list[_Fetch]) -> list[_Fetch]:
     return out
 
 
-def reduced_sql(fragment: Fragment, builds: dict[str, pa.Table]) -> tuple[str, list[pb.KeySet]]:
-    """The fragment's SQL, also filtered to the join keys its reducers returned,
-    and the key sets shipped with it."""
+def reduced_sql(
+    fragment: Fragment, keys_of: Callable[[str, str], pa.Array]
+) -> tuple[str, list[pb.KeySet]]:
+    """The fragment's SQL, also filtered to the join keys its reducers returned
+    (``keys_of(build fragment, column)``: its distinct non-NULL values), and the
+    key sets shipped with it."""
     if not fragment.reduce_by and not fragment.wrap:
         return fragment.sql, []
     tree = sqlglot.parse_one(fragment.sql, read="duckdb")
@@ -546,7 +578,7 @@ def reduced_sql(fragment: Fragment, builds: dict[str, pa.Table]) -> tuple[str, l
     key_sets: list[pb.KeySet] = []
     for r in fragment.reduce_by:
         column = sqlglot.parse_one(r.probe_sql, read="duckdb")
-        keys = pc.unique(builds[r.build].column(r.build_column).combine_chunks()).drop_null()
+        keys = keys_of(r.build, r.build_column)
         cond: exp.Expr | None
         if len(keys) > INLINE_KEYS and (fragment.dialect == "duckdb" or inlinable_keys(keys.type)):
             # Many keys travel as Arrow, not SQL text: the connector joins them (or,
@@ -657,35 +689,164 @@ class MergeEngine:
             self._db.execute("SET memory_limit = ?", [memory_limit])
         self._lock = threading.Lock()
 
-    def _register(self, con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
-        for name, table in tables.items():
-            if table.num_rows < TEMP_TABLE_ROWS:
-                con.register(name, table)
-                continue
-            # A temp table, not a registered Arrow view: DuckDB keeps statistics
-            # for it, and its join order over fragment results depends on them
-            # (TPC-H Q5 at SF 1: 1.0 s over Arrow views, 12 ms over temp tables).
-            con.register(f"{name}_arrow", table)
-            con.execute(f'CREATE TEMP TABLE "{name}" AS SELECT * FROM "{name}_arrow"')
-            con.unregister(f"{name}_arrow")
-
-    def stream(
-        self, residual: str, tables: dict[str, pa.Table], deadline: float
-    ) -> pa.RecordBatchReader:
-        """The residual's result as a stream of batches; the cursor lives until the
-        stream is read to its end or dropped."""
+    def cursor(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
-            con = self._db.cursor()
+            return self._db.cursor()
+
+    def session(self) -> MergeSession:
+        return MergeSession(self)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class MergeSession:
+    """One query's fragment results in the merge database.
+
+    A result of TEMP_TABLE_ROWS or more goes into a DuckDB table batch by batch
+    while it streams in, in the thread that fetches it: the copy overlaps the
+    other fragments' transfers instead of following them, no Arrow copy of it is
+    kept, and DuckDB has statistics for its join order (TPC-H Q5 at SF 1: 1.0 s
+    over Arrow views, 12 ms over tables). Smaller results stay Arrow tables and
+    are read in place. The tables live in a schema of the query's own, dropped
+    on ``close``.
+    """
+
+    def __init__(self, engine: MergeEngine) -> None:
+        self._engine = engine
+        self.schema = f"fedsql_q{uuid.uuid4().hex}"
+        self._created = False
+        self._lock = threading.Lock()
+        self._small: dict[str, pa.Table] = {}
+        self._aliases: dict[str, str] = {}
+        self._rows: dict[str, int] = {}
+
+    def __enter__(self) -> MergeSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _qualified(self, name: str) -> str:
+        return f'"{self.schema}"."{name}"'
+
+    def put(self, name: str, table: pa.Table) -> int:
+        self._small[name] = table
+        self._rows[name] = table.num_rows
+        return table.num_rows
+
+    def load(self, name: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> int:
+        """Take a fragment's result; exceptions raised by ``batches`` come out as they are."""
+        head: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in batches:
+            head.append(batch)
+            rows += batch.num_rows
+            if rows >= TEMP_TABLE_ROWS:
+                break
+        else:
+            return self.put(name, pa.Table.from_batches(head, schema=schema))
+        failure: list[BaseException] = []
+
+        def rest() -> Iterator[pa.RecordBatch]:
+            nonlocal rows
+            try:
+                yield from head
+                head.clear()
+                for batch in batches:
+                    rows += batch.num_rows
+                    yield batch
+            except BaseException as e:
+                failure.append(e)
+                raise
+
+        with self._lock:
+            if not self._created:
+                with self._engine.cursor() as con:
+                    con.execute(f'CREATE SCHEMA "{self.schema}"')
+                self._created = True
+        con = self._engine.cursor()
+        source = f"__fedsql_src_{name}"
+        try:
+            con.register(source, pa.RecordBatchReader.from_batches(schema, rest()))
+            con.execute(f'CREATE TABLE {self._qualified(name)} AS SELECT * FROM "{source}"')
+        except duckdb.Error as e:
+            if failure:
+                raise failure[0] from None
+            raise _merge_error(e) from None
+        finally:
+            con.close()
+        self._rows[name] = rows
+        return rows
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per fragment name fetched (a repeated fragment under each name)."""
+        return self._rows | {a: self._rows[c] for a, c in self._aliases.items() if c in self._rows}
+
+    def alias(self, name: str, same_as: str) -> None:
+        """``name`` is the same fragment as ``same_as`` (fetched once)."""
+        self._aliases[name] = same_as
+
+    def keys(self, name: str, column: str) -> pa.Array:
+        """The distinct non-NULL values of one column of a fetched fragment."""
+        name = self._aliases.get(name, name)
+        if name in self._small:
+            values = self._small[name].column(column).combine_chunks()
+            return pc.unique(values).drop_null()
+        col = '"' + column.replace('"', '""') + '"'
+        with self._engine.cursor() as con:
+            sql = f"SELECT DISTINCT {col} FROM {self._qualified(name)} WHERE {col} IS NOT NULL"
+            return con.sql(sql).to_arrow_table().column(0).combine_chunks()
+
+    def table(self, name: str) -> pa.Table:
+        name = self._aliases.get(name, name)
+        if name in self._small:
+            return self._small[name]
+        with self._engine.cursor() as con:
+            return con.sql(f"SELECT * FROM {self._qualified(name)}").to_arrow_table()
+
+    def _prepare(self, deadline: float) -> tuple[duckdb.DuckDBPyConnection, threading.Timer]:
+        con = self._engine.cursor()
         timer = threading.Timer(max(0.0, deadline - time.monotonic()), con.interrupt)
         timer.daemon = True  # never keeps the process alive
         timer.start()
         try:
-            self._register(con, tables)
-            tables.clear()  # DuckDB holds what it needs; let the Arrow copies go
+            if self._created:
+                con.execute(f"SET search_path = '{self.schema}'")
+            for name, table in self._small.items():
+                con.register(name, table)
+            for name, same in self._aliases.items():
+                if same in self._small:
+                    con.register(name, self._small[same])
+                else:
+                    view, source = self._qualified(name), self._qualified(same)
+                    con.execute(f"CREATE VIEW {view} AS SELECT * FROM {source}")
+        except BaseException:
+            timer.cancel()
+            con.close()
+            raise
+        return con, timer
+
+    def run(self, residual: str, deadline: float) -> pa.Table:
+        con, timer = self._prepare(deadline)
+        try:
+            return con.sql(residual).to_arrow_table()
+        except duckdb.Error as e:
+            raise _merge_error(e) from None
+        finally:
+            timer.cancel()
+            con.close()
+
+    def stream(self, residual: str, deadline: float) -> pa.RecordBatchReader:
+        """The residual's result as a stream of batches; the cursor and the session
+        live until the stream is read to its end or dropped."""
+        con, timer = self._prepare(deadline)
+        try:
             reader = con.sql(residual).to_arrow_reader(STREAM_BATCH_ROWS)
         except BaseException as e:
             timer.cancel()
             con.close()
+            self.close()
             raise _merge_error(e) from None
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -696,26 +857,18 @@ class MergeEngine:
             finally:
                 timer.cancel()
                 con.close()
+                self.close()
 
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
-    def run(self, residual: str, tables: dict[str, pa.Table], deadline: float) -> pa.Table:
-        with self._lock:
-            con = self._db.cursor()
-        timer = threading.Timer(max(0.0, deadline - time.monotonic()), con.interrupt)
-        timer.daemon = True  # never keeps the process alive
-        timer.start()
-        try:
-            self._register(con, tables)
-            return con.sql(residual).to_arrow_table()
-        except duckdb.Error as e:
-            raise _merge_error(e) from None
-        finally:
-            timer.cancel()
-            con.close()
-
     def close(self) -> None:
-        self._db.close()
+        """Drop what the query loaded (idempotent)."""
+        self._small.clear()
+        with self._lock:
+            created, self._created = self._created, False
+        if created:
+            with self._engine.cursor() as con:
+                con.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
 
 def _merge_error(e: BaseException) -> BaseException:

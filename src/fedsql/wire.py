@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from fedsql.v1 import connector_pb2 as pb
 # per-message overhead is negligible (hundreds of MB/s on loopback), and under
 # gRPC's default 4 MiB receive limit so that any stock client can read us.
 CHUNK_BYTES = 2 << 20
+FLUSH_SECONDS = 0.1  # at most this long between chunks while batches come
 # Limit for one gRPC message, both sides (a single huge record batch is split
 # across messages anyway: a chunk is at most one batch plus CHUNK_BYTES).
 MAX_MESSAGE_BYTES = 256 << 20
@@ -227,12 +229,17 @@ def reader_to_ipc_chunks(
     """
     sink = _ChunkSink()
     options = pa.ipc.IpcWriteOptions(compression=compression or None)
+    sent = time.monotonic()
     with pa.ipc.new_stream(sink, reader.schema, options=options) as writer:
         for batch in reader:
             if batch.num_rows:
                 writer.write_batch(batch)
-            if sink.size >= chunk_bytes:
+            # Full chunks for throughput; but what a slow source produced goes out
+            # within FLUSH_SECONDS, so the first rows of a stream are not held back
+            # (compressed batches are small: a chunk can hold a whole result).
+            if sink.size >= chunk_bytes or (sink.size and time.monotonic() - sent >= FLUSH_SECONDS):
                 yield from sink.take(chunk_bytes)
+                sent = time.monotonic()
     yield from sink.take(chunk_bytes)  # the rest, end-of-stream marker included
 
 
