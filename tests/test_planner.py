@@ -191,6 +191,36 @@ def test_output_names_follow_duckdb(small: Catalog) -> None:
     assert p.output_names == ('sum("cost")', "count_star()", "pid")
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT c_count, count(*) AS n FROM (SELECT pid AS c_count FROM health.patients) t "
+        "GROUP BY c_count",
+        "SELECT C_COUNT FROM (SELECT pid AS c_count FROM health.patients) t",
+        "SELECT x FROM (SELECT pid FROM health.patients) AS t (X)",
+        "SELECT PID FROM (SELECT pid FROM health.patients) t",
+        "SELECT region FROM (SELECT region AS Region FROM health.patients) t",
+        "WITH w (Total) AS (SELECT sum(cost) FROM health.visits) SELECT total FROM w",
+        "WITH w (total) AS (SELECT sum(cost) FROM health.visits) SELECT total FROM w",
+    ],
+)
+def test_names_declared_without_binding_are_duckdbs(small: Catalog, sql: str) -> None:
+    """When the planner names the outputs itself (no DuckDB binding), it names them
+    as DuckDB does, or leaves it to DuckDB."""
+    binder = ShapeBinder(small)
+    assert plan(sql, small, binder).output_names == tuple(binder.output_names(sql))
+
+
+def test_tpch_output_names_without_binding(fed: fedsql.Federation) -> None:
+    binder = fed.binder
+    for n in range(1, 23):
+        sql = tpch_query(n)
+        assert plan(sql, fed.catalog).output_names in ((), tuple(binder.output_names(sql))), n
+    # Only Q18 (an unaliased SUM) needs DuckDB to name its outputs.
+    unnamed = [n for n in range(1, 23) if not plan(tpch_query(n), fed.catalog).output_names]
+    assert unnamed == [18]
+
+
 def test_eager_aggregation_below_the_cross_agency_join(fed: fedsql.Federation) -> None:
     p = plan(tpch_query(10), fed.catalog)
     (trade,) = [f for f in p.fragments if f.agency == "trade"]

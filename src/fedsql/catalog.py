@@ -67,6 +67,7 @@ class Catalog:
                 spellings.setdefault(f.name.lower(), set()).add(f.name)
         # column names spelled one way only across the federation
         self.field_names = frozenset(next(iter(s)) for s in spellings.values() if len(s) == 1)
+        self.lowered_names = frozenset(spellings)  # every column name, lower-cased
 
     @property
     def agencies(self) -> list[str]:

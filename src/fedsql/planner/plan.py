@@ -215,12 +215,24 @@ def _declared_names(tree: exp.Query, catalog: Catalog) -> tuple[str, ...] | None
     needed; None otherwise (stars, set operations, expressions without alias)."""
     if not isinstance(tree, exp.Select):
         return None
+    # Names the query itself defines (derived tables' and CTEs' outputs): a column
+    # of one of them is named as the definition spells it.
+    defined: dict[str, set[str]] = {}
+    for node in tree.find_all(exp.Alias, exp.TableAlias):
+        spelled = [node.alias] if isinstance(node, exp.Alias) else [c.name for c in node.columns]
+        for name in spelled:
+            defined.setdefault(name.lower(), set()).add(name)
     names = []
     for e in tree.expressions:
         if isinstance(e, exp.Alias):
             names.append(e.alias)
         elif isinstance(e, exp.Column) and isinstance(e.this, exp.Identifier):
-            if e.name not in catalog.field_names:
+            # Spelled exactly one way wherever it could come from (else DuckDB decides).
+            own = defined.get(e.name.lower(), set())
+            if e.name in catalog.field_names:
+                if own - {e.name}:
+                    return None
+            elif own != {e.name} or e.name.lower() in catalog.lowered_names:
                 return None
             names.append(e.name)
         else:
