@@ -219,7 +219,10 @@ def _declared_names(tree: exp.Query, catalog: Catalog) -> tuple[str, ...] | None
     # of one of them is named as the definition spells it.
     defined: dict[str, set[str]] = {}
     for node in tree.find_all(exp.Alias, exp.TableAlias):
-        spelled = [node.alias] if isinstance(node, exp.Alias) else [c.name for c in node.columns]
+        if isinstance(node, exp.TableAlias):
+            spelled = [c.name for c in node.columns]
+        else:
+            spelled = [node.alias]
         for name in spelled:
             defined.setdefault(name.lower(), set()).add(name)
     names = []
