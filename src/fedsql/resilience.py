@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import grpc.experimental
 from google.protobuf.message import DecodeError
 
 from fedsql.config import ConnectorRef
@@ -95,6 +96,9 @@ class Link:
             ("grpc.keepalive_time_ms", KEEPALIVE_MS),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.max_pings_without_data", 0),  # keep pinging a quiet call
+            # Result streams are read on the thread that asked for them; otherwise
+            # gRPC starts a thread per call to drive it (a tenth of a small query).
+            (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
         )
         ref = ref or ConnectorRef(name, address, insecure=True)
         self.channel, self._raw = open_channel(ref, where, options)
