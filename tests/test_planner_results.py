@@ -101,6 +101,28 @@ QUERIES = {
                CAST(avg(o_totalprice) AS INTEGER) AS avg_price
         FROM orders, customer WHERE o_custkey = c_custkey
         AND o_orderdate + INTERVAL 30 DAY < DATE '1995-01-01' GROUP BY y ORDER BY y""",
+    "partial aggregates in each agency of a union all": """
+        SELECT k, sum(v) AS s, count(*) AS n, count(v) AS nv, avg(v) AS a, min(v) AS lo,
+               max(name) AS top, count(DISTINCT v) AS d
+        FROM (SELECT c_nationkey AS k, c_acctbal AS v, c_name AS name FROM customer
+              UNION ALL SELECT s_nationkey, s_acctbal, s_name FROM supplier) t
+        WHERE k < 20 GROUP BY k HAVING count(*) > 1 ORDER BY sum(v) DESC, k""",
+    "aggregates over a union all whose branches differ in type (not split)": """
+        SELECT k, sum(v) AS s, min(v) AS lo, count(*) AS n
+        FROM (SELECT c_nationkey AS k, c_acctbal AS v FROM customer
+              UNION ALL SELECT n_nationkey, NULL FROM nation
+              UNION ALL SELECT s_nationkey, s_suppkey FROM supplier) t
+        GROUP BY k ORDER BY k""",
+    "partial aggregates over a union all, no group by, an empty branch": """
+        SELECT count(*) AS n, sum(v) AS s, avg(v) AS a, min(v) AS lo, max(v) AS hi
+        FROM (SELECT c_acctbal AS v FROM customer WHERE c_acctbal > 9990
+              UNION ALL SELECT s_acctbal FROM supplier WHERE s_acctbal > 1000000) t""",
+    "partial aggregates over a union all with filtered branches and expressions": """
+        SELECT y, count(*) AS n, sum(p * 2) AS s2, avg(p) AS a
+        FROM (SELECT extract(year FROM o_orderdate) AS y, o_totalprice AS p FROM orders
+                WHERE o_orderstatus = 'F'
+              UNION ALL SELECT 1998, p_retailprice FROM part WHERE p_size < 3) t
+        GROUP BY y ORDER BY y""",
 }
 
 
@@ -143,3 +165,22 @@ def test_a_repeated_fragment_is_fetched_once(fed: fedsql.Federation, central) ->
     assert len(nation) == 2 and nation[0].fragment.sql == nation[1].fragment.sql
     assert sorted(r.stats.bytes == 0 for r in nation) == [False, True]
     assert st.connectors["registry"].bytes == max(r.stats.bytes for r in nation)
+
+
+def test_union_all_aggregates_are_computed_at_each_agency(fed: fedsql.Federation) -> None:
+    """Each agency of a UNION ALL returns its groups, not its rows."""
+    sql = QUERIES["partial aggregates in each agency of a union all"]
+    fed.sql(sql)
+    st = fed.last_stats
+    assert st is not None
+    by_agency = {r.fragment.agency: r.stats.rows for r in st.fragments}
+    assert by_agency["registry"] <= 25 * 1500 and by_agency["industry"] <= 25 * 100
+    assert all("GROUP BY" in r.sql for r in st.fragments), [r.sql for r in st.fragments]
+    # Without DISTINCT values to keep, one row per group.
+    sql = (
+        "SELECT k, sum(v) AS s FROM (SELECT c_nationkey AS k, c_acctbal AS v FROM customer "
+        "UNION ALL SELECT s_nationkey, s_acctbal FROM supplier) t GROUP BY k"
+    )
+    fed.sql(sql)
+    st = fed.last_stats
+    assert st is not None and all(r.stats.rows == 25 for r in st.fragments)

@@ -32,6 +32,7 @@ from sqlglot.schema import MappingSchema
 from fedsql.capabilities import CORRELATED_SUBQUERY, first_unsupported
 from fedsql.catalog import Catalog, TableRef
 from fedsql.errors import CatalogError, PlanError
+from fedsql.planner.partial import push_partial_aggregates
 from fedsql.planner.resolve import (
     coordinator_policy,
     exists_select_one,
@@ -188,6 +189,7 @@ def plan(
     except OptimizeError as e:
         raise CatalogError(_column_error(str(e))) from None
     caps = {a: c.unsupported for a, c in catalog.catalogs.items()}
+    push_partial_aggregates(tree, _agency_of)
     factor_or(tree)
     infer_equalities(tree)
     cutter = _Cutter(tree, caps, scan_only)
@@ -241,6 +243,11 @@ def _declared_names(tree: exp.Query, catalog: Catalog) -> tuple[str, ...] | None
         else:
             return None
     return tuple(names)
+
+
+def _agency_of(table: exp.Table) -> str | None:
+    ref = table_ref(table)
+    return ref.agency if ref is not None else None
 
 
 def _policy_notes(tree: exp.Expr) -> tuple[str, ...]:
