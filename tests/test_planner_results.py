@@ -101,6 +101,19 @@ QUERIES = {
                CAST(avg(o_totalprice) AS INTEGER) AS avg_price
         FROM orders, customer WHERE o_custkey = c_custkey
         AND o_orderdate + INTERVAL 30 DAY < DATE '1995-01-01' GROUP BY y ORDER BY y""",
+    "eager aggregation: avg and count(distinct) across a join": """
+        SELECT c_mktsegment, avg(o_totalprice) AS a, count(DISTINCT o_orderpriority) AS d,
+               sum(DISTINCT o_shippriority) AS sd, avg(o_shippriority) AS ai
+        FROM customer JOIN orders ON o_custkey = c_custkey
+        GROUP BY c_mktsegment ORDER BY c_mktsegment""",
+    "eager aggregation: avg on the null side of a left join": """
+        SELECT c_nationkey, avg(o_totalprice) AS a, count(o_orderkey) AS n
+        FROM customer LEFT JOIN orders ON c_custkey = o_custkey AND o_totalprice > 300000
+        GROUP BY c_nationkey ORDER BY c_nationkey""",
+    "select distinct across a join, fragments deduplicated at the agencies": """
+        SELECT DISTINCT c_mktsegment, o_orderpriority FROM customer, orders
+        WHERE o_custkey = c_custkey AND o_orderdate < DATE '1994-01-01'
+        ORDER BY 1, 2 LIMIT 12""",
     "partial aggregates in each agency of a union all": """
         SELECT k, sum(v) AS s, count(*) AS n, count(v) AS nv, avg(v) AS a, min(v) AS lo,
                max(name) AS top, count(DISTINCT v) AS d
@@ -184,3 +197,20 @@ def test_union_all_aggregates_are_computed_at_each_agency(fed: fedsql.Federation
     fed.sql(sql)
     st = fed.last_stats
     assert st is not None and all(r.stats.rows == 25 for r in st.fragments)
+
+
+def test_distinct_and_avg_are_done_at_the_agencies(fed: fedsql.Federation, central) -> None:  # type: ignore[no-untyped-def]
+    fed.sql(QUERIES["select distinct across a join, fragments deduplicated at the agencies"])
+    st = fed.last_stats
+    assert st is not None
+    trade = next(r for r in st.fragments if r.fragment.agency == "trade")
+    pairs = (
+        "SELECT DISTINCT o_custkey, o_orderpriority FROM orders WHERE o_orderdate < '1994-01-01'"
+    )
+    assert "SELECT DISTINCT" in trade.sql
+    assert trade.stats.rows == len(central.sql(pairs).fetchall())
+    fed.sql(QUERIES["eager aggregation: avg and count(distinct) across a join"])
+    st = fed.last_stats
+    assert st is not None
+    trade = next(r for r in st.fragments if r.fragment.agency == "trade")
+    assert "GROUP BY" in trade.sql and "COUNT(" in trade.sql

@@ -292,6 +292,7 @@ class _Cutter:
         self._scope_frags: dict[int, dict[str, str]] = {}
         self._outputs: dict[str, dict[str, str]] = {}
         self._est: dict[str, float] = {}
+        self._types: dict[str, dict[str, pa.DataType]] = {}  # each fragment's output types
         # Fragments that return a whole table, unfiltered: their keys reduce nothing.
         self._whole: set[str] = set()
         self._edges: list[tuple[str, str, Reducer, bool]] = []  # (build, probe, r, forced)
@@ -438,6 +439,7 @@ class _Cutter:
             self._push_group(scope, select, group, where, inner_only)
         if inner_only:
             self._eager_aggregate(scope, select)
+            self._distinct_fragments(scope, select)
             self._find_reducers(scope, select)
         elif (right := _lone_left_join(select)) is not None:
             self._eager_aggregate(scope, select, null_side=right)  # TPC-H Q13
@@ -468,14 +470,17 @@ class _Cutter:
             return
         frags = self._scope_frags.get(id(scope), {})
         owners = set()
+        distinct: dict[str, None] = {}  # columns of AGG(DISTINCT col): kept as keys
         for a in aggs:
-            if not isinstance(a, (exp.Sum, exp.Min, exp.Max, exp.Count)):
+            if not isinstance(a, (exp.Sum, exp.Min, exp.Max, exp.Count, exp.Avg)):
                 return
-            if isinstance(a.this, exp.Distinct) or a.find(exp.AggFunc, exp.Subquery) not in (
-                a,
-                None,
-            ):
+            if any(n is not a for n in a.find_all(exp.AggFunc, exp.Subquery)):
                 return
+            if isinstance(a.this, exp.Distinct):
+                (col,) = a.this.expressions if len(a.this.expressions) == 1 else (None,)
+                if not isinstance(col, exp.Column):
+                    return
+                distinct[col.name] = None
             cols = {c.table for c in a.find_all(exp.Column)}
             if len(cols) > 1:
                 return
@@ -494,6 +499,15 @@ class _Cutter:
         index = next((i for i, f in enumerate(self.fragments) if f.id == fid), None)
         if fid is None or index is None or self.fragments[index].kind not in ("table", "join"):
             return
+        types = self._types.get(fid, {})
+        for a in aggs:
+            # AVG becomes SUM / COUNT: numbers only (a SUM of dates would fail)
+            if (
+                isinstance(a, exp.Avg)
+                and not isinstance(a.this, exp.Distinct)
+                and not all(_numeric(types.get(c.name)) for c in a.find_all(exp.Column))
+            ):
+                return
         keys: dict[str, None] = {}
         for col in scope.columns:
             if col.table != alias or not _is_within(col, select):
@@ -502,12 +516,38 @@ class _Cutter:
                 return  # read by a correlated subquery too
             if not any(_is_within(col, a) for a in aggs):
                 keys[col.name] = None
+        keys.update(distinct)
         if not keys:
             return
         inner = exp.to_identifier(alias, quoted=True)
         projs: list[exp.Expr] = [exp.column(k, table=alias, quoted=True) for k in keys]
-        for i, a in enumerate(aggs):
-            projs.append(exp.alias_(a.copy(), f"__fedsql_pa{i}", quoted=True))
+        # What the agency computes per group, and what the residual makes of it.
+        partials: list[exp.Expr] = []
+
+        def partial(e: exp.Expr) -> exp.Expr:
+            partials.append(e)
+            return exp.column(f"__fedsql_pa{len(partials) - 1}", table=alias, quoted=True)
+
+        final: list[tuple[exp.AggFunc, exp.Expr | None]] = []
+        for a in aggs:
+            if isinstance(a.this, exp.Distinct):
+                final.append((a, None))  # its column travels as a grouping key
+            elif isinstance(a, exp.Count):
+                total = exp.Sum(this=partial(a.copy()))
+                zero = exp.func("coalesce", total, exp.Literal.number(0))
+                final.append((a, exp.cast(zero, "BIGINT")))
+            elif isinstance(a, exp.Avg):
+                s = exp.Sum(this=partial(exp.Sum(this=a.this.copy())))
+                n = exp.Sum(this=partial(exp.Count(this=a.this.copy())))
+                avg = exp.Div(
+                    this=exp.cast(s, "DOUBLE"),
+                    expression=exp.func("nullif", n, exp.Literal.number(0)),
+                )
+                final.append((a, exp.Paren(this=avg)))
+            else:
+                final.append((a, type(a)(this=partial(a.copy()))))
+        for i, e in enumerate(partials):
+            projs.append(exp.alias_(e, f"__fedsql_pa{i}", quoted=True))
         wrap = (
             exp.select(*projs)
             .from_(
@@ -521,15 +561,33 @@ class _Cutter:
         self.fragments[index] = replace(f, wrap=wrap.sql(dialect=DIALECT))
         self._outputs[fid] = {k: v for k, v in self._outputs[fid].items() if k in keys}
         self._est[fid] = self._est.get(fid, 0.0) / 3  # grouped rows: fewer than it reads
-        for i, a in enumerate(aggs):
-            part = exp.column(f"__fedsql_pa{i}", table=alias, quoted=True)
-            if isinstance(a, exp.Count):
-                new: exp.Expr = exp.cast(
-                    exp.func("coalesce", exp.Sum(this=part), exp.Literal.number(0)), "BIGINT"
-                )
-            else:
-                new = type(a)(this=part)
-            a.replace(new)
+        for a, new in final:
+            if new is not None:
+                a.replace(new)
+
+    def _distinct_fragments(self, scope: Scope, select: exp.Select) -> None:
+        """Under ``SELECT DISTINCT`` (no aggregates, windows or subqueries) a fragment
+        of an inner join may drop its duplicate rows at the agency: they could only
+        make duplicate result rows, which DISTINCT removes anyway."""
+        distinct = select.args.get("distinct")
+        if distinct is None or distinct.args.get("on") is not None or select.args.get("group"):
+            return
+        if any(n is not select for n in select.find_all(exp.AggFunc, exp.Window, exp.Query)):
+            return
+        for fid in self._scope_frags.get(id(scope), {}).values():
+            index = next(i for i, f in enumerate(self.fragments) if f.id == fid)
+            f = self.fragments[index]
+            if f.kind not in ("table", "join") or f.wrap:
+                continue
+            inner = exp.to_identifier("__fedsql_d", quoted=True)
+            cols = [exp.column(name, table=inner, quoted=True) for name in self._outputs[fid]]
+            if not cols:
+                continue
+            source = exp.Table(
+                this=exp.to_identifier("__fedsql_inner"), alias=exp.TableAlias(this=inner)
+            )
+            wrap = exp.select(*cols).distinct().from_(source)
+            self.fragments[index] = replace(f, wrap=wrap.sql(dialect=DIALECT))
 
     def _find_reducers(self, scope: Scope, select: exp.Select) -> None:
         """Equalities between two fragments' columns: semi-join reduction candidates."""
@@ -726,6 +784,12 @@ class _Cutter:
         if coord is None:  # a federation view changes values: no keys from/into it
             residual_alias = group[0][0] if single else f"__fedsql_g{fid[len(FRAGMENT_PREFIX) :]}"
             self._scope_frags.setdefault(id(scope), {})[residual_alias] = fid
+            self._types[fid] = {
+                (f.name if single else f"{a}.{f.name}"): f.type
+                for a, _, ref in group
+                for f in ref.arrow_schema
+                if f.name in wanted[a]
+            }
             self._outputs[fid] = {
                 (f.name if single else f"{a}.{f.name}"): exp.column(
                     f.name, table=a, quoted=True
@@ -796,6 +860,12 @@ class _Cutter:
             if self._pushable_to(sub, scope, aliases) != agency:
                 return None
         return subs
+
+
+def _numeric(t: pa.DataType | None) -> bool:
+    return t is not None and (
+        pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+    )
 
 
 def _home_scope(scope: Scope, col: exp.Column) -> Scope | None:
