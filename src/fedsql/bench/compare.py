@@ -31,6 +31,22 @@ def median_time(fn: Callable[[str], pa.Table], sql: str, runs: int) -> tuple[flo
     return statistics.median(times), out
 
 
+def paired_median_times(
+    fns: list[Callable[[str], pa.Table]], sql: str, runs: int
+) -> list[tuple[float, pa.Table]]:
+    """Each of ``fns`` run ``runs`` times on ``sql``, taking turns (a, b, a, b, ...),
+    so that a shared machine's slow spells fall on both sides alike:
+    [(median seconds, the last result)] in the order of ``fns``."""
+    times: list[list[float]] = [[] for _ in fns]
+    outs = [pa.table({}) for _ in fns]
+    for _ in range(runs):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            outs[i] = fn(sql)
+            times[i].append(time.perf_counter() - t)
+    return [(statistics.median(ts), out) for ts, out in zip(times, outs, strict=True)]
+
+
 def has_order_by(sql: str) -> bool:
     return re.search(r"\border\s+by\b", sql, re.IGNORECASE) is not None
 

@@ -20,7 +20,13 @@ import pyarrow as pa
 
 import fedsql
 from fedsql.bench import peers as peer_runs
-from fedsql.bench.compare import diff_tables, has_order_by, median_time, tpch_query
+from fedsql.bench.compare import (
+    diff_tables,
+    has_order_by,
+    median_time,
+    paired_median_times,
+    tpch_query,
+)
 from fedsql.bench.peers import PeerRun
 from fedsql.local import TPCH_SPLIT, central_duckdb, tpch_federation
 from fedsql.pgserver import PostgresServer
@@ -186,13 +192,17 @@ def run(
         wants: dict[int, pa.Table] = {}
         for n in queries:
             sql = tpch_query(n)
-            c_s, want = median_time(lambda q: central.sql(q).to_arrow_table(), sql, runs)
+
+            def on_central(q: str) -> pa.Table:
+                return central.sql(q).to_arrow_table()
+
+            want = on_central(sql)  # warm-up
             wants[n] = want
             try:
                 fed.sql(sql)  # warm-up (catalog, channels, plan cache)
                 assert fed.last_stats is not None
                 cold_plan = fed.last_stats.plan_seconds
-                f_s, got = median_time(fed.sql, sql, runs)
+                (c_s, want), (f_s, got) = paired_median_times([on_central, fed.sql], sql, runs)
                 st = fed.last_stats
                 assert st is not None
                 err = diff_tables(got, want, has_order_by(sql))
@@ -213,6 +223,7 @@ def run(
                     waves(st.fragments),
                 )
             except fedsql.FedSQLError as e:
+                c_s, _ = median_time(on_central, sql, runs)
                 q = QueryResult(
                     n,
                     want.num_rows,
