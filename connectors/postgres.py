@@ -28,7 +28,19 @@ from fedsql.wire import RemoteTable
 
 # SQLSTATE classes (PostgreSQL docs, Appendix A): 42 = syntax error or access
 # rule violation (undefined function, wrong types...), 0A = feature not supported.
-_UNSUPPORTED_STATES = ("42601", "42883", "42804", "42846", "42P18", "0A000", "42725")
+# Syntax and semantic errors PostgreSQL raises for SQL that DuckDB (which planned
+# it) accepts: a dialect gap, so the coordinator falls back to table scans.
+_UNSUPPORTED_STATES = (
+    "42601",
+    "42883",
+    "42804",
+    "42846",
+    "42P18",
+    "0A000",
+    "42725",
+    "42P10",  # ORDER BY expressions not in a SELECT DISTINCT list
+    "42803",  # grouping error
+)
 _DATA_STATES = ("22",)  # data exception: a value was at fault
 
 

@@ -114,6 +114,18 @@ QUERIES = {
         SELECT DISTINCT c_mktsegment, o_orderpriority FROM customer, orders
         WHERE o_custkey = c_custkey AND o_orderdate < DATE '1994-01-01'
         ORDER BY 1, 2 LIMIT 12""",
+    "uncorrelated scalar subqueries of another agency as literals": """
+        SELECT count(*) AS n, sum(o_totalprice) AS s FROM orders
+        WHERE o_totalprice > (SELECT max(c_acctbal) * 30 FROM customer)
+          AND o_orderdate >= (SELECT min(o2.o_orderdate) FROM orders o2) + INTERVAL 1 DAY""",
+    "scalar subquery literals: decimal, date, string, and one returning no row": """
+        SELECT o_orderpriority, count(*) AS n FROM orders, customer
+        WHERE o_custkey = c_custkey
+          AND o_totalprice BETWEEN (SELECT avg(p_retailprice) FROM part) * 100
+                               AND (SELECT max(s_acctbal) FROM supplier) * 40
+          AND c_mktsegment <> (SELECT min(r_name) FROM region)
+          AND c_acctbal > coalesce((SELECT max(s_acctbal) FROM supplier WHERE s_acctbal > 1e9), 0)
+        GROUP BY o_orderpriority ORDER BY 1""",
     "partial aggregates in each agency of a union all": """
         SELECT k, sum(v) AS s, count(*) AS n, count(v) AS nv, avg(v) AS a, min(v) AS lo,
                max(name) AS top, count(DISTINCT v) AS d
@@ -214,3 +226,13 @@ def test_distinct_and_avg_are_done_at_the_agencies(fed: fedsql.Federation, centr
     assert st is not None
     trade = next(r for r in st.fragments if r.fragment.agency == "trade")
     assert "GROUP BY" in trade.sql and "COUNT(" in trade.sql
+
+
+def test_scalar_subquery_values_filter_at_the_agency(fed: fedsql.Federation, central) -> None:  # type: ignore[no-untyped-def]
+    sql = QUERIES["uncorrelated scalar subqueries of another agency as literals"]
+    fed.sql(sql)
+    st = fed.last_stats
+    assert st is not None
+    (trade,) = [r for r in st.fragments if r.fragment.scalar_filters]
+    assert "__fedsql_scalar" not in trade.sql and "CAST(" in trade.sql
+    assert trade.stats.rows < len(central.sql("SELECT 1 FROM orders").fetchall()) / 10

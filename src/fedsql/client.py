@@ -259,7 +259,7 @@ class Federation:
 
     def _fragment_schema(self, f: Fragment) -> pa.Schema:
         """What a fragment would return (for an agency missing under allow_partial)."""
-        sql, _ = reduced_sql(replace(f, reduce_by=()), _no_keys)
+        sql, _ = reduced_sql(replace(f, reduce_by=(), scalar_filters=()), _no_keys)
         return self.binder.fragment_schema(f.agency, sql)
 
     def _run(

@@ -30,8 +30,9 @@ from fedsql.errors import (
     QueryCancelled,
     QueryTimeout,
 )
-from fedsql.joinkeys import inlinable_keys, key_literal
+from fedsql.joinkeys import inlinable_keys, key_literal, scalar_literal
 from fedsql.planner import Fragment, Plan
+from fedsql.planner.plan import ScalarFilter
 from fedsql.policy.masks import register_hash
 from fedsql.resilience import Link, RunOptions, backoff, retryable
 from fedsql.v1 import connector_pb2 as pb
@@ -497,10 +498,10 @@ def _fetch_all(
         futures: dict[str, Future[int]] = {}
 
         def run(f: _Fetch) -> int:
-            for r in f.fragment.reduce_by:
-                futures[r.build].result()
+            for build in f.fragment.depends_on:
+                futures[build].result()
             try:
-                f.start(*reduced_sql(f.fragment, session.keys))
+                f.start(*reduced_sql(f.fragment, session.keys, session.table))
                 return f.read_into(session)
             except FedSQLError as e:
                 if not (allow_partial and schema_of is not None and _missing_ok(e)):
@@ -525,6 +526,7 @@ def _fetch_all(
                 frag.sql,
                 frag.wrap,
                 tuple((canon[r.build], r.build_column, r.probe_sql) for r in frag.reduce_by),
+                tuple((sf.sql, tuple(canon[b] for b in sf.builds)) for sf in frag.scalar_filters),
             )
             canon[frag.id] = first.setdefault(key, frag.id)
             if canon[frag.id] != frag.id:
@@ -556,8 +558,8 @@ def _topological(fetches: list[_Fetch]) -> list[_Fetch]:
         if f.fragment.id in done:
             return
         done.add(f.fragment.id)
-        for r in f.fragment.reduce_by:
-            visit(by_id[r.build])
+        for build in f.fragment.depends_on:
+            visit(by_id[build])
         out.append(f)
 
     for f in fetches:
@@ -566,12 +568,15 @@ def _topological(fetches: list[_Fetch]) -> list[_Fetch]:
 
 
 def reduced_sql(
-    fragment: Fragment, keys_of: Callable[[str, str], pa.Array]
+    fragment: Fragment,
+    keys_of: Callable[[str, str], pa.Array],
+    result_of: Callable[[str], pa.Table] | None = None,
 ) -> tuple[str, list[pb.KeySet]]:
     """The fragment's SQL, also filtered to the join keys its reducers returned
-    (``keys_of(build fragment, column)``: its distinct non-NULL values), and the
-    key sets shipped with it."""
-    if not fragment.reduce_by and not fragment.wrap:
+    (``keys_of(build fragment, column)``: its distinct non-NULL values) and by its
+    scalar filters (``result_of(fragment)``: a fetched result), and the key sets
+    shipped with it."""
+    if not fragment.reduce_by and not fragment.wrap and not fragment.scalar_filters:
         return fragment.sql, []
     tree = sqlglot.parse_one(fragment.sql, read="duckdb")
     assert isinstance(tree, exp.Select)
@@ -600,12 +605,35 @@ def reduced_sql(
             cond = key_filter(column, keys)
         if cond is not None:
             tree = tree.where(cond, copy=False)
+    for sf in fragment.scalar_filters:
+        cond = scalar_filter(sf, result_of) if result_of is not None else None
+        if cond is not None:
+            tree = tree.where(cond, copy=False)
     if fragment.wrap:  # eager aggregation around the (reduced) fragment
         outer = sqlglot.parse_one(fragment.wrap, read="duckdb")
         placeholder = next(t for t in outer.find_all(exp.Table) if t.name == "__fedsql_inner")
         placeholder.replace(exp.Subquery(this=tree, alias=placeholder.args["alias"]))
         return outer.sql(dialect="duckdb"), key_sets
     return tree.sql(dialect="duckdb"), key_sets
+
+
+def scalar_filter(sf: ScalarFilter, result_of: Callable[[str], pa.Table]) -> exp.Expr | None:
+    """The filter with each subquery's value written in, or None when a subquery
+    did not return exactly one non-NULL value of a type with an exact literal."""
+    values: dict[str, exp.Expr] = {}
+    for build in sf.builds:
+        table = result_of(build)
+        if table.num_rows != 1 or table.num_columns != 1:
+            return None
+        literal = scalar_literal(table.column(0)[0])
+        if literal is None:
+            return None
+        values[f"__fedsql_scalar_{build}"] = literal
+    cond = sqlglot.parse_one(sf.sql, read="duckdb")
+    for col in list(cond.find_all(exp.Column)):
+        if col.name in values:
+            col.replace(values[col.name].copy())
+    return cond
 
 
 def key_filter(column: exp.Expr, values: pa.Array) -> exp.Expr | None:

@@ -13,6 +13,7 @@ and by PostgreSQL/SQLite connectors (a key set written into the backend's query)
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import pyarrow as pa
 from sqlglot import exp
@@ -27,6 +28,35 @@ def inlinable_keys(t: pa.DataType) -> bool:
         or pa.types.is_large_string(t)
         or pa.types.is_date(t)
     )
+
+
+def scalar_literal(v: pa.Scalar) -> exp.Expr | None:
+    """A value as an exact SQL literal of its own type, or None (NULL, and types
+    without one here: nested, binary, non-finite floats, zoned timestamps).
+
+    >>> import decimal
+    >>> scalar_literal(pa.scalar(decimal.Decimal("12.30"), pa.decimal128(15, 2))).sql()
+    "CAST('12.30' AS DECIMAL(15, 2))"
+    >>> scalar_literal(pa.scalar(0.1)).sql(), scalar_literal(pa.scalar(None, pa.int64()))
+    ("CAST('0.1' AS DOUBLE)", None)
+    """
+    t = v.type
+    if not v.is_valid:
+        return None
+    py = v.as_py()
+    if pa.types.is_boolean(t):
+        return exp.true() if py else exp.false()
+    if pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
+        return exp.convert(py)
+    if pa.types.is_date(t):
+        return key_literal(py)
+    if pa.types.is_decimal(t) and t.precision <= 38:
+        return exp.cast(exp.Literal.string(str(py)), f"DECIMAL({t.precision}, {t.scale})")
+    if pa.types.is_float64(t) and math.isfinite(py):
+        return exp.cast(exp.Literal.string(repr(py)), "DOUBLE")
+    if pa.types.is_timestamp(t) and t.tz is None and t.unit in ("s", "ms", "us"):
+        return exp.cast(exp.Literal.string(py.isoformat(sep=" ")), "TIMESTAMP")
+    return None
 
 
 def key_literal(v: object) -> exp.Expr:

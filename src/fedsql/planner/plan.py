@@ -79,6 +79,31 @@ class Fragment:
     # Eager aggregation: when set, what is sent is this query with the table
     # __fedsql_inner replaced by ``sql`` (after any semi-join reduction of it).
     wrap: str = ""
+    # Conditions that compare with an uncorrelated scalar subquery run at another
+    # agency: sent once that value is in, as a literal (see ``ScalarFilter``).
+    scalar_filters: tuple[ScalarFilter, ...] = ()
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """The fragments whose results this one waits for."""
+        deps = [r.build for r in self.reduce_by]
+        deps += [b for sf in self.scalar_filters for b in sf.builds]
+        return tuple(dict.fromkeys(deps))
+
+
+@dataclass(frozen=True, slots=True)
+class ScalarFilter:
+    """A WHERE conjunct of the fragment's tables and uncorrelated scalar subqueries,
+    each of which became a one-column fragment (``builds``); in ``sql`` (the
+    fragment's dialect, DuckDB) each subquery is the column ``__fedsql_scalar_<id>``.
+
+    Exact: the conjunct also stays in the residual, so this only drops rows the
+    residual would drop; it is left out unless each subquery returned one row
+    whose value has an exact literal.
+    """
+
+    sql: str
+    builds: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +142,8 @@ class Plan:
                 lines.append(
                     f"    + semi-join: {r.probe_sql} IN (keys of {r.build}.{r.build_column})"
                 )
+            for sf in f.scalar_filters:
+                lines.append(f"    + filter, with the value of {', '.join(sf.builds)}: {sf.sql}")
             if f.wrap:
                 lines.append("    + aggregated at the agency: " + f.wrap)
         if self.residual is None:
@@ -296,6 +323,9 @@ class _Cutter:
         # Fragments that return a whole table, unfiltered: their keys reduce nothing.
         self._whole: set[str] = set()
         self._edges: list[tuple[str, str, Reducer, bool]] = []  # (build, probe, r, forced)
+        # (fragment, its conjunct with subquery i as column __fedsql_scalar_i, the
+        # subqueries in the tree): resolved to ScalarFilters once every scope is cut.
+        self._scalars: list[tuple[str, exp.Expr, list[exp.Subquery]]] = []
 
     # -- analysis ---------------------------------------------------------
     @staticmethod
@@ -652,14 +682,59 @@ class _Cutter:
                 continue
             if r not in keep.setdefault(probe, []):
                 keep[probe].append(r)
+        filters: dict[str, list[ScalarFilter]] = {}
+        for fid, template, subs in self._scalars:
+            found = [_scalar_fragment(sub) for sub in subs]
+            builds = [b for b in found if b is not None]
+            if len(builds) != len(found):
+                continue  # a subquery that is not one agency's fragment
+            cond = template.copy()
+            for col in list(cond.find_all(exp.Column)):
+                if col.name.startswith("__fedsql_scalar_"):
+                    build = builds[int(col.name.removeprefix("__fedsql_scalar_"))]
+                    col.replace(exp.column(f"__fedsql_scalar_{build}", quoted=True))
+            sf = ScalarFilter(cond.sql(dialect=DIALECT), tuple(builds))
+            filters.setdefault(fid, []).append(sf)
         return [
             replace(
                 f,
                 reduce_by=tuple(keep.get(f.id, ())),
                 dialect=self.dialects.get(f.agency, "duckdb"),
+                scalar_filters=tuple(filters.get(f.id, ())),
             )
             for f in self.fragments
         ]
+
+    def _scalar_candidate(
+        self, scope: Scope, conj: exp.Expr, aliases: frozenset[str], agency: str
+    ) -> tuple[exp.Expr, list[exp.Subquery]] | None:
+        """A conjunct over these tables and uncorrelated scalar subqueries that each
+        run whole at one agency: (it with subquery i as column __fedsql_scalar_i,
+        the subqueries)."""
+        subs = _top_subqueries(conj)
+        if not subs:
+            return None
+        for q in subs:
+            up = q.parent
+            while up is not None and up is not conj.parent:
+                if isinstance(up, (exp.In, exp.Exists, exp.Any, exp.All, exp.AggFunc)):
+                    return None
+                up = up.parent
+            sub_scope = next((s for s in scope.subquery_scopes if s.expression is q.this), None)
+            if sub_scope is None or self._pushable_to(sub_scope) is None:
+                return None
+        template = conj.copy()
+        for i, q in enumerate(_top_subqueries(template)):
+            q.replace(exp.column(f"__fedsql_scalar_{i}", quoted=True))
+        cols = [
+            c for c in template.find_all(exp.Column) if not c.name.startswith("__fedsql_scalar_")
+        ]
+        if not cols or any(c.table not in aliases for c in cols):
+            return None
+        if template.find(*NOT_PUSHABLE) is not None or not self._runnable(template, agency):
+            return None
+        _rename_to_remote(template)
+        return template, subs
 
     def _push_group(
         self,
@@ -673,6 +748,7 @@ class _Cutter:
         agency = group[0][2].agency
         preds: list[exp.Expr] = []
         absorbed: list[tuple[exp.Expr, list[Scope]]] = []
+        scalars: list[tuple[exp.Expr, list[exp.Subquery]]] = []
         coord = coordinator_policy(group[0][1]) if len(group) == 1 else None
         if coord is not None:
             inner_only = False  # no subquery absorption under the federation's view
@@ -685,6 +761,8 @@ class _Cutter:
                 elif (subs := self._absorbable(scope, select, c, aliases, agency)) is not None:
                     preds.append(c)
                     absorbed.append((c, subs))
+                elif (scalar := self._scalar_candidate(scope, c, aliases, agency)) is not None:
+                    scalars.append(scalar)
         else:
             ((alias, node, _),) = group
             if alias not in null_supplying(select):
@@ -778,7 +856,8 @@ class _Cutter:
         filters = sum(
             1 for p in preds + implied if len({c.table for c in p.find_all(exp.Column)}) == 1
         )
-        self._est[fid] = max(row_est, 0) * (1 / 3) ** min(filters, 3)
+        self._est[fid] = max(row_est, 0) * (1 / 3) ** min(filters + len(scalars), 3)
+        self._scalars += [(fid, template, subs) for template, subs in scalars]
         if single and not absorbed and not preds and not implied:
             self._whole.add(fid)
         if coord is None:  # a federation view changes values: no keys from/into it
@@ -860,6 +939,34 @@ class _Cutter:
             if self._pushable_to(sub, scope, aliases) != agency:
                 return None
         return subs
+
+
+def _top_subqueries(node: exp.Expr) -> list[exp.Subquery]:
+    """The subqueries in ``node`` that are not inside another of its subqueries."""
+    out = []
+    for q in node.find_all(exp.Subquery):
+        up = q.parent
+        while up is not None and up is not node and not isinstance(up, exp.Subquery):
+            up = up.parent
+        if up is None or up is node:
+            out.append(q)
+    return out
+
+
+def _scalar_fragment(sub: exp.Subquery) -> str | None:
+    """The fragment a (cut) scalar subquery reads whole: ``(SELECT * FROM __fedsql_fN)``."""
+    inner = sub.this
+    if not isinstance(inner, exp.Select) or len(inner.expressions) != 1:
+        return None
+    if not isinstance(inner.expressions[0], exp.Star) or inner.args.get("where"):
+        return None
+    if inner.args.get("joins") or inner.args.get("group") or inner.args.get("limit"):
+        return None
+    from_ = inner.args.get("from_")
+    if from_ is None or not isinstance(from_.this, exp.Table):
+        return None
+    name = from_.this.name
+    return name if name.startswith(FRAGMENT_PREFIX) else None
 
 
 def _numeric(t: pa.DataType | None) -> bool:
