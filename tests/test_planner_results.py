@@ -126,6 +126,15 @@ QUERIES = {
           AND c_mktsegment <> (SELECT min(r_name) FROM region)
           AND c_acctbal > coalesce((SELECT max(s_acctbal) FROM supplier WHERE s_acctbal > 1e9), 0)
         GROUP BY o_orderpriority ORDER BY 1""",
+    "exists and in over another agency: the subquery's rows deduplicated": """
+        SELECT c_mktsegment, count(*) AS n FROM customer c
+        WHERE NOT EXISTS (SELECT * FROM orders o WHERE o.o_custkey = c.c_custkey
+                          AND o.o_orderpriority = '1-URGENT')
+          AND c.c_custkey IN (SELECT o2.o_custkey FROM orders o2 WHERE o2.o_totalprice > 1000)
+        GROUP BY c_mktsegment ORDER BY 1""",
+    "in over another agency with a limit (not deduplicated)": """
+        SELECT count(*) AS n FROM customer
+        WHERE c_custkey IN (SELECT o_custkey FROM orders ORDER BY o_orderkey LIMIT 50)""",
     "partial aggregates in each agency of a union all": """
         SELECT k, sum(v) AS s, count(*) AS n, count(v) AS nv, avg(v) AS a, min(v) AS lo,
                max(name) AS top, count(DISTINCT v) AS d

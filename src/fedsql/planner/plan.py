@@ -423,6 +423,13 @@ class _Cutter:
                 tables.append(ref.qualified)
                 row_est = max(row_est, ref.row_count_estimate)
         _rename_to_remote(frag_tree)
+        if (
+            isinstance(frag_tree, exp.Select)
+            and isinstance(node.parent, exp.Subquery)
+            and isinstance(node.parent.parent, exp.In)
+            and not any(frag_tree.args.get(k) for k in ("limit", "offset", "distinct", "order"))
+        ):
+            frag_tree.set("distinct", exp.Distinct())  # IN reads a set: duplicates stay home
         fid = self._new_id()
         is_root = scope.parent is None and node is self.tree
         self.fragments.append(
@@ -596,12 +603,22 @@ class _Cutter:
                 a.replace(new)
 
     def _distinct_fragments(self, scope: Scope, select: exp.Select) -> None:
-        """Under ``SELECT DISTINCT`` (no aggregates, windows or subqueries) a fragment
-        of an inner join may drop its duplicate rows at the agency: they could only
-        make duplicate result rows, which DISTINCT removes anyway."""
+        """Under ``SELECT DISTINCT``, or in the body of an EXISTS or IN subquery (no
+        aggregates, windows or subqueries), a fragment of an inner join may
+        drop its duplicate rows at the agency: they could only make duplicate rows,
+        which DISTINCT removes and existence does not count (TPC-H Q22's orders)."""
         distinct = select.args.get("distinct")
-        if distinct is None or distinct.args.get("on") is not None or select.args.get("group"):
+        in_list = isinstance(select.parent, exp.Subquery) and isinstance(
+            select.parent.parent, exp.In
+        )
+        if distinct is None and not (in_list or isinstance(select.parent, exp.Exists)):
             return
+        if distinct is not None and distinct.args.get("on") is not None:
+            return
+        if select.args.get("group") or (
+            in_list and (select.args.get("limit") or select.args.get("offset"))
+        ):
+            return  # which rows a LIMIT keeps for IN would depend on the duplicates
         if any(n is not select for n in select.find_all(exp.AggFunc, exp.Window, exp.Query)):
             return
         for fid in self._scope_frags.get(id(scope), {}).values():
