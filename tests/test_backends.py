@@ -60,6 +60,13 @@ def test_planner_features_on_other_backends(sql: str, mixed: fedsql.Federation, 
     assert diff_tables(got, central.sql(sql).to_arrow_table(), has_order_by(sql)) is None
 
 
+def test_expressions_are_computed_at_duckdb_agencies_only(mixed: fedsql.Federation) -> None:
+    """PostgreSQL and SQLite would compute them their own way: they send columns."""
+    plan = mixed.plan(tpch_query(9))
+    by = {f.agency: f.sql for f in plan.fragments}
+    assert "__fedsql_e" not in by["trade"] and "__fedsql_e" not in by["registry"]
+
+
 def test_catalog_reports_dialects_and_capabilities(mixed: fedsql.Federation) -> None:
     cats = mixed.catalog.catalogs
     assert (cats["trade"].backend, cats["trade"].dialect) == ("postgres", "postgres")

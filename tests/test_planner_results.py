@@ -135,6 +135,15 @@ QUERIES = {
     "in over another agency with a limit (not deduplicated)": """
         SELECT count(*) AS n FROM customer
         WHERE c_custkey IN (SELECT o_custkey FROM orders ORDER BY o_orderkey LIMIT 50)""",
+    "expressions computed at the agency: grouping, CASE, a join key, repeats": """
+        SELECT extract(year FROM o_orderdate) AS y, substring(c_phone, 1, 2) AS cc,
+               sum(CASE WHEN c_mktsegment LIKE 'AUTO%' THEN o_totalprice * 2 ELSE 0 END) AS a,
+               count(*) AS n, max(o_totalprice * 2) AS top
+        FROM orders, customer, nation
+        WHERE o_custkey = c_custkey AND substring(c_phone, 1, 2) = CAST(n_nationkey + 10 AS VARCHAR)
+          AND coalesce(o_comment, '') NOT LIKE '%special%'
+        GROUP BY extract(year FROM o_orderdate), substring(c_phone, 1, 2)
+        ORDER BY 1, 2""",
     "partial aggregates in each agency of a union all": """
         SELECT k, sum(v) AS s, count(*) AS n, count(v) AS nv, avg(v) AS a, min(v) AS lo,
                max(name) AS top, count(DISTINCT v) AS d
@@ -245,3 +254,12 @@ def test_scalar_subquery_values_filter_at_the_agency(fed: fedsql.Federation, cen
     (trade,) = [r for r in st.fragments if r.fragment.scalar_filters]
     assert "__fedsql_scalar" not in trade.sql and "CAST(" in trade.sql
     assert trade.stats.rows < len(central.sql("SELECT 1 FROM orders").fetchall()) / 10
+
+
+def test_expressions_travel_as_values(fed: fedsql.Federation) -> None:
+    """TPC-H Q14: the agency sends p_type LIKE 'PROMO%' (a boolean), not p_type."""
+    from fedsql.bench.compare import tpch_query
+
+    plan = fed.plan(tpch_query(14))
+    (part,) = [f for f in plan.fragments if f.agency == "industry"]
+    assert "LIKE 'PROMO%' AS" in part.sql and '"p_type"' not in part.sql

@@ -800,37 +800,6 @@ class _Cutter:
                 if not any(c.name.lower() in coord.masks for c in p.find_all(exp.Column))
             ]
 
-        # Pushed conjuncts are done exactly at the agency: the residual drops them,
-        # so columns that only they read need not travel.
-        wanted: dict[str, dict[str, None]] = {a: {} for a in aliases}
-        for col in scope.columns:
-            if col.table in wanted and not any(_is_within(col, p) for p in preds):
-                wanted[col.table][col.name] = None
-        if coord is not None:
-            for f in coord.filters:  # the federation's row filters read these too
-                for c in sqlglot.parse_one(f.sql, read=DIALECT).find_all(exp.Column):
-                    wanted[group[0][0]][c.name] = None
-            lowered = {k.lower(): None for k in wanted[group[0][0]]}
-            wanted[group[0][0]] = {
-                f.name: None for f in group[0][2].arrow_schema if f.name.lower() in lowered
-            }
-        single = len(group) == 1
-        projs: list[exp.Expr] = []
-        for alias, _, ref in group:
-            for f in ref.arrow_schema:
-                if f.name in wanted[alias]:
-                    col = exp.column(f.name, table=alias, quoted=True)
-                    projs.append(
-                        col if single else exp.alias_(col, f"{alias}.{f.name}", quoted=True)
-                    )
-        if not projs:
-            projs = [exp.alias_(exp.Literal.number(1), "__fedsql_row", quoted=True)]
-        remotes = [node.copy() for _, node, _ in group]
-        for r, (_, _, ref) in zip(remotes, group, strict=True):
-            _to_remote(r, ref)
-        frag = exp.select(*projs).from_(remotes[0])
-        for r in remotes[1:]:
-            frag = frag.join(r)
         # Conditions an OR implies about these tables alone (TPC-H Q7, Q19) filter
         # the fragment too; the OR itself stays in the residual.
         implied: list[exp.Expr] = []
@@ -846,6 +815,53 @@ class _Cutter:
                 ):
                     continue
                 implied.append(imp)
+        fid = self._new_id()
+        single = len(group) == 1
+        residual_alias = group[0][0] if single else f"__fedsql_g{fid[len(FRAGMENT_PREFIX) :]}"
+        computed: list[tuple[str, exp.Expr]] = []  # (output name, expression) computed there
+        if inner_only and coord is None and self.dialects.get(agency) == "duckdb":
+            computed = self._compute_at_agency(scope, select, aliases, preds, agency)
+            for name, e in computed:
+                for occ in _occurrences(select, e):
+                    if not any(_is_within(occ, p) for p in preds):
+                        occ.replace(exp.column(name, table=residual_alias, quoted=True))
+            if computed:
+                scope.clear_cache()  # its columns now include the computed ones
+
+        # Pushed conjuncts are done exactly at the agency: the residual drops them,
+        # so columns that only they read need not travel.
+        wanted: dict[str, dict[str, None]] = {a: {} for a in aliases}
+        for col in scope.columns:
+            if col.table in wanted and not any(_is_within(col, p) for p in preds):
+                wanted[col.table][col.name] = None
+        if coord is not None:
+            for f in coord.filters:  # the federation's row filters read these too
+                for c in sqlglot.parse_one(f.sql, read=DIALECT).find_all(exp.Column):
+                    wanted[group[0][0]][c.name] = None
+            lowered = {k.lower(): None for k in wanted[group[0][0]]}
+            wanted[group[0][0]] = {
+                f.name: None for f in group[0][2].arrow_schema if f.name.lower() in lowered
+            }
+        projs: list[exp.Expr] = []
+        for alias, _, ref in group:
+            for f in ref.arrow_schema:
+                if f.name in wanted[alias]:
+                    col = exp.column(f.name, table=alias, quoted=True)
+                    projs.append(
+                        col if single else exp.alias_(col, f"{alias}.{f.name}", quoted=True)
+                    )
+        for name, e in computed:
+            remote = e.copy()
+            _rename_to_remote(remote)
+            projs.append(exp.alias_(remote, name, quoted=True))
+        if not projs:
+            projs = [exp.alias_(exp.Literal.number(1), "__fedsql_row", quoted=True)]
+        remotes = [node.copy() for _, node, _ in group]
+        for r, (_, _, ref) in zip(remotes, group, strict=True):
+            _to_remote(r, ref)
+        frag = exp.select(*projs).from_(remotes[0])
+        for r in remotes[1:]:
+            frag = frag.join(r)
         if preds or implied:
             copies = [p.copy() for p in preds] + implied
             for c in copies:
@@ -856,7 +872,6 @@ class _Cutter:
             for sub in subs:
                 for s in sub.traverse():
                     names += [ref.qualified for _, _, ref in self._tables(s)]
-        fid = self._new_id()
         row_est = max(ref.row_count_estimate for _, _, ref in group)
         self.fragments.append(
             Fragment(
@@ -878,7 +893,6 @@ class _Cutter:
         if single and not absorbed and not preds and not implied:
             self._whole.add(fid)
         if coord is None:  # a federation view changes values: no keys from/into it
-            residual_alias = group[0][0] if single else f"__fedsql_g{fid[len(FRAGMENT_PREFIX) :]}"
             self._scope_frags.setdefault(id(scope), {})[residual_alias] = fid
             self._types[fid] = {
                 (f.name if single else f"{a}.{f.name}"): f.type
@@ -894,6 +908,10 @@ class _Cutter:
                 for f in ref.arrow_schema
                 if f.name in wanted[a]
             }
+            for name, e in computed:
+                remote = e.copy()
+                _rename_to_remote(remote)
+                self._outputs[fid][name] = remote.sql(DIALECT)
 
         # The residual: pushed conjuncts are done at the agency ...
         for conj in preds:
@@ -936,6 +954,58 @@ class _Cutter:
             old = select.args.get("where")
             conds = ([old.this] if old is not None else []) + moved
             select.set("where", exp.Where(this=exp.and_(*conds)))
+
+    def _compute_at_agency(
+        self,
+        scope: Scope,
+        select: exp.Select,
+        aliases: frozenset[str],
+        preds: list[exp.Expr],
+        agency: str,
+    ) -> list[tuple[str, exp.Expr]]:
+        """Expressions of this SELECT over these tables alone that the agency can
+        compute instead of sending their columns (TPC-H Q14's ``p_type LIKE
+        'PROMO%'``: a boolean instead of a string; Q9's ``l_extendedprice * (1 -
+        l_discount)``: one decimal instead of two). Each is the largest such
+        expression around a column, of kinds that evaluate the same everywhere
+        and raise no errors (:data:`COMPUTABLE`), and is kept only if one of its
+        columns then need not travel at all."""
+        found: dict[str, exp.Expr] = {}
+        for col in scope.columns:
+            if col.table not in aliases or col.find_ancestor(exp.Select) is not select:
+                continue
+            if any(_is_within(col, p) for p in preds):
+                continue
+            node: exp.Expr = col
+            while (up := node.parent) is not None and _computable(up, aliases):
+                node = up
+            while isinstance(node, exp.Paren):
+                node = node.this
+            if node is not col and self._runnable(node, agency):
+                found.setdefault(node.sql(dialect=DIALECT), node)
+        # Keep those that free a column; dropping one can make another pointless.
+        chosen = dict(found)
+        while True:
+            elsewhere = {
+                (c.table, c.name)
+                for c in scope.columns
+                if c.table in aliases
+                and _is_within(c, self.tree)
+                and not any(_is_within(c, p) for p in preds)
+                and not any(
+                    _is_within(c, n) for e in chosen.values() for n in _occurrences(select, e)
+                )
+            }
+            drop = [
+                k
+                for k, e in chosen.items()
+                if all((c.table, c.name) in elsewhere for c in e.find_all(exp.Column))
+            ]
+            if not drop:
+                break
+            for k in drop:
+                del chosen[k]
+        return [(f"__fedsql_e{i}", e.copy()) for i, e in enumerate(chosen.values())]
 
     def _absorbable(
         self,
@@ -984,6 +1054,62 @@ def _scalar_fragment(sub: exp.Subquery) -> str | None:
         return None
     name = from_.this.name
     return name if name.startswith(FRAGMENT_PREFIX) else None
+
+
+# Expression kinds an agency's DuckDB computes exactly as the coordinator's would,
+# without raising errors on rows the coordinator's joins would have dropped.
+COMPUTABLE = (
+    exp.Column,
+    exp.Identifier,
+    exp.Literal,
+    exp.Boolean,
+    exp.Null,
+    exp.Var,
+    exp.Paren,
+    exp.Add,
+    exp.Sub,
+    exp.Mul,
+    exp.Neg,
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.Like,
+    exp.ILike,
+    exp.And,
+    exp.Or,
+    exp.Not,
+    exp.Is,
+    exp.Between,
+    exp.In,
+    exp.Case,
+    exp.If,
+    exp.Coalesce,
+    exp.Extract,
+    exp.Substring,
+)
+
+
+def _occurrences(select: exp.Select, e: exp.Expr) -> list[exp.Expr]:
+    """Where ``e`` occurs in ``select`` itself (not in its subqueries)."""
+    return [n for n in select.find_all(type(e)) if n == e and n.find_ancestor(exp.Select) is select]
+
+
+def _computable(node: exp.Expr, aliases: frozenset[str]) -> bool:
+    """Can ``node`` (an expression around a column) be computed at the agency whose
+    tables are ``aliases``?"""
+    if not isinstance(node, COMPUTABLE) or isinstance(node, (exp.Column, exp.Identifier)):
+        return False
+    if isinstance(node, exp.In) and (node.args.get("query") or node.args.get("unnest")):
+        return False
+    for n in node.walk():
+        if not isinstance(n, COMPUTABLE):
+            return False
+        if isinstance(n, exp.Column) and n.table not in aliases:
+            return False
+    return True
 
 
 def _numeric(t: pa.DataType | None) -> bool:
