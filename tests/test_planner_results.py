@@ -144,6 +144,12 @@ QUERIES = {
           AND coalesce(o_comment, '') NOT LIKE '%special%'
         GROUP BY extract(year FROM o_orderdate), substring(c_phone, 1, 2)
         ORDER BY 1, 2""",
+    "a subquery's pre-aggregate derived from the outer query's": """
+        SELECT c_nationkey, sum(o_totalprice) AS s, count(*) AS n, min(o_totalprice) AS lo
+        FROM orders, customer WHERE o_custkey = c_custkey GROUP BY c_nationkey
+        HAVING sum(o_totalprice) > (SELECT sum(o_totalprice) / 30 FROM orders, customer
+                                    WHERE o_custkey = c_custkey)
+        ORDER BY 1""",
     "partial aggregates in each agency of a union all": """
         SELECT k, sum(v) AS s, count(*) AS n, count(v) AS nv, avg(v) AS a, min(v) AS lo,
                max(name) AS top, count(DISTINCT v) AS d
@@ -263,3 +269,13 @@ def test_expressions_travel_as_values(fed: fedsql.Federation) -> None:
     plan = fed.plan(tpch_query(14))
     (part,) = [f for f in plan.fragments if f.agency == "industry"]
     assert "LIKE 'PROMO%' AS" in part.sql and '"p_type"' not in part.sql
+
+
+def test_a_coarser_pre_aggregate_is_derived_not_fetched(fed: fedsql.Federation) -> None:
+    """TPC-H Q11: the subquery's per-nation sums come from the outer per-part sums."""
+    from fedsql.bench.compare import tpch_query
+
+    plan = fed.plan(tpch_query(11))
+    assert [f.agency for f in plan.fragments].count("industry") == 1
+    plan = fed.plan(QUERIES["a subquery's pre-aggregate derived from the outer query's"])
+    assert [f.agency for f in plan.fragments].count("trade") == 1

@@ -225,6 +225,9 @@ def plan(
     if root_scope is None:
         raise PlanError("cannot plan this query")
     cutter.cut(root_scope)
+    fragments = cutter.with_reducers()
+    if not cutter.whole_query:
+        fragments = _derive_coarser(fragments, tree)
     residual = (
         None
         if cutter.whole_query
@@ -234,7 +237,124 @@ def plan(
         names = declared
     else:
         names = tuple(binder.output_names(sql)) if binder is not None else ()
-    return Plan(tuple(cutter.with_reducers()), residual, names, notes)
+    return Plan(tuple(fragments), residual, names, notes)
+
+
+def _derive_coarser(fragments: list[Fragment], tree: exp.Expr) -> list[Fragment]:
+    """A fragment that is another's join pre-aggregated on fewer keys is computed
+    from that one at the coordinator instead of being run again (TPC-H Q11: its
+    subquery's total per nation is the sum of the outer query's per-part sums).
+
+    Exact: grouping is associative for the partial SUM, MIN, MAX and COUNT that
+    eager aggregation sends (a COUNT adds up as a SUM).
+    """
+    used = {b for f in fragments for b in f.depends_on}
+    by_id = {f.id: f for f in fragments}
+    canon: dict[str, object] = {}
+
+    def same_input(f: Fragment) -> object:
+        """What decides a fragment's rows (not its columns): equal for two fragments
+        that read the same rows, their reducers' builds compared the same way."""
+        if f.id not in canon:
+            tree = sqlglot.parse_one(f.sql, read=DIALECT)
+            tree.set("expressions", [exp.Star()])
+            canon[f.id] = (
+                f.agency,
+                tree.sql(dialect=DIALECT),
+                tuple((key(r.build), r.build_column, r.probe_sql) for r in f.reduce_by),
+                tuple((sf.sql, tuple(key(b) for b in sf.builds)) for sf in f.scalar_filters),
+            )
+        return canon[f.id]
+
+    def key(fid: str) -> object:
+        f = by_id[fid]
+        return (same_input(f), f.sql, f.wrap)
+
+    shapes = {f.id: shape for f in fragments if f.wrap and (shape := _wrap_shape(f.wrap))}
+    derived: dict[str, exp.Expr] = {}
+    for b in fragments:
+        fine = shapes.get(b.id)
+        if fine is None or b.id in used:
+            continue
+        b_keys, b_aggs = fine
+        for a in fragments:
+            if a.id == b.id or a.id in derived or a.id not in shapes:
+                continue
+            if a.agency != b.agency or same_input(a) != same_input(b):
+                continue
+            if not _projections(b.sql).items() <= _projections(a.sql).items():
+                continue
+            a_keys, a_aggs = shapes[a.id]
+            by_sql = {agg: name for name, agg in a_aggs.items()}
+            if not set(b_keys) <= set(a_keys) or any(g not in by_sql for g in b_aggs.values()):
+                continue
+            projs: list[exp.Expr] = [exp.column(k, quoted=True) for k in b_keys]
+            for name, agg in b_aggs.items():
+                combine = (
+                    exp.Min
+                    if agg.startswith("MIN(")
+                    else exp.Max
+                    if agg.startswith("MAX(")
+                    else exp.Sum
+                )
+                projs.append(
+                    exp.alias_(
+                        combine(this=exp.column(by_sql[agg], quoted=True)), name, quoted=True
+                    )
+                )
+            q = exp.select(*projs).from_(exp.to_table(a.id))
+            if b_keys:
+                q = q.group_by(*[exp.column(k, quoted=True) for k in b_keys])
+            derived[b.id] = q
+            break
+    if not derived:
+        return fragments
+    for t in list(tree.find_all(exp.Table)):
+        if t.name in derived and not t.args.get("db"):
+            alias = t.args.get("alias")
+            t.replace(exp.Subquery(this=derived[t.name].copy(), alias=alias))
+    # What only a derived fragment waited for (its reducers' builds) is not needed.
+    read = {t.name for t in tree.find_all(exp.Table)}
+    kept = [f for f in fragments if f.id not in derived]
+    while True:
+        needed = read | {b for f in kept for b in f.depends_on}
+        fewer = [f for f in kept if f.id in needed]
+        if len(fewer) == len(kept):
+            return kept
+        kept = fewer
+
+
+def _projections(sql: str) -> dict[str, str]:
+    """A fragment's outputs: {name: the expression's SQL}."""
+    tree = sqlglot.parse_one(sql, read=DIALECT)
+    return {e.alias_or_name: e.unalias().sql(dialect=DIALECT) for e in tree.expressions}
+
+
+def _wrap_shape(wrap: str) -> tuple[list[str], dict[str, str]] | None:
+    """(grouping key names, {partial name: its aggregate, tables unnamed}) of an
+    eager-aggregation wrap; None for other wraps."""
+    q = sqlglot.parse_one(wrap, read=DIALECT)
+    group = q.args.get("group")
+    if not isinstance(q, exp.Select) or group is None or q.args.get("distinct"):
+        return None
+    keys = [g.name for g in group.expressions if isinstance(g, exp.Column)]
+    if len(keys) != len(group.expressions):
+        return None
+    aggs: dict[str, str] = {}
+    for e in q.expressions:
+        if isinstance(e, exp.Column) and e.name in keys:
+            continue
+        if not (
+            isinstance(e, exp.Alias) and isinstance(e.this, (exp.Sum, exp.Min, exp.Max, exp.Count))
+        ):
+            return None
+        if isinstance(e.this.this, exp.Distinct):
+            return None
+        bare = e.this.copy()
+        for c in bare.find_all(exp.Column):
+            c.set("table", None)
+        aggs[e.alias] = bare.sql(dialect=DIALECT)
+    return keys, aggs
 
 
 def _declared_names(tree: exp.Query, catalog: Catalog) -> tuple[str, ...] | None:
