@@ -25,7 +25,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from fedsql.planner.resolve import table_ref
-from fedsql.planner.rules import NOT_PUSHABLE
+from fedsql.planner.rules import NOT_PUSHABLE, is_within, split_aggregate
 
 _DECOMPOSABLE = (exp.Sum, exp.Count, exp.Min, exp.Max, exp.Avg)
 
@@ -104,7 +104,7 @@ def _rewrite(select: exp.Select, agency_of: Callable[[exp.Table], str | None]) -
             keys.append(g.name)
     if select.args.get("qualify") or select.find(exp.Window) is not None:
         return
-    if any(q is not select and _outside(q, sub) for q in select.find_all(exp.Query)):
+    if any(q is not select and not is_within(q, sub) for q in select.find_all(exp.Query)):
         return  # a subquery in the SELECT list, WHERE or HAVING
     where = select.args.get("where")
     aggs = [a for a in select.find_all(exp.AggFunc) if a.find_ancestor(exp.Select) is select]
@@ -130,20 +130,8 @@ def _rewrite(select: exp.Select, agency_of: Callable[[exp.Table], str | None]) -
                 return
             keys.append(col.name)  # the distinct values travel; the aggregate stays
             replace.append((a, None))
-        elif isinstance(a, exp.Count):
-            total = exp.Sum(this=partial(exp.Count(this=arg.copy())))
-            zero = exp.func("coalesce", total, exp.Literal.number(0))
-            replace.append((a, exp.cast(zero, "BIGINT")))
-        elif isinstance(a, exp.Avg):
-            total = exp.Sum(this=partial(exp.Sum(this=arg.copy())))
-            n = exp.Sum(this=partial(exp.Count(this=arg.copy())))
-            avg = exp.Div(
-                this=exp.cast(total, "DOUBLE"),
-                expression=exp.func("nullif", n, exp.Literal.number(0)),
-            )
-            replace.append((a, exp.Paren(this=avg)))
         else:
-            replace.append((a, type(a)(this=partial(type(a)(this=arg.copy())))))
+            replace.append((a, split_aggregate(a, partial)))
     keys = list(dict.fromkeys(keys))
     read = {c.name for a in aggs for c in a.find_all(exp.Column)}
     if not _same_types(branches, {i for i, n in enumerate(names) if n in read}):
@@ -176,13 +164,3 @@ def _rewrite(select: exp.Select, agency_of: Callable[[exp.Table], str | None]) -
     for agg, new in replace:
         if new is not None:
             agg.replace(new)
-
-
-def _outside(node: exp.Expr, sub: exp.Expr) -> bool:
-    """Is ``node`` somewhere other than inside ``sub``?"""
-    n: exp.Expr | None = node
-    while n is not None:
-        if n is sub:
-            return False
-        n = n.parent
-    return True

@@ -47,8 +47,10 @@ from fedsql.planner.rules import (
     flatten,
     implied_by_or,
     infer_equalities,
+    is_within,
     null_supplying,
     reads_only,
+    split_aggregate,
 )
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy import view_for
@@ -667,11 +669,11 @@ class _Cutter:
                 return
         keys: dict[str, None] = {}
         for col in scope.columns:
-            if col.table != alias or not _is_within(col, select):
+            if col.table != alias or not is_within(col, select):
                 continue  # another table's, or in a condition already pushed down
             if col.find_ancestor(exp.Select) is not select:
                 return  # read by a correlated subquery too
-            if not any(_is_within(col, a) for a in aggs):
+            if not any(is_within(col, a) for a in aggs):
                 keys[col.name] = None
         keys.update(distinct)
         if not keys:
@@ -689,20 +691,8 @@ class _Cutter:
         for a in aggs:
             if isinstance(a.this, exp.Distinct):
                 final.append((a, None))  # its column travels as a grouping key
-            elif isinstance(a, exp.Count):
-                total = exp.Sum(this=partial(a.copy()))
-                zero = exp.func("coalesce", total, exp.Literal.number(0))
-                final.append((a, exp.cast(zero, "BIGINT")))
-            elif isinstance(a, exp.Avg):
-                s = exp.Sum(this=partial(exp.Sum(this=a.this.copy())))
-                n = exp.Sum(this=partial(exp.Count(this=a.this.copy())))
-                avg = exp.Div(
-                    this=exp.cast(s, "DOUBLE"),
-                    expression=exp.func("nullif", n, exp.Literal.number(0)),
-                )
-                final.append((a, exp.Paren(this=avg)))
             else:
-                final.append((a, type(a)(this=partial(a.copy()))))
+                final.append((a, split_aggregate(a, partial)))
         for i, e in enumerate(partials):
             projs.append(exp.alias_(e, f"__fedsql_pa{i}", quoted=True))
         wrap = (
@@ -943,7 +933,7 @@ class _Cutter:
             computed = self._compute_at_agency(scope, select, aliases, preds, agency)
             for name, e in computed:
                 for occ in _occurrences(select, e):
-                    if not any(_is_within(occ, p) for p in preds):
+                    if not any(is_within(occ, p) for p in preds):
                         occ.replace(exp.column(name, table=residual_alias, quoted=True))
             if computed:
                 scope.clear_cache()  # its columns now include the computed ones
@@ -952,7 +942,7 @@ class _Cutter:
         # so columns that only they read need not travel.
         wanted: dict[str, dict[str, None]] = {a: {} for a in aliases}
         for col in scope.columns:
-            if col.table in wanted and not any(_is_within(col, p) for p in preds):
+            if col.table in wanted and not any(is_within(col, p) for p in preds):
                 wanted[col.table][col.name] = None
         if coord is not None:
             for f in coord.filters:  # the federation's row filters read these too
@@ -1094,7 +1084,7 @@ class _Cutter:
         for col in scope.columns:
             if col.table not in aliases or col.find_ancestor(exp.Select) is not select:
                 continue
-            if any(_is_within(col, p) for p in preds):
+            if any(is_within(col, p) for p in preds):
                 continue
             node: exp.Expr = col
             while (up := node.parent) is not None and _computable(up, aliases):
@@ -1110,10 +1100,10 @@ class _Cutter:
                 (c.table, c.name)
                 for c in scope.columns
                 if c.table in aliases
-                and _is_within(c, self.tree)
-                and not any(_is_within(c, p) for p in preds)
+                and is_within(c, self.tree)
+                and not any(is_within(c, p) for p in preds)
                 and not any(
-                    _is_within(c, n) for e in chosen.values() for n in _occurrences(select, e)
+                    is_within(c, n) for e in chosen.values() for n in _occurrences(select, e)
                 )
             }
             drop = [
@@ -1136,7 +1126,7 @@ class _Cutter:
         agency: str,
     ) -> list[Scope] | None:
         """Subquery scopes of ``conj`` if the whole conjunct can run with the group."""
-        subs = [s for s in scope.subquery_scopes if _is_within(s.expression, conj)]
+        subs = [s for s in scope.subquery_scopes if is_within(s.expression, conj)]
         if not subs:
             return None
         for col in conj.find_all(exp.Column):
@@ -1246,15 +1236,6 @@ def _home_scope(scope: Scope, col: exp.Column) -> Scope | None:
             return s
         s = s.parent
     return None
-
-
-def _is_within(node: exp.Expr, ancestor: exp.Expr) -> bool:
-    n: exp.Expr | None = node
-    while n is not None:
-        if n is ancestor:
-            return True
-        n = n.parent
-    return False
 
 
 def _lone_left_join(select: exp.Select) -> str | None:

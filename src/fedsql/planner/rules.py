@@ -5,7 +5,7 @@ Each takes an expression and returns one (the same tree, rewritten in place).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from sqlglot import exp
 
@@ -208,3 +208,32 @@ def null_supplying(select: exp.Select) -> set[str]:
             out.update(seen)
         seen.append(alias)
     return out
+
+
+def is_within(node: exp.Expr, ancestor: exp.Expr) -> bool:
+    """Is ``node`` ``ancestor`` or somewhere below it?"""
+    n: exp.Expr | None = node
+    while n is not None:
+        if n is ancestor:
+            return True
+        n = n.parent
+    return False
+
+
+def split_aggregate(agg: exp.AggFunc, partial: Callable[[exp.Expr], exp.Expr]) -> exp.Expr:
+    """What replaces ``agg`` (SUM, MIN, MAX, COUNT or AVG, not DISTINCT) once its
+    input is aggregated in parts: ``partial(e)`` records an aggregate each part
+    computes and returns the column that holds it. A COUNT is the sum of the
+    partial counts (0, not NULL, when there are none); AVG is SUM over COUNT."""
+    if isinstance(agg, exp.Avg):
+        total = exp.Sum(this=partial(exp.Sum(this=agg.this.copy())))
+        n = exp.Sum(this=partial(exp.Count(this=agg.this.copy())))
+        avg = exp.Div(
+            this=exp.cast(total, "DOUBLE"),
+            expression=exp.func("nullif", n, exp.Literal.number(0)),
+        )
+        return exp.Paren(this=avg)
+    if isinstance(agg, exp.Count):
+        counted = exp.Sum(this=partial(agg.copy()))
+        return exp.cast(exp.func("coalesce", counted, exp.Literal.number(0)), "BIGINT")
+    return type(agg)(this=partial(agg.copy()))
