@@ -250,6 +250,9 @@ def _derive_coarser(fragments: list[Fragment], tree: exp.Expr) -> list[Fragment]
     Exact: grouping is associative for the partial SUM, MIN, MAX and COUNT that
     eager aggregation sends (a COUNT adds up as a SUM).
     """
+    wrapped = [f.agency for f in fragments if f.wrap]
+    if len(wrapped) == len(set(wrapped)):
+        return fragments  # no agency has two pre-aggregated fragments
     used = {b for f in fragments for b in f.depends_on}
     by_id = {f.id: f for f in fragments}
     canon: dict[str, object] = {}
@@ -1095,16 +1098,19 @@ class _Cutter:
                 found.setdefault(node.sql(dialect=DIALECT), node)
         # Keep those that free a column; dropping one can make another pointless.
         chosen = dict(found)
+        places = {k: _occurrences(select, e) for k, e in chosen.items()}
+        mine = [
+            c
+            for c in scope.columns
+            if c.table in aliases
+            and is_within(c, self.tree)
+            and not any(is_within(c, p) for p in preds)
+        ]
         while True:
             elsewhere = {
                 (c.table, c.name)
-                for c in scope.columns
-                if c.table in aliases
-                and is_within(c, self.tree)
-                and not any(is_within(c, p) for p in preds)
-                and not any(
-                    is_within(c, n) for e in chosen.values() for n in _occurrences(select, e)
-                )
+                for c in mine
+                if not any(is_within(c, n) for k in chosen for n in places[k])
             }
             drop = [
                 k
