@@ -150,6 +150,24 @@ QUERIES = {
         HAVING sum(o_totalprice) > (SELECT sum(o_totalprice) / 30 FROM orders, customer
                                     WHERE o_custkey = c_custkey)
         ORDER BY 1""",
+    "expressions under a left join stay at the coordinator": """
+        SELECT c_custkey, o_totalprice * 2 AS t2, coalesce(o_orderpriority, 'none') AS p
+        FROM customer LEFT JOIN orders ON o_custkey = c_custkey AND o_totalprice > 400000
+        WHERE c_custkey < 60 ORDER BY 1, 2""",
+    "computed expressions in group by, having and order by": """
+        SELECT extract(month FROM o_orderdate) AS m, sum(o_totalprice * 2) AS s2,
+               avg(o_totalprice * 2) AS a2
+        FROM orders, customer WHERE o_custkey = c_custkey AND c_acctbal > 0
+        GROUP BY extract(month FROM o_orderdate)
+        HAVING sum(o_totalprice * 2) > 1000 ORDER BY sum(o_totalprice * 2) DESC""",
+    "union all partial aggregates combined in expressions": """
+        SELECT k, sum(v) / count(*) AS mean, max(v) - min(v) AS spread
+        FROM (SELECT c_nationkey AS k, c_acctbal AS v FROM customer
+              UNION ALL SELECT s_nationkey, s_acctbal FROM supplier) t
+        GROUP BY k HAVING avg(v) > 4000 ORDER BY k""",
+    "a scalar subquery with no row: nothing matches": """
+        SELECT count(*) AS n FROM orders
+        WHERE o_totalprice > (SELECT c_acctbal FROM customer WHERE c_custkey < 0)""",
     "partial aggregates in each agency of a union all": """
         SELECT k, sum(v) AS s, count(*) AS n, count(v) AS nv, avg(v) AS a, min(v) AS lo,
                max(name) AS top, count(DISTINCT v) AS d
@@ -279,3 +297,12 @@ def test_a_coarser_pre_aggregate_is_derived_not_fetched(fed: fedsql.Federation) 
     assert [f.agency for f in plan.fragments].count("industry") == 1
     plan = fed.plan(QUERIES["a subquery's pre-aggregate derived from the outer query's"])
     assert [f.agency for f in plan.fragments].count("trade") == 1
+
+
+def test_a_scalar_subquery_with_many_rows_still_fails(fed: fedsql.Federation) -> None:
+    """Its filter is not sent (it needs exactly one value): the residual raises as
+    one DuckDB would, instead of a filter silently picking a value."""
+    with pytest.raises(fedsql.FedSQLError, match="(?i)more than one row"):
+        fed.sql(
+            "SELECT count(*) AS n FROM orders WHERE o_totalprice > (SELECT c_acctbal FROM customer)"
+        )
