@@ -82,11 +82,15 @@ class DuckDBEngine:
             cur.close()
             raise backend_error(e) from None
 
-        def batches() -> Iterator[pa.RecordBatch]:
+        def renamed() -> Iterator[pa.RecordBatch]:
             for batch in stream:
                 yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
-        reader = pa.RecordBatchReader.from_batches(schema, batches())
+        reader = (
+            stream
+            if schema.equals(stream.schema, check_metadata=True)
+            else pa.RecordBatchReader.from_batches(schema, renamed())
+        )
         return Running(
             reader=GuardedReader(reader, backend_error, (duckdb.Error, pa.ArrowException)),
             cancel=cur.interrupt,

@@ -54,8 +54,8 @@ _R = TypeVar("_R")
 # with 2000 keys inline, TPC-H SF 0.1 Q9/Q22 took 2-3x as long as with key sets.
 # Keys of other types: an IN list up to MAX_IN_KEYS, then a key range.
 INLINE_KEYS = 128
-# Fragment results at least this large are copied into temp tables for the merge
-# (statistics for DuckDB's join order); smaller ones are read in place.
+# Fragment results at least this large go into DuckDB tables as they stream in
+# (statistics for DuckDB's join order, spilling); smaller ones are read in place.
 TEMP_TABLE_ROWS = 10_000
 MAX_IN_KEYS = 2000
 CANCEL_TIMEOUT = 2.0

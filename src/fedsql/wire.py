@@ -11,7 +11,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import pyarrow as pa
 
@@ -315,32 +315,9 @@ class NodeStatus:
 
 
 def status_to_proto(s: NodeStatus) -> pb.Status:
-    return pb.Status(
-        connector=s.connector,
-        version=s.version,
-        backend=s.backend,
-        tables=s.tables,
-        active_fragments=s.active_fragments,
-        max_concurrent_fragments=s.max_concurrent_fragments,
-        uptime_seconds=s.uptime_seconds,
-        fragments=s.fragments,
-        rows=s.rows,
-        bytes=s.bytes,
-        metrics_url=s.metrics_url,
-    )
+    return pb.Status(**asdict(s))
 
 
 def status_from_proto(msg: pb.Status) -> NodeStatus:
-    return NodeStatus(
-        connector=msg.connector,
-        version=msg.version,
-        backend=msg.backend,
-        tables=msg.tables,
-        active_fragments=msg.active_fragments,
-        max_concurrent_fragments=msg.max_concurrent_fragments,
-        uptime_seconds=msg.uptime_seconds,
-        fragments=dict(msg.fragments),
-        rows=msg.rows,
-        bytes=msg.bytes,
-        metrics_url=msg.metrics_url,
-    )
+    values = {f.name: getattr(msg, f.name) for f in fields(NodeStatus)}
+    return NodeStatus(**(values | {"fragments": dict(msg.fragments)}))

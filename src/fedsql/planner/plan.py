@@ -658,7 +658,7 @@ class _Cutter:
             # COUNT(*) counts unmatched rows that a sum of partial counts would not.
             return
         fid = frags.get(alias)
-        index = next((i for i, f in enumerate(self.fragments) if f.id == fid), None)
+        index = self._index_of(fid)
         if fid is None or index is None or self.fragments[index].kind not in ("table", "join"):
             return
         types = self._types.get(fid, {})
@@ -715,6 +715,9 @@ class _Cutter:
             if new is not None:
                 a.replace(new)
 
+    def _index_of(self, fid: str | None) -> int | None:
+        return next((i for i, f in enumerate(self.fragments) if f.id == fid), None)
+
     def _distinct_fragments(self, scope: Scope, select: exp.Select) -> None:
         """Under ``SELECT DISTINCT``, or in the body of an EXISTS or IN subquery (no
         aggregates, windows or subqueries), a fragment of an inner join may
@@ -735,7 +738,8 @@ class _Cutter:
         if any(n is not select for n in select.find_all(exp.AggFunc, exp.Window, exp.Query)):
             return
         for fid in self._scope_frags.get(id(scope), {}).values():
-            index = next(i for i, f in enumerate(self.fragments) if f.id == fid)
+            index = self._index_of(fid)
+            assert index is not None
             f = self.fragments[index]
             if f.kind not in ("table", "join") or f.wrap:
                 continue
