@@ -167,6 +167,23 @@ def verify(path: Path) -> Verdict:
     return Verdict(True, n, prev, None, "", tuple(sorted(counts.items())))
 
 
+MAX_AUDITED_SQL = 64 * 1024  # characters of a fragment's SQL kept in its audit line
+
+
+def audited_sql(sql: str) -> dict[str, Any]:
+    """A fragment's SQL as its audit line keeps it: all of it up to
+    :data:`MAX_AUDITED_SQL` characters, else the start, its length and its SHA-256
+    (one request must not write megabytes to the log)."""
+    if len(sql) <= MAX_AUDITED_SQL:
+        return {"sql": sql}
+    return {
+        "sql": sql[:MAX_AUDITED_SQL],
+        "sql_truncated": True,
+        "sql_chars": len(sql),
+        "sql_sha256": hashlib.sha256(sql.encode("utf-8", "surrogatepass")).hexdigest(),
+    }
+
+
 _QUOTED = re.compile(r"'(?:[^']|'')*'")
 _DQUOTED = re.compile(r'"([^"]*)"')
 _PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[\w.@+~-]+[/\\])+[\w.@+~-]*")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pyarrow as pa
+from sqlglot import exp
 
 from fedsql.wire import RemoteTable
 
@@ -91,6 +92,15 @@ class Interrupter:
     def close(self) -> None:
         """The fragment is over: stop interrupting."""
         self._closed.set()
+
+
+# What transpiling a checked DuckDB tree to another dialect may write in place of
+# what it holds, parsed back with that dialect (casts for exact division, parentheses,
+# aliases, arrays for key sets); a backend adds its own in ``transpiled_kinds``.
+TRANSPILED: tuple[type[exp.Expr], ...] = (
+    exp.Paren, exp.Cast, exp.DataType, exp.DataTypeParam, exp.Any, exp.Array, exp.Literal,
+    exp.Identifier, exp.Column, exp.Alias, exp.TableAlias,
+)  # fmt: skip
 
 
 class Backend(Protocol):

@@ -9,8 +9,9 @@ file or change a setting (DuckDB docs, "Securing DuckDB").
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -22,17 +23,10 @@ from fedsql.connectors.backend import (
     Running,
     check_listed,
 )
+from fedsql.lockdown import Setup, open_locked
 from fedsql.wire import RemoteTable
 
 DEFAULT_BATCH_ROWS = 122_880  # DuckDB's row-group size: batches come out whole
-
-
-def lock_down(con: duckdb.DuckDBPyConnection) -> None:
-    """No files, no network, no extension loading; then freeze the settings."""
-    con.execute("SET autoinstall_known_extensions = false")
-    con.execute("SET autoload_known_extensions = false")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
 
 
 class DuckDBEngine:
@@ -178,21 +172,22 @@ def catalog_of(
     return tuple(out)
 
 
-Setup = Callable[[duckdb.DuckDBPyConnection], None]
-
-
 def open_duckdb(
-    path: Path, tables: tuple[str, ...] | None, setup: Setup | None = None
+    path: Path, tables: tuple[str, ...] | None, setup: Setup | None = None, **limits: Any
 ) -> DuckDBEngine:
     """Open a DuckDB database file read-only and lock it down.
 
-    ``setup`` runs before the lock (it registers the node's own functions).
+    ``setup`` runs before the lock (it registers the node's own functions);
+    ``limits``: memory and spill limits for :func:`fedsql.lockdown.open_locked`.
     """
     if not path.exists():
         raise FileNotFoundError(f"DuckDB database {path} does not exist")
-    con = duckdb.connect(str(path), read_only=True)
-    cat = catalog_of(con, tables)
-    if setup is not None:
-        setup(con)
-    lock_down(con)
-    return DuckDBEngine(con, cat, "duckdb")
+    found: list[tuple[RemoteTable, ...]] = []
+
+    def prepare(con: duckdb.DuckDBPyConnection) -> None:
+        found.append(catalog_of(con, tables))
+        if setup is not None:
+            setup(con)
+
+    con = open_locked(path, read_only=True, setup=prepare, **limits)
+    return DuckDBEngine(con, found[0], "duckdb")

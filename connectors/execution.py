@@ -25,16 +25,21 @@ refused as unsupported and the coordinator plans smaller ones.
 from __future__ import annotations
 
 import itertools
+import logging
+import secrets
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, UnsupportedError
 
+from fedsql import lang
 from fedsql.capabilities import first_unsupported
 from fedsql.connectors.backend import (
+    TRANSPILED,
     Backend,
     BackendError,
     GuardedReader,
@@ -43,11 +48,16 @@ from fedsql.connectors.backend import (
     conform,
 )
 from fedsql.connectors.duckdb import DEFAULT_BATCH_ROWS, backend_error
-from fedsql.connectors.guard import EXPOSED_META
+from fedsql.connectors.guard import EXPOSED_META, table_lookup
 from fedsql.connectors.keys import with_keys
+from fedsql.connectors.runs import NotWhatWasChecked, Target, kinds_of, policy_views, verified
 from fedsql.connectors.scans import scan_select
 from fedsql.connectors.shape import ShapeMirror
+from fedsql.lang import RESERVED_PREFIX
+from fedsql.lockdown import open_locked
 from fedsql.policy.masks import HASH_FUNCTION, register_hash
+
+log = logging.getLogger(__name__)
 
 # The estimated rows a fragment must read before "auto" computes it in the node's DuckDB.
 LOCAL_MIN_ROWS = 50_000
@@ -80,17 +90,36 @@ def _uses_hash(tree: exp.Expr) -> bool:
 
 
 class FragmentRunner:
-    def __init__(self, backend: Backend, hash_key: bytes | None, engine: str = "auto") -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        hash_key: bytes | None,
+        engine: str = "auto",
+        limits: dict[str, Any] | None = None,
+    ) -> None:
         self.backend = backend
         self._native = backend.dialect == "duckdb"
         self._tables = {t.full_name.lower(): t for t in backend.tables()}
+        self._exposed = {(t.schema.lower(), t.name.lower()) for t in backend.tables()}
+        self._limits = limits or {}
         self._mirror = None if self._native else ShapeMirror(backend.tables())
         self._local: duckdb.DuckDBPyConnection | None = None
+        self._local_lock = threading.Lock()
         self._hash_key = hash_key
         self._engine = engine
+        self._transpiled = TRANSPILED + tuple(getattr(backend, "transpiled_kinds", ()))
         # Local fragments take all their scans' connections at once, one fragment at a
         # time, so two of them never each hold half of what both need.
         self._scan_lock = threading.Lock()
+
+    def target(self, covered: frozenset[str], key_sets: frozenset[str] = frozenset()) -> Target:
+        """What SQL run for this fragment may read: exposed tables (those in
+        ``covered`` only through their policy views) and the shipped key sets."""
+        return Target(
+            lookup=table_lookup(self._exposed, self.backend.default_schemas, key_sets),
+            covered=lambda t: _full(t, "exposed") in covered,
+            reserved={n for _, n in self._exposed}.__contains__,
+        )
 
     def _compute_locally(self, tree: exp.Expr) -> bool:
         """Whether this fragment goes to the node's DuckDB (``engine`` local, or auto
@@ -107,16 +136,20 @@ class FragmentRunner:
         self,
         tree: exp.Expr,
         batch_rows: int,
-        policy_applied: bool,
+        covered: frozenset[str] = frozenset(),
         keys: dict[str, pa.Table] | None = None,
         interrupter: Interrupter | None = None,
     ) -> Running:
+        """Run a checked fragment, its policy views in place (``covered``: the exposed
+        tables that have a policy for this caller, read only through their views)."""
         if interrupter is not None:
             interrupter.check()
-        if self._native:
-            return self.backend.execute(tree.sql(dialect="duckdb"), batch_rows, keys, interrupter)
-        assert self._mirror is not None
         keys = keys or {}
+        if self._native:
+            sql = _checked(tree, self.target(covered, frozenset(keys)))
+            return self.backend.execute(sql, batch_rows, keys, interrupter)
+        assert self._mirror is not None
+        target = self.target(covered)
 
         def keyed(dialect: str | None) -> exp.Expr:
             """The tree with its key-set conditions written for ``dialect``'s engine."""
@@ -127,48 +160,55 @@ class FragmentRunner:
 
         shape = keyed(None)  # key conditions as TRUE: the result's schema, the choice
         try:
-            expected = self._mirror.schema_of(shape.sql(dialect="duckdb"))
+            expected = self._mirror.schema_of(_checked(shape, target))
         except duckdb.Error as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise BackendError(first, user_error=True) from None
         lacking = first_unsupported(shape, self.backend.unsupported)
+        policy_applied = bool(policy_views(shape))
         if (policy_applied and (_uses_hash(shape) or lacking)) or self._compute_locally(shape):
-            return self._run_locally(keyed("duckdb"), expected, batch_rows, interrupter)
-        tree = keyed(self.backend.dialect)
+            return self._run_locally(keyed("duckdb"), covered, expected, batch_rows, interrupter)
+        native = keyed(self.backend.dialect)
         if lacking:
             raise BackendError(
                 f"{self.backend.kind} cannot run {lacking} exactly as DuckDB does",
                 user_error=False,
                 unsupported=True,
             )
-        try:
-            sql = tree.sql(dialect=self.backend.dialect, unsupported_level=ErrorLevel.RAISE)
-        except UnsupportedError as e:
-            raise BackendError(
-                f"cannot express the fragment in {self.backend.dialect}: {e}",
-                user_error=False,
-                unsupported=True,
-            ) from None
+        sql = _checked(native, target, self.backend.dialect, transpiled=self._transpiled)
         run = self.backend.execute(sql, batch_rows, None, interrupter)
         return Running(_Conformed(run.reader, expected), run.cancel, run.close)
+
+    def _local_engine(self) -> duckdb.DuckDBPyConnection:
+        with self._local_lock:
+            if self._local is None:
+                key = self._hash_key
+
+                def setup(con: duckdb.DuckDBPyConnection) -> None:
+                    register_hash(con, key)
+
+                self._local = open_locked(setup=setup, **self._limits)
+            return self._local
 
     def _run_locally(
         self,
         tree: exp.Expr,
+        covered: frozenset[str],
         expected: pa.Schema,
         batch_rows: int,
         interrupter: Interrupter | None = None,
     ) -> Running:
         """The fragment in the node's DuckDB, over filtered scans of the backend's tables."""
-        if self._local is None:
-            self._local = duckdb.connect(":memory:")
-            register_hash(self._local, self._hash_key)
-        cur = self._local.cursor()
+        cur = self._local_engine().cursor()
         if interrupter is not None:
             interrupter.arm(cur.interrupt, repeat=True)
         scans: list[Running] = []
         tree = tree.copy()
+        # Names no fragment can spell: the language reserves the prefix, and the token
+        # differs for every fragment.
+        prefix = f"{RESERVED_PREFIX}scan_{secrets.token_hex(6)}_"
         names = itertools.count()
+        scanned: dict[str, str] = {}  # scan name -> the exposed table it reads
         try:
             planned: list[tuple[exp.Table, str, pa.Schema]] = []
             for table in list(tree.find_all(exp.Table)):
@@ -180,20 +220,10 @@ class FragmentRunner:
                 schema = pa.schema(
                     [remote.arrow_schema.field(c.alias_or_name) for c in src.expressions]
                 )
-                try:
-                    sql = src.sql(dialect=self.backend.dialect, unsupported_level=ErrorLevel.RAISE)
-                except UnsupportedError:  # DuckDB applies the filter anyway
-                    sql = src.where(None, append=False).sql(dialect=self.backend.dialect)
-                planned.append((table, sql, schema))
-            with self._scan_lock:
-                for _, sql, _ in planned:
-                    scans.append(self.backend.execute(sql, batch_rows, None, interrupter))
-            for (table, _, schema), run in zip(planned, scans, strict=True):
-                name = f"__fedsql_scan{next(names)}"
-                reader = pa.RecordBatchReader.from_batches(
-                    schema, iter(_Conformed(run.reader, schema))
-                )
-                cur.register(name, reader)
+                planned.append((table, self._scan_sql(src, tree), schema))
+            for table, _, _ in planned:
+                name = f"{prefix}{next(names)}"
+                scanned[name] = table.meta[EXPOSED_META]
                 alias = table.args.get("alias")
                 new = exp.Table(
                     this=exp.to_identifier(name),
@@ -202,9 +232,16 @@ class FragmentRunner:
                     else exp.TableAlias(this=exp.to_identifier(table.name)),
                 )
                 table.replace(new)
-            result = cur.sql(tree.sql(dialect="duckdb")).to_arrow_reader(
-                batch_rows or DEFAULT_BATCH_ROWS
-            )
+            local_sql = _checked(tree, _scan_target(scanned, covered))
+            with self._scan_lock:
+                for _, sql, _ in planned:
+                    scans.append(self.backend.execute(sql, batch_rows, None, interrupter))
+            for name, (_, _, schema), run in zip(scanned, planned, scans, strict=True):
+                reader = pa.RecordBatchReader.from_batches(
+                    schema, iter(_Conformed(run.reader, schema))
+                )
+                cur.register(name, reader)
+            result = cur.sql(local_sql).to_arrow_reader(batch_rows or DEFAULT_BATCH_ROWS)
         except BaseException as e:
             for s in scans:
                 s.close()
@@ -227,6 +264,77 @@ class FragmentRunner:
         # DuckDB backend's: classified, quoted values cut out.
         guarded = GuardedReader(result, backend_error, (duckdb.Error,))
         return Running(_Conformed(guarded, expected), cancel, close, "local")
+
+    def _scan_sql(self, src: exp.Select, tree: exp.Expr) -> str:
+        """One scan's SQL in the backend's dialect, checked: one exposed table, no
+        subquery, and no node kind the checked fragment does not have."""
+        dialect = self.backend.dialect
+        kinds = kinds_of(tree, *self._transpiled)
+        target = Target(
+            lookup=table_lookup(self._exposed, self.backend.default_schemas),
+            covered=lambda t: False,  # a scan reads the raw table: the view runs over it
+        )
+        try:
+            src.sql(dialect=dialect, unsupported_level=ErrorLevel.RAISE)
+        except UnsupportedError:  # DuckDB applies the filter anyway
+            src = src.where(None, append=False)
+        if sum(1 for _ in src.find_all(exp.Select)) != 1:
+            raise BackendError("a scan may not hold a subquery", user_error=False)
+        return _checked(src, target, dialect, kinds=kinds)
+
+
+def _full(t: object, kind: str) -> str:
+    """The exposed table a binding's target names, if it is of ``kind``."""
+    return str(t[1]) if isinstance(t, tuple) and len(t) == 2 and t[0] == kind else ""
+
+
+def _scan_target(scanned: dict[str, str], covered: frozenset[str]) -> Target:
+    """The local DuckDB reads the fragment's scans, each by its (unguessable) name."""
+
+    def lookup(node: exp.Table) -> object:
+        name = node.name
+        if node.args.get("db") is None and name in scanned:
+            return ("scan", scanned[name])
+        raise lang.BindError(f"table {name} is not a scan of this fragment")
+
+    return Target(lookup=lookup, covered=lambda t: _full(t, "scan") in covered)
+
+
+def _checked(
+    tree: exp.Expr,
+    target: Target,
+    dialect: str = "duckdb",
+    kinds: Any = None,
+    transpiled: tuple[type[exp.Expr], ...] = (),
+) -> str:
+    """:func:`runs.verified`, in the backend's terms. DuckDB SQL that fails it is
+    the node's own bug; SQL transpiled to another dialect that fails it is
+    something that dialect cannot say the way it was checked: unsupported, so a
+    smaller fragment may work."""
+    views = None
+    if dialect != "duckdb":
+        try:
+            views = [
+                lang.parse(v.sql(dialect=dialect), "policy view", dialect)
+                for v in policy_views(tree)
+            ]
+        except lang.Refused as e:
+            raise BackendError(f"cannot write a policy in {dialect}: {e}", False, True) from None
+        if kinds is None:
+            kinds = kinds_of(tree, *transpiled)
+    try:
+        return verified(tree, target, dialect, views, kinds)
+    except NotWhatWasChecked as e:
+        log.error("fragment not run (%s): %s", dialect, e)
+        if dialect != "duckdb":
+            raise BackendError(
+                f"the fragment cannot be written in {dialect} as it was checked", False, True
+            ) from None
+        raise BackendError(
+            "the connector could not check the SQL it would run for this fragment "
+            "(a fedsql bug; the connector's log has details)",
+            user_error=False,
+        ) from None
 
 
 class _Conformed:

@@ -29,6 +29,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
+from fedsql.connectors.guard import KEY_SET_META
 from fedsql.joinkeys import inlinable_keys, key_literal
 
 
@@ -50,6 +51,12 @@ def with_keys(tree: exp.Expr, keys: dict[str, pa.Table], dialect: str | None) ->
             node.replace(_any_array(probe, values))
         else:
             node.replace(exp.In(this=probe.copy(), expressions=[key_literal(v) for v in values]))
+    for table in tree.find_all(exp.Table):
+        if table.meta.get(KEY_SET_META):
+            raise ValueError(
+                f"key set {table.name} is used in a way this backend cannot run; it may only "
+                f"appear as EXISTS (SELECT 1 FROM {table.name} WHERE {table.name}.k = ...)"
+            )
     return tree
 
 
@@ -58,6 +65,8 @@ def _key_condition(
 ) -> tuple[exp.Expr, pa.ChunkedArray] | None:
     inner = node.this
     if not isinstance(inner, exp.Select):
+        return None
+    if any(v for k, v in inner.args.items() if k not in ("expressions", "from_", "where")):
         return None
     from_ = inner.args.get("from_") or inner.args.get("from")
     if from_ is None or not isinstance(from_.this, exp.Table) or inner.args.get("joins"):

@@ -19,10 +19,10 @@ from sqlglot import exp
 
 from fedsql import __version__
 from fedsql.config import AgencyConfig, Limits
-from fedsql.connectors.audit import AuditLog, public_message, touched
+from fedsql.connectors.audit import AuditLog, audited_sql, public_message, touched
 from fedsql.connectors.backend import Backend, BackendError, Interrupter
 from fedsql.connectors.execution import FragmentRunner
-from fedsql.connectors.guard import EXPOSED_META, check_fragment
+from fedsql.connectors.guard import check_fragment
 from fedsql.connectors.identity import Gate
 from fedsql.connectors.metrics import (
     SLOT_WAIT_SECONDS,
@@ -31,8 +31,8 @@ from fedsql.connectors.metrics import (
     serve_metrics,
     test_delay_seconds,
 )
+from fedsql.connectors.runs import apply_policies
 from fedsql.errors import ConfigError, RefusedFragment
-from fedsql.policy import apply_views, view_for
 from fedsql.policy.load import validate
 from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key, masked_type, register_hash
 from fedsql.trust import server_credentials
@@ -220,23 +220,31 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             context.abort(e.code, str(e))
         return self._catalog_for(caller.principal.roles)
 
-    def _apply_policy(self, tree: Any, roles: tuple[str, ...], applied: list[str]) -> Any:
-        """Wrap every exposed table in the view this principal may see."""
+    def _apply_policy(
+        self, tree: exp.Expr, roles: tuple[str, ...]
+    ) -> tuple[list[str], frozenset[str]]:
+        """Replace every bound exposed table that has a policy for these roles by
+        its view, in place; returns (what was applied, the tables covered)."""
+        if not self.policy:
+            return [], frozenset()
+        covered = frozenset(
+            name for name in self._tables if self.policy.for_table(name, roles)
+        )
+        applied = apply_policies(
+            tree,
+            lambda name: self.policy.for_table(name, roles),
+            lambda name: self._tables[name].arrow_schema,
+            self._source_of,
+        )
+        return applied, covered
 
-        def view(table: exp.Table) -> exp.Select | None:
-            name = table.meta.get(EXPOSED_META)
-            if name is None:
-                return None
-            tp = self.policy.for_table(name, roles)
-            if not tp:
-                return None
-            applied.extend(f"{name}.{c}:{m.rule}" for c, m in tp.masks.items())
-            applied.extend(f"{name}:row_filter" for _ in tp.filters)
-            source = table.copy()  # keeps the node's marks: it still reads the exposed table
-            source.set("alias", None)
-            return view_for(tp, name, self._tables[name].arrow_schema, source=source)
-
-        return apply_views(tree, view) if self.policy else tree
+    def _source_of(self, name: str) -> exp.Table:
+        """A bare reference to an exposed table, spelled as its backend spells it."""
+        t = self._tables[name]
+        return exp.Table(
+            this=exp.to_identifier(t.name, quoted=True),
+            db=exp.to_identifier(t.schema, quoted=True) if t.schema else None,
+        )
 
     def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.CancelResponse:
         with self._lock:
@@ -251,14 +259,33 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         return pb.CancelResponse(cancelled=len(mine))
 
     def Execute(self, request: pb.ExecuteRequest, context: grpc.ServicerContext):  # type: ignore[no-untyped-def]
-        started = time.perf_counter()
-        qid = request.query_id or "-"
+        """Run one fragment; every call, whatever its end, leaves one audit line."""
         record: dict[str, Any] = {
             "time": _utc_now(),
-            "query_id": qid,
+            "query_id": request.query_id or "-",
             "peer": context.peer(),
-            "sql": request.sql,
+            **audited_sql(request.sql),
         }
+        try:
+            yield from self._execute(request, context, record)
+        except Exception:
+            if "outcome" in record:
+                raise  # audited: an abort on its way out, or a failure after the line
+            qid = record["query_id"]
+            log.exception("query %s: internal error while handling a fragment", qid)
+            record.update(outcome="internal", error="internal error")
+            self._record(record)
+            context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"connector '{self.cfg.name}' failed on this fragment (an internal error; "
+                f"query id {qid}); the agency's log has the details",
+            )
+
+    def _execute(
+        self, request: pb.ExecuteRequest, context: grpc.ServicerContext, record: dict[str, Any]
+    ):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        qid = record["query_id"]
         try:
             caller = self.gate.admit(context, request)
         except RefusedFragment as e:
@@ -309,8 +336,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             self._record(record)
             log.info("fragment refused query_id=%s reason=%r", qid, str(e))
             context.abort(e.code, str(e))
-        applied: list[str] = []
-        tree = self._apply_policy(tree, principal.roles, applied)
+        applied, covered = self._apply_policy(tree, principal.roles)
         record["masks"] = applied
         # Names the fragment itself uses may be quoted back in errors; values may not.
         known = self._known | {i.name.lower() for i in tree.find_all(exp.Identifier)}
@@ -332,7 +358,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             stop.fire()  # ... which happened already
         watchdog = _Watchdog(stop, limits.max_seconds, started)
         try:
-            run = self.runner.start(tree, int(request.batch_rows), bool(applied), keys, stop)
+            run = self.runner.start(tree, int(request.batch_rows), covered, keys, stop)
         except BackendError as e:
             self._done(qid, entry, watchdog)
             if stop.fired and not watchdog.fired:

@@ -12,6 +12,7 @@ import threading
 import duckdb
 import pyarrow as pa
 
+from fedsql.lockdown import open_locked
 from fedsql.policy.masks import register_hash
 from fedsql.wire import RemoteTable
 
@@ -22,19 +23,21 @@ def _q(name: str) -> str:
 
 class ShapeMirror:
     def __init__(self, tables: tuple[RemoteTable, ...]) -> None:
-        self._con = duckdb.connect(":memory:")
+        def setup(con: duckdb.DuckDBPyConnection) -> None:
+            # Same name and types as the real masking function; never called on data.
+            register_hash(con, b"shape-only, never hashes data")
+            for t in tables:
+                con.register("__empty", t.arrow_schema.empty_table())
+                if t.schema:
+                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(t.schema)}")
+                    name = f"{_q(t.schema)}.{_q(t.name)}"
+                else:
+                    name = _q(t.name)
+                con.execute(f"CREATE TABLE {name} AS SELECT * FROM __empty")
+                con.unregister("__empty")
+
+        self._con = open_locked(setup=setup, memory_limit="256MB")
         self._lock = threading.Lock()
-        # Same name and types as the real masking function; never called on data.
-        register_hash(self._con, b"shape-only, never hashes data")
-        for t in tables:
-            self._con.register("__empty", t.arrow_schema.empty_table())
-            if t.schema:
-                self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(t.schema)}")
-                name = f"{_q(t.schema)}.{_q(t.name)}"
-            else:
-                name = _q(t.name)
-            self._con.execute(f"CREATE TABLE {name} AS SELECT * FROM __empty")
-            self._con.unregister("__empty")
 
     def schema_of(self, sql: str) -> pa.Schema:
         """Arrow schema of the fragment's result (DuckDB dialect); raises duckdb.Error."""

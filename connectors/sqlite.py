@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from sqlglot import exp
 
 from fedsql.connectors.backend import (
     BackendError,
@@ -87,6 +88,7 @@ class SQLiteBackend:
     default_schemas = ("", "main")
     unsupported = UNSUPPORTED
     max_scans = 64  # a connection per query
+    transpiled_kinds = (exp.Date,)  # CAST(x AS DATE) is written DATE(x)
 
     def __init__(self, path: Path, only: tuple[str, ...] | None) -> None:
         import adbc_driver_sqlite.dbapi as sqlite

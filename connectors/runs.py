@@ -1,0 +1,175 @@
+"""What runs is what was checked: policy views on bound tables, then the SQL checked again.
+
+After the guard (``guard.py``) has checked and bound a fragment, the connector
+replaces each bound reference to an exposed table that has a policy for the
+caller by that policy's view; the view reads the *bare* table (nothing that
+was attached to the reference comes along: the language has nothing to attach
+anyway). The SQL a backend then receives is generated from that tree, and
+:func:`verified` parses it back and checks it as if it came from outside:
+
+- it parses back to the very same tree (DuckDB; SQL transpiled to another
+  dialect is parsed back with that dialect's parser);
+- outside the connector's own policy views it is in the fragment language;
+- every table it reads binds by scope; an exposed table with a policy for this
+  caller is read only as the source of one of its policy views.
+
+So no rewrite after the check (policy views, key sets, local scans) can add a
+function, a table or a scan that was not checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+from sqlglot import exp
+
+from fedsql import lang
+from fedsql.connectors.guard import EXPOSED_META
+from fedsql.lang.compare import same
+from fedsql.policy import view_for
+from fedsql.policy.model import TablePolicy
+
+# On each Subquery the connector made from a policy: the exposed table's name.
+POLICY_VIEW_META = "fedsql_policy_view"
+_GENERATED_BYTES = 4 * lang.bounds.MAX_SQL_BYTES  # checked fragments plus policy views
+
+
+class NotWhatWasChecked(Exception):
+    """The SQL about to run is not what was checked (a bug in a rewrite): refuse."""
+
+
+def apply_policies(
+    tree: exp.Expr,
+    policy_for: Callable[[str], TablePolicy],
+    schema_of: Callable[[str], pa.Schema],
+    source_of: Callable[[str], exp.Table],
+) -> list[str]:
+    """Replace each bound exposed table that has a policy by its view (in place).
+
+    ``source_of(name)``: a fresh, bare table node for the exposed table. Returns
+    what was applied ("table.column:rule", "table:row_filter") for the audit log.
+    """
+    applied: list[str] = []
+    for table in list(tree.find_all(exp.Table)):
+        name = table.meta.get(EXPOSED_META)
+        if name is None:
+            continue
+        tp = policy_for(name)
+        if not tp:
+            continue
+        applied.extend(f"{name}.{c}:{m.rule}" for c, m in tp.masks.items())
+        applied.extend(f"{name}:row_filter" for _ in tp.filters)
+        source = source_of(name)
+        source.meta[EXPOSED_META] = name
+        view = view_for(tp, name, schema_of(name), source=source)
+        assert view is not None
+        alias = table.args.get("alias")
+        alias = (
+            alias.copy()
+            if alias is not None
+            else exp.TableAlias(this=exp.to_identifier(table.name))
+        )
+        sub = exp.Subquery(this=view, alias=alias.copy())
+        sub.meta[POLICY_VIEW_META] = name
+        table.replace(sub)
+    return applied
+
+
+def policy_views(tree: exp.Expr) -> list[exp.Select]:
+    """The connector's own policy views in ``tree``, as it wrote them."""
+    return [s.this for s in tree.find_all(exp.Subquery) if s.meta.get(POLICY_VIEW_META)]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What the SQL that runs may read."""
+
+    lookup: Callable[[exp.Table], object]  # a table name -> what it is, or raise
+    covered: Callable[[object], bool]  # a looked-up table that must be read through a view
+    reserved: Callable[[str], bool] = lambda name: False  # names CTEs may not take
+
+
+def verified(
+    tree: exp.Expr,
+    target: Target,
+    dialect: str = "duckdb",
+    views: Iterable[exp.Select] | None = None,
+    kinds: Kinds | None = None,
+) -> str:
+    """The SQL of ``tree`` in ``dialect``, after checking it as described above.
+
+    ``views``: the policy views ``tree`` holds, in ``dialect``'s own parsed form
+    when that is not DuckDB (default: :func:`policy_views` of ``tree``).
+    ``kinds``: for SQL transpiled to another dialect, the node kinds it may hold
+    (those of the checked tree it was transpiled from, and what the transpiler
+    writes for them) instead of the fragment language, which is DuckDB's.
+    """
+    sql = tree.sql(dialect=dialect)
+    try:
+        again = lang.parse(sql, "generated fragment", dialect=dialect, max_bytes=_GENERATED_BYTES)
+    except lang.Refused as e:
+        raise NotWhatWasChecked(f"the SQL to run does not parse back: {e}") from None
+    if dialect == "duckdb" and not same(again, tree):
+        raise NotWhatWasChecked("the SQL to run parses to another tree than was checked")
+    trusted = list(views if views is not None else policy_views(tree))
+    sources: set[int] = set()
+
+    def is_view(sub: exp.Subquery) -> bool:
+        if any(same(sub.this, v) for v in trusted):
+            from_ = sub.this.args.get("from_")
+            if from_ is not None:
+                sources.add(id(from_.this))
+            return True
+        return False
+
+    try:
+        if kinds is None:
+            lang.check(again, trusted=is_view)
+        else:
+            _only_kinds(again, kinds, is_view)
+        bindings = lang.bind(again, target.lookup, target.reserved)
+    except lang.Refused as e:
+        raise NotWhatWasChecked(f"the SQL to run fails its check: {e}") from None
+    for b in bindings:
+        if b.kind == "table" and target.covered(b.target) and id(b.table) not in sources:
+            raise NotWhatWasChecked(f"the SQL to run reads {b.table.name} around its policy")
+    return sql
+
+
+Kinds = frozenset[object]  # node classes, and ("function", name) for anonymous calls
+
+
+def _kind(node: exp.Expr) -> object:
+    if isinstance(node, exp.Anonymous):
+        return ("function", str(node.name).lower())
+    return type(node)
+
+
+def kinds_of(tree: exp.Expr, *more: type[exp.Expr]) -> Kinds:
+    """The node kinds in ``tree`` (and ``more``): what SQL transpiled from it may hold."""
+    return frozenset(_kind(n) for n in tree.walk()) | frozenset(more)
+
+
+def _only_kinds(tree: exp.Expr, kinds: Kinds, trusted: Callable[[exp.Subquery], bool]) -> None:
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, exp.Subquery) and trusted(node):
+            continue
+        if _kind(node) not in kinds:
+            what = node.sql_name() if isinstance(node, exp.Func) else node.key.upper()
+            raise lang.NotInLanguage(f"{what} appeared in the transpiled SQL")
+        stack.extend(node.iter_expressions())
+
+
+__all__ = [
+    "POLICY_VIEW_META",
+    "NotWhatWasChecked",
+    "Target",
+    "apply_policies",
+    "kinds_of",
+    "policy_views",
+    "verified",
+]
