@@ -31,6 +31,7 @@ from fedsql.errors import (
     QueryTimeout,
 )
 from fedsql.joinkeys import inlinable_keys, key_literal, scalar_literal
+from fedsql.lockdown import open_locked
 from fedsql.planner import Fragment, Plan
 from fedsql.planner.plan import ScalarFilter
 from fedsql.policy.masks import register_hash
@@ -707,14 +708,16 @@ class MergeEngine:
         memory_limit: str = "",
         temp_directory: Path | None = None,
     ) -> None:
-        self._db = duckdb.connect(":memory:")
-        register_hash(self._db, hash_key)  # for the federation's own 'hash' masks
         # The merge spills to disk beyond memory_limit (DuckDB docs, "Memory
         # Management"): joins, sorts and aggregates larger than memory finish.
         spill = temp_directory or Path(tempfile.gettempdir()) / f"fedsql-merge-{os.getuid()}"
-        self._db.execute("SET temp_directory = ?", [str(spill)])
-        if memory_limit:
-            self._db.execute("SET memory_limit = ?", [memory_limit])
+        spill.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Locked: the residual sees fragment results and nothing else on this host.
+        self._db = open_locked(
+            setup=lambda con: register_hash(con, hash_key),  # the federation's 'hash' masks
+            memory_limit=memory_limit or None,
+            temp_directory=spill,
+        )
         self._lock = threading.Lock()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:

@@ -171,8 +171,10 @@ def _check_node(node: exp.Expr) -> None:
     if isinstance(node, exp.Table):
         if not isinstance(parent, exp.From | exp.Join) or node.arg_key != "this":
             raise _refuse("a table name in this position")
-        if not isinstance(node.this, exp.Identifier):
+        if isinstance(node.this, exp.Func):
             raise _refuse(f"table function {node.this.sql_name().lower()}")
+        if not isinstance(node.this, exp.Identifier):
+            raise _refuse(f"{_kind_name(node.this)} as a table")
     elif isinstance(node, exp.Subquery):
         if not isinstance(node.this, _QUERIES):
             raise _refuse("a parenthesized table or join")

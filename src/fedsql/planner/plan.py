@@ -24,11 +24,12 @@ from dataclasses import dataclass, replace
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import OptimizeError, ParseError, TokenError
+from sqlglot.errors import OptimizeError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope
 from sqlglot.schema import MappingSchema
 
+from fedsql import lang
 from fedsql.capabilities import CORRELATED_SUBQUERY, first_unsupported
 from fedsql.catalog import Catalog, TableRef
 from fedsql.errors import CatalogError, PlanError
@@ -159,17 +160,26 @@ class Plan:
         return "\n".join(lines)
 
 
+LANGUAGE_DOC = "docs/fragment-language.md"
+
+
 def parse(sql: str) -> exp.Query:
+    """The analyst's query, bounded before parsing and in the fragment language
+    (tables may be named ``agency.schema.table``): what fedsql plans is what its
+    connectors and its merge engine accept."""
     try:
-        statements: list[exp.Expr] = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
-    except (ParseError, TokenError) as e:
-        msg = str(e).splitlines()[0] if str(e) else "syntax error"
-        raise PlanError(f"cannot parse the query: {msg}") from None
-    if len(statements) != 1:
-        raise PlanError(f"expected exactly one SQL statement, got {len(statements)}")
-    tree = statements[0]
+        tree = lang.parse(sql, "the query")
+    except lang.BadSyntax as e:
+        raise PlanError(f"cannot parse the query: {e}") from None
+    except lang.Refused as e:
+        raise PlanError(str(e)) from None
     if not isinstance(tree, exp.Query) or isinstance(tree, exp.Subquery):
         raise PlanError(f"only SELECT queries are supported, got {tree.key.upper()}")
+    try:
+        lang.check(tree, catalogs=True)
+    except lang.Refused as e:
+        raise PlanError(f"{e}; fedsql accepts the SQL described in {LANGUAGE_DOC}") from None
+    assert isinstance(tree, exp.Query)
     for node in tree.walk():
         # The parser's token positions, deep-copied with every copy() of a node,
         # are a third of the planner's copying time; nothing reads them after parsing.
@@ -196,12 +206,6 @@ def plan(
     """
     tree = parse(sql)
     declared = _declared_names(tree, catalog)
-    for t in tree.find_all(exp.Table):
-        if not isinstance(t.this, exp.Identifier):
-            raise PlanError(f"table functions are not supported in federated queries: {t.sql()}")
-    for f in tree.find_all(exp.Anonymous):
-        if str(f.name).lower().startswith("fedsql_"):
-            raise PlanError(f"function {f.name} is internal to fedsql")
     resolve_tables(tree, catalog, policy, roles)
     notes = _policy_notes(tree)
     exists_select_one(tree)
@@ -230,16 +234,31 @@ def plan(
     fragments = cutter.with_reducers()
     if not cutter.whole_query:
         fragments = _derive_coarser(fragments, tree)
-    residual = (
-        None
-        if cutter.whole_query
-        else _drop_true(drop_inferred(tree)).sql(dialect=DIALECT, copy=False)
-    )
+    residual = None
+    if not cutter.whole_query:
+        residual_tree = _drop_true(drop_inferred(tree))
+        _reads_only_fragments(residual_tree, {f.id for f in fragments})
+        residual = residual_tree.sql(dialect=DIALECT, copy=False)
     if declared is not None:
         names = declared
     else:
         names = tuple(binder.output_names(sql)) if binder is not None else ()
     return Plan(tuple(fragments), residual, names, notes)
+
+
+def _reads_only_fragments(residual: exp.Expr, fragment_ids: set[str]) -> None:
+    """The merge engine sees only this query's fragment results: every table the
+    residual reads binds, by scope, to one of them (or to its own CTEs)."""
+
+    def lookup(table: exp.Table) -> object:
+        if table.args.get("db") is None and table.name in fragment_ids:
+            return table.name
+        raise PlanError(f"internal error: the residual would read {table.sql(dialect=DIALECT)}")
+
+    try:
+        lang.bind(residual, lookup)
+    except lang.Refused as e:
+        raise PlanError(f"internal error: the residual does not bind: {e}") from None
 
 
 def _derive_coarser(fragments: list[Fragment], tree: exp.Expr) -> list[Fragment]:

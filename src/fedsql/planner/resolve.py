@@ -7,16 +7,14 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from fedsql import lang
 from fedsql.catalog import Catalog, TableRef
+from fedsql.errors import PlanError
 from fedsql.policy.model import Policy, TablePolicy
 
 AGENCY_META = "fedsql_table"
 # The federation's own policy for this principal on this table (a TablePolicy).
 COORD_POLICY_META = "fedsql_coordinator_policy"
-
-
-def cte_names(tree: exp.Expr) -> set[str]:
-    return {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
 
 
 def resolve_tables(
@@ -25,7 +23,9 @@ def resolve_tables(
     """Name every base table as ``agency.schema.table`` (catalog.db.this), aliased.
 
     The original alias (or the table's own name) stays the alias, so column
-    references keep working. CTE references are left alone.
+    references keep working. Names are bound by scope (``fedsql.lang.bind``): a
+    name that is a CTE where it stands is left alone; any other must be a table
+    of the catalog.
 
     >>> from fedsql.catalog import Catalog
     >>> from fedsql.wire import RemoteCatalog, RemoteTable
@@ -35,14 +35,20 @@ def resolve_tables(
     >>> resolve_tables(sqlglot.parse_one("SELECT o_id FROM orders"), cat).sql()
     'SELECT o_id FROM "trade"."main"."orders" AS orders'
     """
-    ctes = cte_names(tree)
-    for table in list(tree.find_all(exp.Table)):
-        if not isinstance(table.this, exp.Identifier):
-            continue  # table functions: the planner refuses them later
+
+    def lookup(table: exp.Table) -> TableRef:
         parts = [p.name for p in (table.args.get("catalog"), table.args.get("db"), table.this) if p]
-        if len(parts) == 1 and parts[0].lower() in ctes:
+        return catalog.resolve(parts)
+
+    try:
+        bindings = lang.bind(tree, lookup)
+    except lang.Refused as e:
+        raise PlanError(str(e)) from None
+    for b in bindings:
+        if b.kind == "cte":
             continue
-        ref = catalog.resolve(parts)
+        table, ref = b.table, b.target
+        assert isinstance(ref, TableRef)
         alias = table.alias or table.name
         table.set("this", exp.to_identifier(ref.name, quoted=True))
         table.set("db", exp.to_identifier(ref.schema_key, quoted=True))

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from fedsql.catalog import Catalog
 from fedsql.errors import CatalogError, PlanError
+from fedsql.lockdown import open_locked
 
 
 def _q(name: str) -> str:
@@ -25,24 +26,28 @@ class ShapeBinder:
     """An in-memory DuckDB with one empty table per federated table."""
 
     def __init__(self, catalog: Catalog) -> None:
-        self._con = duckdb.connect(":memory:")
-        self._lock = threading.Lock()
-        con = self._con
         unique: dict[str, int] = {}
         for t in catalog.tables:
             unique[t.name.lower()] = unique.get(t.name.lower(), 0) + 1
-        for agency in catalog.agencies:
-            con.execute(f"ATTACH ':memory:' AS {_q(agency)}")
-        for t in catalog.tables:
-            empty = t.arrow_schema.empty_table()
-            con.register("__fedsql_empty", empty)
-            schema = t.schema_key
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(t.agency)}.{_q(schema)}")
-            full = f"{_q(t.agency)}.{_q(schema)}.{_q(t.name)}"
-            con.execute(f"CREATE TABLE {full} AS SELECT * FROM __fedsql_empty")
-            con.unregister("__fedsql_empty")
-            if unique[t.name.lower()] == 1:
-                con.execute(f"CREATE VIEW main.{_q(t.name)} AS SELECT * FROM {full}")
+
+        def setup(con: duckdb.DuckDBPyConnection) -> None:
+            for agency in catalog.agencies:
+                con.execute(f"ATTACH ':memory:' AS {_q(agency)}")
+            for t in catalog.tables:
+                empty = t.arrow_schema.empty_table()
+                con.register("__fedsql_empty", empty)
+                schema = t.schema_key
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(t.agency)}.{_q(schema)}")
+                full = f"{_q(t.agency)}.{_q(schema)}.{_q(t.name)}"
+                con.execute(f"CREATE TABLE {full} AS SELECT * FROM __fedsql_empty")
+                con.unregister("__fedsql_empty")
+                if unique[t.name.lower()] == 1:
+                    con.execute(f"CREATE VIEW main.{_q(t.name)} AS SELECT * FROM {full}")
+
+        # It binds analysts' queries: locked like every other engine (no files, no
+        # settings), and small (its tables are empty).
+        self._con = open_locked(setup=setup, memory_limit="256MB")
+        self._lock = threading.Lock()
 
     def output_names(self, sql: str) -> list[str]:
         """The result's column names; raises PlanError/CatalogError on binder errors."""
