@@ -140,13 +140,17 @@ class BackendError(Exception):
 
     ``user_error``: the fragment itself is at fault (binder, parser, conversion);
     ``unsupported``: the backend lacks a function or construct the fragment uses,
-    so a smaller fragment may succeed.
+    so a smaller fragment may succeed; ``limit``: the ``[limits]`` key the
+    fragment went over (``max_memory``), empty otherwise.
     """
 
-    def __init__(self, message: str, user_error: bool, unsupported: bool = False) -> None:
+    def __init__(
+        self, message: str, user_error: bool, unsupported: bool = False, limit: str = ""
+    ) -> None:
         super().__init__(message)
         self.user_error = user_error
         self.unsupported = unsupported
+        self.limit = limit
 
 
 class GuardedReader:

@@ -132,6 +132,8 @@ def backend_error(e: Exception) -> BackendError:
     cast, an overflow) the quoted value is cut out: it may come from a masked column
     or a row the caller may not see, and must not leave the agency."""
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if isinstance(e, duckdb.OutOfMemoryException):
+        return BackendError(first, user_error=False, limit="max_memory")
     if isinstance(e, _DATA_ERRORS):
         first = _LITERAL.sub("'…'", first)
     return BackendError(first, user_error=isinstance(e, _USER_ERRORS))

@@ -36,29 +36,60 @@ def test_delay_seconds() -> float:
 class NodeMetrics:
     """Counters of one connector node since it started (thread-safe)."""
 
-    def __init__(self, name: str, max_concurrent: int) -> None:
+    def __init__(
+        self, name: str, max_concurrent: int, user_share: int = 0, coordinator_share: int = 0
+    ) -> None:
         self.name = name
         self.started = time.time()
         self.max_concurrent = max_concurrent
-        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self.user_share = user_share or max_concurrent
+        self.coordinator_share = coordinator_share or max_concurrent
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
         self.active = 0
+        self._by_user: dict[str, int] = {}
+        self._by_coordinator: dict[str, int] = {}
         self.outcomes: dict[str, int] = {}
         self.rows = 0
         self.bytes = 0
 
-    def admit(self, wait: float) -> bool:
-        """Take a fragment slot, waiting at most ``wait`` seconds; False when busy."""
-        if not self._slots.acquire(timeout=max(0.0, wait)):
-            return False
-        with self._lock:
-            self.active += 1
-        return True
+    def _full(self, user: str, coordinator: str) -> str:
+        """Why a fragment of (user, coordinator) may not start now ("" when it may)."""
+        if self.active >= self.max_concurrent:
+            return "node"
+        if self._by_user.get(user, 0) >= self.user_share:
+            return "user"
+        if self._by_coordinator.get(coordinator, 0) >= self.coordinator_share:
+            return "coordinator"
+        return ""
 
-    def release(self) -> None:
-        with self._lock:
+    def admit(self, wait: float, user: str = "", coordinator: str = "") -> str:
+        """Take a fragment slot within this user's and this coordinator's share,
+        waiting at most ``wait`` seconds. Returns "" when admitted, else what is
+        full: "node", "user" or "coordinator"."""
+        end = time.monotonic() + max(0.0, wait)
+        with self._freed:
+            while True:
+                full = self._full(user, coordinator)
+                if not full:
+                    break
+                left = end - time.monotonic()
+                if left <= 0:
+                    return full
+                self._freed.wait(left)
+            self.active += 1
+            self._by_user[user] = self._by_user.get(user, 0) + 1
+            self._by_coordinator[coordinator] = self._by_coordinator.get(coordinator, 0) + 1
+        return ""
+
+    def release(self, user: str = "", coordinator: str = "") -> None:
+        with self._freed:
             self.active -= 1
-        self._slots.release()
+            for counts, key in ((self._by_user, user), (self._by_coordinator, coordinator)):
+                counts[key] -= 1
+                if not counts[key]:
+                    del counts[key]
+            self._freed.notify_all()
 
     def finished(self, outcome: str, rows: int = 0, nbytes: int = 0) -> None:
         with self._lock:

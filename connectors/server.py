@@ -53,6 +53,11 @@ from fedsql.wire import (
 log = logging.getLogger(__name__)
 
 
+def engine_limits(cfg: AgencyConfig) -> dict[str, Any]:
+    """Memory and spill limits of the node's own DuckDB engines ([limits])."""
+    return {"memory_limit": cfg.limits.max_memory, "max_temp_size": cfg.limits.max_temp}
+
+
 def open_backend(cfg: AgencyConfig, hash_key: bytes | None = None) -> Backend:
     b = cfg.backend
 
@@ -63,11 +68,11 @@ def open_backend(cfg: AgencyConfig, hash_key: bytes | None = None) -> Backend:
         if b.kind == "duckdb":
             from fedsql.connectors.duckdb import open_duckdb
 
-            return open_duckdb(b.path, b.tables, setup)
+            return open_duckdb(b.path, b.tables, setup, **engine_limits(cfg))
         if b.kind == "files":
             from fedsql.connectors.files import open_files
 
-            return open_files(b.path, b.tables, setup)
+            return open_files(b.path, b.tables, setup, **engine_limits(cfg))
         if b.kind == "sqlite":
             from fedsql.connectors.sqlite import SQLiteBackend
 
@@ -97,7 +102,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
     def __init__(self, cfg: AgencyConfig, backend: Backend, hash_key: bytes | None = None) -> None:
         self.cfg = cfg
         self.backend = backend
-        self.runner = FragmentRunner(backend, hash_key, cfg.backend.engine)
+        self.runner = FragmentRunner(backend, hash_key, cfg.backend.engine, engine_limits(cfg))
         self.policy = cfg.policy
         self.audit = AuditLog(cfg.audit_log)
         self.gate = Gate(cfg)
@@ -112,7 +117,10 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         self._catalogs: dict[tuple[str, ...], pb.Catalog] = {}
         self._running: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
-        self.metrics = NodeMetrics(cfg.name, cfg.max_concurrent_fragments)
+        slots = cfg.max_concurrent_fragments
+        self.metrics = NodeMetrics(
+            cfg.name, slots, cfg.limits.user_share(slots), cfg.limits.coordinator_share(slots)
+        )
         self.metrics_url = ""
         self.delay = test_delay_seconds()
 
@@ -342,14 +350,12 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         known = self._known | {i.name.lower() for i in tree.find_all(exp.Identifier)}
         limits = self.cfg.limits
         remaining = context.time_remaining()
-        if not self.metrics.admit(min(SLOT_WAIT_SECONDS, remaining or SLOT_WAIT_SECONDS)):
-            record.update(outcome="busy")
+        share = (principal.user, caller.coordinator)
+        full = self.metrics.admit(min(SLOT_WAIT_SECONDS, remaining or SLOT_WAIT_SECONDS), *share)
+        if full:
+            record.update(outcome="busy", busy=full)
             self._record(record)
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"connector '{self.cfg.name}' is busy: {self.metrics.max_concurrent} fragments "
-                "are running, the most it runs at once; retry shortly",
-            )
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._busy_message(full, share))
         stop = Interrupter()  # Cancel, a client gone, max_seconds: stops even a starting query
         entry = (stop, self.gate.peer_name(context))  # Cancel matches on the same peer
         with self._lock:
@@ -360,7 +366,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         try:
             run = self.runner.start(tree, int(request.batch_rows), covered, keys, stop)
         except BackendError as e:
-            self._done(qid, entry, watchdog)
+            self._done(qid, entry, watchdog, share)
             if stop.fired and not watchdog.fired:
                 record.update(outcome="cancelled")
                 self._record(record)
@@ -370,13 +376,18 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 record.update(outcome="limit", error=over)
                 self._record(record)
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._limit_message(over))
+            if e.limit:
+                over = f"{e.limit} = {getattr(limits, e.limit)}"
+                record.update(outcome="limit", error=over)
+                self._record(record)
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._limit_message(over))
             msg = public_message(str(e), known)
             log.debug("backend error query_id=%s error=%r", qid, str(e))
             record.update(outcome="unsupported" if e.unsupported else "error", error=msg)
             self._record(record)
             context.abort(_status(e), f"backend {self.backend.kind}: {msg}")
         except BaseException:
-            self._done(qid, entry, watchdog)
+            self._done(qid, entry, watchdog, share)
             raise
         record["engine"] = run.engine
         counted = _Counter(run.reader, self.delay, stop)
@@ -424,6 +435,10 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 over = f"max_seconds = {limits.max_seconds:g}"
                 audit("limit", over)
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._limit_message(over))
+            if isinstance(e, BackendError) and e.limit:
+                over = f"{e.limit} = {getattr(limits, e.limit)}"
+                audit("limit", over)
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._limit_message(over))
             log.debug("backend error query_id=%s error=%r", qid, str(e))
             msg = public_message(str(e), known)
             audit("error", msg)
@@ -436,9 +451,15 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             if not audited:
                 audit("cancelled")
             run.close()
-            self._done(qid, entry, watchdog)
+            self._done(qid, entry, watchdog, share)
 
-    def _done(self, qid: str, entry: tuple[Interrupter, str], watchdog: _Watchdog) -> None:
+    def _done(
+        self,
+        qid: str,
+        entry: tuple[Interrupter, str],
+        watchdog: _Watchdog,
+        share: tuple[str, str],
+    ) -> None:
         watchdog.stop()
         entry[0].close()
         with self._lock:
@@ -447,7 +468,26 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 lst.remove(entry)
             if not lst:
                 self._running.pop(qid, None)
-        self.metrics.release()
+        self.metrics.release(*share)
+
+    def _busy_message(self, full: str, share: tuple[str, str]) -> str:
+        m, name = self.metrics, self.cfg.name
+        if full == "user":
+            return (
+                f"connector '{name}' is busy for user '{share[0]}': {m.user_share} of their "
+                f"fragments are running, their share of its {m.max_concurrent} slots "
+                "(max_fragments_per_user); retry when one has finished"
+            )
+        if full == "coordinator":
+            return (
+                f"connector '{name}' is busy for coordinator '{share[1]}': {m.coordinator_share} "
+                f"of its fragments are running, its share of {m.max_concurrent} slots "
+                "(max_fragments_per_coordinator); retry shortly"
+            )
+        return (
+            f"connector '{name}' is busy: {m.max_concurrent} fragments are running, the "
+            "most it runs at once; retry shortly"
+        )
 
     def _limit_message(self, over: str) -> str:
         return (

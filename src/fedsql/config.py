@@ -36,6 +36,8 @@ class BackendConfig:
     # postgres/sqlite: who computes a fragment's joins and aggregates — the database
     # ("native"), the node's DuckDB over filtered scans ("local"), or per fragment ("auto")
     engine: str = "auto"
+    # postgres: start even if the role may write or escalate (loud warning instead)
+    allow_writable_role: bool = False
 
     def __repr__(self) -> str:  # never show a DSN that might carry a secret
         return f"BackendConfig(kind={self.kind!r}, path={self.path!r}, tables={self.tables!r})"
@@ -69,13 +71,38 @@ class Grant:
     users: tuple[str, ...] = ()
 
 
+DEFAULT_MAX_SECONDS = 300.0
+DEFAULT_MAX_BYTES = 2 << 30
+DEFAULT_MAX_MEMORY = "4GB"
+DEFAULT_MAX_TEMP = "16GB"
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """``[limits]`` per fragment; None: no limit."""
+    """``[limits]``: what one fragment may take, and each caller's share of the node.
 
-    max_rows: int | None = None
-    max_bytes: int | None = None
-    max_seconds: float | None = None
+    Every connector has them, set or not: a fragment over ``max_seconds`` or
+    ``max_bytes`` is stopped; the node's DuckDB engines (the DuckDB and files
+    backends, the local engine of SQLite/PostgreSQL agencies) run within
+    ``max_memory`` and spill at most ``max_temp`` to disk (DuckDB has no per-query
+    memory limit: the fragments running at once share it); one user may hold at
+    most ``max_fragments_per_user`` of the node's fragment slots, one coordinator
+    ``max_fragments_per_coordinator``, so no single client takes them all.
+    """
+
+    max_rows: int | None = None  # rows one fragment may return (None: any)
+    max_bytes: int | None = DEFAULT_MAX_BYTES  # Arrow IPC bytes one fragment may send
+    max_seconds: float | None = DEFAULT_MAX_SECONDS
+    max_memory: str = DEFAULT_MAX_MEMORY
+    max_temp: str = DEFAULT_MAX_TEMP
+    max_fragments_per_user: int = 0  # 0: half of max_concurrent_fragments, at least 1
+    max_fragments_per_coordinator: int = 0  # 0: three quarters of them, at least 1
+
+    def user_share(self, slots: int) -> int:
+        return self.max_fragments_per_user or max(1, slots // 2)
+
+    def coordinator_share(self, slots: int) -> int:
+        return self.max_fragments_per_coordinator or max(1, (3 * slots) // 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +286,7 @@ def load_agency(path: str | Path) -> AgencyConfig:
             "pool_size": int,
             "statement_timeout_seconds": (int, float),
             "engine": str,
+            "allow_writable_role": bool,
         },
         ("kind",),
     )
@@ -278,7 +306,14 @@ def load_agency(path: str | Path) -> AgencyConfig:
     if b["kind"] != "postgres":
         extra = sorted(
             set(b)
-            & {"dsn", "password_file", "password_env", "pool_size", "statement_timeout_seconds"}
+            & {
+                "dsn",
+                "password_file",
+                "password_env",
+                "pool_size",
+                "statement_timeout_seconds",
+                "allow_writable_role",
+            }
         )
         if extra:
             raise ConfigError(f"{p}: [backend]: {', '.join(extra)} only go with kind 'postgres'")
@@ -307,6 +342,7 @@ def load_agency(path: str | Path) -> AgencyConfig:
             pool_size=b.get("pool_size", 4),
             statement_timeout_seconds=float(b.get("statement_timeout_seconds", 300.0)),
             engine=b.get("engine", "auto"),
+            allow_writable_role=b.get("allow_writable_role", False),
         ),
         max_workers=workers,
         max_concurrent_fragments=concurrent or workers - 2,
@@ -380,19 +416,44 @@ def _grants(p: Path, raw: Any) -> tuple[Grant, ...] | None:
     return tuple(out)
 
 
+_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+
+
 def _limits(p: Path, raw: Any) -> Limits:
     if raw is None:
         return Limits()
     d = _take(
         f"{p}: [limits]",
         raw,
-        {"max_rows": int, "max_bytes": int, "max_seconds": (int, float)},
+        {
+            "max_rows": int,
+            "max_bytes": int,
+            "max_seconds": (int, float),
+            "max_memory": str,
+            "max_temp": str,
+            "max_fragments_per_user": int,
+            "max_fragments_per_coordinator": int,
+        },
     )
     for k, v in d.items():
-        if isinstance(v, bool) or v <= 0:
+        if isinstance(v, str):
+            if not _SIZE.fullmatch(v.strip()):
+                raise ConfigError(
+                    f"{p}: [limits].{k} must be a size such as \"4GB\" or \"512MiB\", got {v!r}"
+                )
+        elif isinstance(v, bool) or v <= 0:
             raise ConfigError(f"{p}: [limits].{k} must be a positive number")
+    base = Limits()
     secs = d.get("max_seconds")
-    return Limits(d.get("max_rows"), d.get("max_bytes"), float(secs) if secs else None)
+    return Limits(
+        max_rows=d.get("max_rows"),
+        max_bytes=d.get("max_bytes", base.max_bytes),
+        max_seconds=float(secs) if secs else base.max_seconds,
+        max_memory=d.get("max_memory", base.max_memory).strip(),
+        max_temp=d.get("max_temp", base.max_temp).strip(),
+        max_fragments_per_user=d.get("max_fragments_per_user", 0),
+        max_fragments_per_coordinator=d.get("max_fragments_per_coordinator", 0),
+    )
 
 
 def _client_tls(where: str, base: Path, raw: Any) -> ClientTLS:

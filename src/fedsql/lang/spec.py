@@ -195,7 +195,7 @@ CLAUSE_NAMES: dict[tuple[type[exp.Expr], str], str] = {
 }
 
 # Cast targets: scalar types only (no nested, JSON, enum or user-defined types).
-TYPES: frozenset[DataType.Type] = frozenset(
+TYPES: frozenset[object] = frozenset(
     getattr(DataType.Type, n)
     for n in (
         "BOOLEAN", "TINYINT", "SMALLINT", "INT", "BIGINT", "INT128", "UTINYINT", "USMALLINT",
