@@ -77,6 +77,15 @@ def pg_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
+def pg_server_default_locale() -> Iterator[PostgresServer]:
+    """A second server, with initdb's default locale (the environment's, e.g.
+    C.UTF-8) rather than "C": what agencies' servers actually run."""
+    server = PostgresServer(locale=None)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def mixed_local(
     tpch_parquet: Path, tmp_path_factory: pytest.TempPathFactory, pg_server: PostgresServer
 ) -> Iterator[LocalFederation]:

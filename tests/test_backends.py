@@ -113,6 +113,7 @@ def test_masks_hold_on_postgres_and_sqlite(tmp_path: Path, pg_server: PostgresSe
             " ('NID2', 'Ben Okafor', DATE '1975-01-02', 72000), (NULL, NULL, NULL, NULL)"
         )
         con.commit()
+    dsn = pg_server.create_reader("policy_pg", ["people"])
     sq = tmp_path / "tax.sqlite"
     with sqlite3.connect(sq) as con:
         con.execute("CREATE TABLE returns (nid VARCHAR, employer VARCHAR)")
@@ -219,7 +220,8 @@ def _serve_types(kind: str, tmp_path: Path, pg: PostgresServer) -> Path:
                 ],
             )
     else:
-        where = pg.create_database(f"types_{abs(hash(str(tmp_path))) % 10**8}")
+        db = f"types_{abs(hash(str(tmp_path))) % 10**8}"
+        where = pg.create_database(db)
         with pgdb.connect(where) as con, con.cursor() as cur:
             cur.execute(
                 "CREATE TABLE types (i64 BIGINT, f64 DOUBLE PRECISION, dec NUMERIC(15,2),"
@@ -227,6 +229,7 @@ def _serve_types(kind: str, tmp_path: Path, pg: PostgresServer) -> Path:
             )
             cur.adbc_ingest("types", TYPES, mode="append")
             con.commit()
+        where = pg.create_reader(db, ["types"])
     return write_agency_toml(tmp_path / "a.toml", "a", kind, where)
 
 
@@ -252,8 +255,10 @@ def test_type_round_trip(kind: str, tmp_path: Path, pg_server: PostgresServer) -
 
 
 def test_postgres_sessions_are_read_only(pg_server: PostgresServer, tmp_path: Path) -> None:
-    dsn = pg_server.create_database("ro_check")
-    toml = write_agency_toml(tmp_path / "a.toml", "a", "postgres", dsn)
+    dsn = pg_server.create_database("ro_check")  # as the superuser: the sessions alone refuse
+    toml = write_agency_toml(
+        tmp_path / "a.toml", "a", "postgres", dsn, extra="allow_writable_role = true\n"
+    )
     backend = PostgresBackend(load_agency(toml).backend)
     try:
         for sql in ("CREATE TABLE x (a int)", "CREATE TEMP TABLE y AS SELECT 1 AS a"):
@@ -318,6 +323,7 @@ def test_postgres_schemas_are_qualified_names(pg_server: PostgresServer, tmp_pat
         cur.execute("CREATE TABLE invoices (id BIGINT)")
         cur.execute("INSERT INTO sales.invoices VALUES (1, 9.99), (2, 20)")
         con.commit()
+    dsn = pg_server.create_reader("schemas", ["sales.invoices", "invoices"])
     toml = write_agency_toml(tmp_path / "a.toml", "acct", "postgres", dsn)
     with LocalFederation(tmp_path, [toml]) as local, fedsql.connect(local.config_path) as fed:
         got = fed.sql("SELECT sum(amount) AS s FROM acct.sales.invoices")

@@ -87,7 +87,10 @@ def split_agencies(
     """Give each agency its own data in its backend; returns agency → (kind, path or DSN).
 
     ``backend`` is one kind for all agencies or a kind per agency (duckdb, files,
-    sqlite, postgres); PostgreSQL agencies get a database each on ``pg``.
+    sqlite, postgres); PostgreSQL agencies get a database each on ``pg``, loaded by
+    the superuser and read by a least-privilege role ``<agency>_reader`` (CONNECT,
+    USAGE on ``public``, SELECT on exactly the agency's tables: what the connector's
+    start-up check asks of agencies), whose DSN is returned.
     """
     out: dict[str, tuple[str, str]] = {}
     for agency, tables in split.items():
@@ -118,7 +121,7 @@ def split_agencies(
                 raise ConfigError("a PostgreSQL agency needs a server (pg=PostgresServer())")
             dsn = pg.create_database(agency)
             load_postgres(parquet_dir, dsn, tables)
-            out[agency] = (kind, dsn)
+            out[agency] = (kind, pg.create_reader(agency, tables))
         else:
             raise ConfigError(f"unknown backend kind {kind}")
     return out
