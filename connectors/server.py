@@ -17,7 +17,7 @@ import pyarrow as pa
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlglot import exp
 
-from fedsql import __version__
+from fedsql import __version__, lang
 from fedsql.config import AgencyConfig, Limits
 from fedsql.connectors.audit import AuditLog, audited_sql, public_message, touched
 from fedsql.connectors.backend import Backend, BackendError, Interrupter
@@ -199,6 +199,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 tuple(tables),
                 self.backend.dialect,
                 self.backend.unsupported,
+                lang.VERSION,
             )
         )
         with self._lock:
@@ -235,9 +236,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         its view, in place; returns (what was applied, the tables covered)."""
         if not self.policy:
             return [], frozenset()
-        covered = frozenset(
-            name for name in self._tables if self.policy.for_table(name, roles)
-        )
+        covered = frozenset(name for name in self._tables if self.policy.for_table(name, roles))
         applied = apply_policies(
             tree,
             lambda name: self.policy.for_table(name, roles),
@@ -327,6 +326,14 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if keys:
             record["key_sets"] = {n: t.num_rows for n, t in keys.items()}
+        if request.fragment_language not in ("", lang.VERSION):
+            msg = (
+                f"the fragment is written in fragment language {request.fragment_language!r}; "
+                f"connector '{self.cfg.name}' speaks version {lang.VERSION}"
+            )
+            record.update(outcome="refused", error=msg)
+            self._record(record)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
         if request.compression not in COMPRESSIONS:
             msg = f"compression {request.compression!r} is not one of lz4, zstd"
             record.update(outcome="refused", error=msg)

@@ -16,6 +16,7 @@ from typing import TypeVar
 import grpc
 import pyarrow as pa
 
+from fedsql import lang
 from fedsql.catalog import Catalog
 from fedsql.config import FederationConfig, load_federation
 from fedsql.errors import (
@@ -163,8 +164,15 @@ class Federation:
                 )
                 msg = load_catalog(name, link.address, roles) or pb.Catalog(connector=name)
                 return catalog_from_proto(msg)
+            cat = catalog_from_proto(msg)
+            if cat.fragment_language != lang.VERSION:
+                raise ConnectorError(
+                    name,
+                    f"it speaks fragment language {cat.fragment_language}, this coordinator "
+                    f"writes version {lang.VERSION}; upgrade the older of the two",
+                )
             save_catalog(name, link.address, roles, msg)
-            return catalog_from_proto(msg)
+            return cat
 
         names = list(self._links)
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
+from fedsql import lang
 from fedsql.errors import (
     ConnectorError,
     ExecutionError,
@@ -191,6 +192,7 @@ class _Fetch:
                 key_sets=self.key_sets,
                 compression=self.opts.compression,
                 batch_rows=self.batch_rows,
+                fragment_language=lang.VERSION,
             ),
             timeout=remaining,
             metadata=((QUERY_ID_METADATA, self.query_id),),

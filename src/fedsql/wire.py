@@ -66,6 +66,7 @@ class RemoteCatalog:
     tables: tuple[RemoteTable, ...]
     dialect: str = "duckdb"
     unsupported: frozenset[str] = frozenset()  # sqlglot expression kinds not to push
+    fragment_language: str = "1"  # the version of the fragment language it accepts
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,7 @@ def catalog_to_proto(cat: RemoteCatalog) -> pb.Catalog:
         backend=cat.backend,
         dialect=cat.dialect,
         unsupported=sorted(cat.unsupported),
+        fragment_language=cat.fragment_language,
         tables=[
             pb.Table(
                 name=t.name,
@@ -187,6 +189,7 @@ def catalog_from_proto(msg: pb.Catalog) -> RemoteCatalog:
         ),
         dialect=msg.dialect or "duckdb",
         unsupported=frozenset(msg.unsupported),
+        fragment_language=msg.fragment_language or "1",
     )
 
 

@@ -111,8 +111,9 @@ def parse(sql: str, what: str, dialect: str = "duckdb", max_bytes: int = MAX_SQL
     tree = statements[0]
     measure(tree, what)
     for node in tree.walk():
-        # Comments mean nothing, and PostgreSQL nests /* */ where DuckDB does not:
-        # a comment written back could end somewhere else there.
+        # Comments mean nothing to a query, and one written back into SQL text (in
+        # another dialect, with other rules for nesting and escapes) could end
+        # somewhere else than where it was read.
         node.comments = None
     return tree
 

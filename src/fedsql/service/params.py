@@ -16,16 +16,24 @@ from typing import Any
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
+from sqlglot.errors import TokenError
 from sqlglot.tokens import TokenType
 
+from fedsql import lang
 from fedsql.errors import PlanError
 
 _POSITIONAL = "__fedsql_p"
 
 
 def parse_with_placeholders(sql: str) -> tuple[exp.Expr, list[exp.Placeholder]]:
-    """The query's tree and its placeholders, in the order they appear in the text."""
+    """The query's tree and its placeholders, in the order they appear in the text.
+
+    The text is bounded (size, nesting) before anything parses it.
+    """
+    try:
+        lang.precheck(sql, "the query")
+    except lang.Refused as e:
+        raise PlanError(str(e)) from None
     dialect = sqlglot.Dialect.get_or_raise("duckdb")
     try:
         tokens = dialect.tokenize(sql)
@@ -41,9 +49,11 @@ def parse_with_placeholders(sql: str) -> tuple[exp.Expr, list[exp.Placeholder]]:
             last = t.end + 1
     parts.append(sql[last:])
     try:
-        tree = sqlglot.parse_one("".join(parts), read="duckdb")
-    except ParseError as e:
-        raise PlanError(f"cannot parse the query: {e.errors[0]['description']}") from None
+        tree = lang.parse("".join(parts), "the query")
+    except lang.BadSyntax as e:
+        raise PlanError(f"cannot parse the query: {e}") from None
+    except lang.Refused as e:
+        raise PlanError(str(e)) from None
     found = list(tree.find_all(exp.Placeholder))
 
     def order(p: exp.Placeholder) -> tuple[int, str]:

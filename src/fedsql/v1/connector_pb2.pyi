@@ -61,36 +61,40 @@ class Table(_message.Message):
     def __init__(self, name: _Optional[str] = ..., schema: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., arrow_schema: _Optional[bytes] = ..., row_count_estimate: _Optional[int] = ..., row_filtered: _Optional[bool] = ..., row_filters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Catalog(_message.Message):
-    __slots__ = ("connector", "version", "backend", "tables", "dialect", "unsupported")
+    __slots__ = ("connector", "version", "backend", "tables", "dialect", "unsupported", "fragment_language")
     CONNECTOR_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
     DIALECT_FIELD_NUMBER: _ClassVar[int]
     UNSUPPORTED_FIELD_NUMBER: _ClassVar[int]
+    FRAGMENT_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     connector: str
     version: str
     backend: str
     tables: _containers.RepeatedCompositeFieldContainer[Table]
     dialect: str
     unsupported: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., dialect: _Optional[str] = ..., unsupported: _Optional[_Iterable[str]] = ...) -> None: ...
+    fragment_language: str
+    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., dialect: _Optional[str] = ..., unsupported: _Optional[_Iterable[str]] = ..., fragment_language: _Optional[str] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("query_id", "sql", "principal", "batch_rows", "key_sets", "compression")
+    __slots__ = ("query_id", "sql", "principal", "batch_rows", "key_sets", "compression", "fragment_language")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
     KEY_SETS_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    FRAGMENT_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     sql: str
     principal: Principal
     batch_rows: int
     key_sets: _containers.RepeatedCompositeFieldContainer[KeySet]
     compression: str
-    def __init__(self, query_id: _Optional[str] = ..., sql: _Optional[str] = ..., principal: _Optional[_Union[Principal, _Mapping]] = ..., batch_rows: _Optional[int] = ..., key_sets: _Optional[_Iterable[_Union[KeySet, _Mapping]]] = ..., compression: _Optional[str] = ...) -> None: ...
+    fragment_language: str
+    def __init__(self, query_id: _Optional[str] = ..., sql: _Optional[str] = ..., principal: _Optional[_Union[Principal, _Mapping]] = ..., batch_rows: _Optional[int] = ..., key_sets: _Optional[_Iterable[_Union[KeySet, _Mapping]]] = ..., compression: _Optional[str] = ..., fragment_language: _Optional[str] = ...) -> None: ...
 
 class KeySet(_message.Message):
     __slots__ = ("name", "arrow_ipc")
