@@ -53,6 +53,7 @@ from fedsql.connectors.keys import with_keys
 from fedsql.connectors.runs import NotWhatWasChecked, Target, kinds_of, policy_views, verified
 from fedsql.connectors.scans import scan_select
 from fedsql.connectors.shape import ShapeMirror
+from fedsql.errors import RefusedFragment
 from fedsql.lang import RESERVED_PREFIX
 from fedsql.lockdown import open_locked
 from fedsql.policy.masks import HASH_FUNCTION, register_hash
@@ -307,8 +308,9 @@ def _checked(
     kinds: Any = None,
     transpiled: tuple[type[exp.Expr], ...] = (),
 ) -> str:
-    """:func:`runs.verified`, in the backend's terms. DuckDB SQL that fails it is
-    the node's own bug; SQL transpiled to another dialect that fails it is
+    """:func:`runs.verified`, in the backend's terms. A fragment's construct that
+    does not read back is refused; DuckDB SQL that fails otherwise is the node's
+    own bug; SQL transpiled to another dialect that fails it is
     something that dialect cannot say the way it was checked: unsupported, so a
     smaller fragment may work."""
     views = None
@@ -324,6 +326,8 @@ def _checked(
             kinds = kinds_of(tree, *transpiled)
     try:
         return verified(tree, target, dialect, views, kinds)
+    except lang.NotInLanguage as e:  # the fragment's own construct does not read back
+        raise RefusedFragment(str(e)) from None
     except NotWhatWasChecked as e:
         log.error("fragment not run (%s): %s", dialect, e)
         if dialect != "duckdb":

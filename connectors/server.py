@@ -372,6 +372,12 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         watchdog = _Watchdog(stop, limits.max_seconds, started)
         try:
             run = self.runner.start(tree, int(request.batch_rows), covered, keys, stop)
+        except RefusedFragment as e:  # what would run does not read back as checked
+            self._done(qid, entry, watchdog, share)
+            record.update(outcome="refused", error=str(e))
+            self._record(record)
+            log.info("fragment refused query_id=%s reason=%r", qid, str(e))
+            context.abort(e.code, str(e))
         except BackendError as e:
             self._done(qid, entry, watchdog, share)
             if stop.fired and not watchdog.fired:

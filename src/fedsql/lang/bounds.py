@@ -9,7 +9,8 @@ nest, and how long a run of prefix operators (``NOT NOT ...``, ``- - ...``)
 is. Only then is it parsed; the tree is then measured iteratively, so that
 nothing that walks it recursively (the generator, the optimizer) can overflow.
 
->>> precheck("SELECT ((1))", "query")
+>>> len(precheck("SELECT ((1))", "query"))
+6
 >>> precheck("SELECT " + "(" * 500 + "1" + ")" * 500, "query")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -21,7 +22,7 @@ from __future__ import annotations
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import TokenType
+from sqlglot.tokens import Token, TokenType
 
 from fedsql.lang.errors import BadSyntax, NotInLanguage, TooComplex
 
@@ -39,8 +40,11 @@ _PREFIX = frozenset(
 )
 
 
-def precheck(sql: str, what: str, max_bytes: int = MAX_SQL_BYTES) -> None:
-    """Bound ``sql`` before parsing: size, tokens, nesting and prefix runs.
+def precheck(
+    sql: str, what: str, max_bytes: int = MAX_SQL_BYTES, dialect: str = "duckdb"
+) -> list[Token]:
+    """Bound ``sql`` before parsing: size, tokens, nesting and prefix runs; returns
+    its tokens (``dialect``'s tokenizer) for the parser.
 
     ``what`` names the text in messages ("fragment", "query").
     """
@@ -50,7 +54,7 @@ def precheck(sql: str, what: str, max_bytes: int = MAX_SQL_BYTES) -> None:
     if "\x00" in sql:
         raise BadSyntax(f"{what} contains a NUL character")
     try:
-        tokens = sqlglot.Dialect.get_or_raise("duckdb").tokenize(sql)
+        tokens = sqlglot.Dialect.get_or_raise(dialect).tokenize(sql)
     except TokenError as e:
         raise BadSyntax(f"{what} is not valid SQL: {_first_line(e)}") from None
     if len(tokens) > MAX_TOKENS:
@@ -74,15 +78,20 @@ def precheck(sql: str, what: str, max_bytes: int = MAX_SQL_BYTES) -> None:
             f"{what} nests {deepest} levels deep (brackets, CASE or subqueries); "
             f"at most {MAX_NESTING} are allowed"
         )
+    return tokens
 
 
 def measure(tree: exp.Expr, what: str) -> None:
-    """Bound a parsed tree's depth and size, iteratively."""
+    """Bound a parsed tree's depth and size, iteratively; drop its comments on
+    the way (they mean nothing to a query, and one written back into SQL text, in
+    another dialect with other rules for nesting and escapes, could end somewhere
+    else than where it was read)."""
     stack: list[tuple[exp.Expr, int]] = [(tree, 1)]
     nodes = 0
     while stack:
         node, depth = stack.pop()
         nodes += 1
+        node.comments = None
         if depth > MAX_DEPTH:
             raise TooComplex(
                 f"{what} is nested more than {MAX_DEPTH} levels deep (long chains of AND, OR "
@@ -99,9 +108,10 @@ def parse(sql: str, what: str, dialect: str = "duckdb", max_bytes: int = MAX_SQL
 
     Raises :class:`TooComplex` or :class:`BadSyntax`.
     """
-    precheck(sql, what, max_bytes)
+    tokens = precheck(sql, what, max_bytes, dialect)
     try:
-        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+        parser = sqlglot.Dialect.get_or_raise(dialect).parser()
+        statements = [s for s in parser.parse(tokens, sql) if s is not None]
     except (ParseError, TokenError) as e:
         raise BadSyntax(f"{what} is not valid SQL: {_first_line(e)}") from None
     except RecursionError:  # cannot happen within the bounds above; refuse all the same
@@ -110,11 +120,6 @@ def parse(sql: str, what: str, dialect: str = "duckdb", max_bytes: int = MAX_SQL
         raise BadSyntax(f"{what} must be exactly one statement, got {len(statements)}")
     tree = statements[0]
     measure(tree, what)
-    for node in tree.walk():
-        # Comments mean nothing to a query, and one written back into SQL text (in
-        # another dialect, with other rules for nesting and escapes) could end
-        # somewhere else than where it was read.
-        node.comments = None
     return tree
 
 
