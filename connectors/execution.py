@@ -16,10 +16,13 @@ run it one of two ways, chosen per fragment:
 scalar subquery over at least :data:`LOCAL_MIN_ROWS` estimated rows (PostgreSQL
 runs it once per outer row) and native for the rest: measured, PostgreSQL
 aggregates in place faster than it can export rows (~2 µs a row through COPY).
-A fragment whose agency policy views need what the backend cannot run exactly
-(the ``hash`` mask's keyed function, functions SQLite lacks) runs locally too,
-so policies hold on every backend; other fragments the backend cannot run are
-refused as unsupported and the coordinator plans smaller ones.
+A fragment under one of the agency's policy views always runs locally: masks and
+row filters have DuckDB's meaning on every backend (PostgreSQL's ``substr`` or
+``LIKE`` would mean something else), and the backend only ever sees a scan with
+the policy's own portable conditions (``scans.portable``), never a condition of
+the caller's that it could evaluate on hidden rows or raw values first. Other
+fragments the backend cannot run are refused as unsupported and the coordinator
+plans smaller ones.
 """
 
 from __future__ import annotations
@@ -50,13 +53,20 @@ from fedsql.connectors.backend import (
 from fedsql.connectors.duckdb import DEFAULT_BATCH_ROWS, backend_error
 from fedsql.connectors.guard import EXPOSED_META, table_lookup
 from fedsql.connectors.keys import with_keys
-from fedsql.connectors.runs import NotWhatWasChecked, Target, kinds_of, policy_views, verified
+from fedsql.connectors.runs import (
+    POLICY_VIEW_META,
+    NotWhatWasChecked,
+    Target,
+    kinds_of,
+    policy_views,
+    verified,
+)
 from fedsql.connectors.scans import scan_select
 from fedsql.connectors.shape import ShapeMirror
 from fedsql.errors import RefusedFragment
 from fedsql.lang import RESERVED_PREFIX
 from fedsql.lockdown import open_locked
-from fedsql.policy.masks import HASH_FUNCTION, register_hash
+from fedsql.policy.masks import register_hash
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +94,6 @@ def _correlated_scalar(tree: exp.Expr) -> bool:
         if any(c.table and c.table.lower() not in own for c in inner.find_all(exp.Column)):
             return True
     return False
-
-
-def _uses_hash(tree: exp.Expr) -> bool:
-    return any(str(f.name).lower() == HASH_FUNCTION for f in tree.find_all(exp.Anonymous))
 
 
 class FragmentRunner:
@@ -166,8 +172,21 @@ class FragmentRunner:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise BackendError(first, user_error=True) from None
         lacking = first_unsupported(shape, self.backend.unsupported)
-        policy_applied = bool(policy_views(shape))
-        if (policy_applied and (_uses_hash(shape) or lacking)) or self._compute_locally(shape):
+        # Policies have one meaning, DuckDB's: a fragment under a policy view runs in
+        # the node's DuckDB, over scans that read only the policy's own portable
+        # conditions, so nothing of the caller's runs in the backend on hidden rows
+        # or raw values, and no policy means something else in the backend's SQL.
+        if policy_views(shape):
+            scans = sum(1 for t in shape.find_all(exp.Table) if t.meta.get(EXPOSED_META))
+            if scans > self.backend.max_scans:
+                raise BackendError(
+                    f"the fragment reads {scans} tables under policies; this node scans at "
+                    f"most {self.backend.max_scans} at once",
+                    user_error=False,
+                    unsupported=True,  # the coordinator sends smaller fragments
+                )
+            return self._run_locally(keyed("duckdb"), covered, expected, batch_rows, interrupter)
+        if self._compute_locally(shape):
             return self._run_locally(keyed("duckdb"), covered, expected, batch_rows, interrupter)
         native = keyed(self.backend.dialect)
         if lacking:
@@ -217,7 +236,13 @@ class FragmentRunner:
                 if full is None:
                     continue
                 remote = self._tables[full]
-                src = scan_select(table, tree, remote.arrow_schema, self.backend.unsupported)
+                src = scan_select(
+                    table,
+                    tree,
+                    remote.arrow_schema,
+                    self.backend.unsupported,
+                    portable_only=_is_view_source(table),
+                )
                 schema = pa.schema(
                     [remote.arrow_schema.field(c.alias_or_name) for c in src.expressions]
                 )
@@ -282,6 +307,13 @@ class FragmentRunner:
         if sum(1 for _ in src.find_all(exp.Select)) != 1:
             raise BackendError("a scan may not hold a subquery", user_error=False)
         return _checked(src, target, dialect, kinds=kinds)
+
+
+def _is_view_source(table: exp.Table) -> bool:
+    """Whether ``table`` is the source of one of the node's policy views."""
+    select = table.parent.parent if table.parent is not None else None
+    sub = select.parent if select is not None else None
+    return isinstance(sub, exp.Subquery) and bool(sub.meta.get(POLICY_VIEW_META))
 
 
 def _full(t: object, kind: str) -> str:

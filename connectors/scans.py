@@ -34,9 +34,18 @@ from fedsql.planner.rules import flatten, null_supplying, reads_only
 
 
 def scan_select(
-    table: exp.Table, tree: exp.Expr, schema: pa.Schema, unsupported: frozenset[str]
+    table: exp.Table,
+    tree: exp.Expr,
+    schema: pa.Schema,
+    unsupported: frozenset[str],
+    portable_only: bool = False,
 ) -> exp.Select:
-    """The scan of ``table`` (a node of ``tree``) that the fragment needs."""
+    """The scan of ``table`` (a node of ``tree``) that the fragment needs.
+
+    ``portable_only``: the table is a policy view's source; only conjuncts that
+    mean the same in every backend (:func:`portable`) go into the scan, the
+    rest (and these again) are evaluated by the node's DuckDB.
+    """
     alias = table.alias_or_name
     columns = _needed_columns(alias, tree, schema)
     src = exp.Table(this=exp.to_identifier(table.name, quoted=True))
@@ -46,9 +55,92 @@ def scan_select(
         exp.alias_(src, alias, table=True)
     )
     preds = _pushable(table, alias, unsupported)
+    if portable_only:
+        preds = [p for p in preds if portable(p, schema)]
     if preds:
         scan = scan.where(exp.and_(*preds))
     return scan
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_date(t):
+        return "date"
+    return ""
+
+
+def portable(pred: exp.Expr, schema: pa.Schema) -> bool:
+    """Whether ``pred`` has one meaning in DuckDB, PostgreSQL and SQLite for the
+    same stored values: AND/OR/NOT of comparisons of a column with a literal of its
+    own kind — integers (=, <>, <, <=, >, >=, BETWEEN, IN), strings (=, <>, IN:
+    byte equality; ordering depends on collation), dates (against DATE '...') —
+    and IS [NOT] NULL. Functions, LIKE, arithmetic, casts and floating or decimal
+    values are not (SQLite stores decimals as doubles, PostgreSQL's substr counts
+    differently, LIKE escapes differ...).
+
+    >>> import sqlglot
+    >>> s = pa.schema([("region", pa.string()), ("level", pa.int32())])
+    >>> portable(sqlglot.parse_one("region <> 'x' AND level >= 3"), s)
+    True
+    >>> portable(sqlglot.parse_one("substr(region, -4) <> 'x'"), s)
+    False
+    >>> portable(sqlglot.parse_one("region LIKE 'a_%'"), s)
+    False
+    """
+    kinds = {f.name.lower(): _kind(f.type) for f in schema}
+
+    def column_kind(e: exp.Expr) -> str:
+        return kinds.get(e.name.lower(), "") if isinstance(e, exp.Column) else ""
+
+    def literal_kind(e: exp.Expr) -> str:
+        if isinstance(e, exp.Literal):
+            if e.is_string:
+                return "string"
+            return "integer" if e.name.lstrip("-").isdigit() else ""
+        if isinstance(e, exp.Neg) and isinstance(e.this, exp.Literal) and e.this.name.isdigit():
+            return "integer"
+        if (
+            isinstance(e, exp.Cast)
+            and e.to.this == exp.DataType.Type.DATE
+            and isinstance(e.this, exp.Literal)
+            and e.this.is_string
+        ):
+            return "date"
+        return ""
+
+    def ok(e: exp.Expr) -> bool:
+        if isinstance(e, exp.And | exp.Or):
+            return ok(e.this) and ok(e.expression)
+        if isinstance(e, exp.Not | exp.Paren):
+            return ok(e.this)
+        if isinstance(e, exp.Is):
+            return column_kind(e.this) != "" and isinstance(e.expression, exp.Null)
+        if isinstance(e, exp.EQ | exp.NEQ):
+            a, b = e.this, e.expression
+            k = column_kind(a) or column_kind(b)
+            lit = literal_kind(b) if column_kind(a) else literal_kind(a)
+            return k != "" and k == lit
+        if isinstance(e, exp.GT | exp.GTE | exp.LT | exp.LTE):
+            a, b = e.this, e.expression
+            k = column_kind(a) or column_kind(b)
+            lit = literal_kind(b) if column_kind(a) else literal_kind(a)
+            return k in ("integer", "date") and k == lit
+        if isinstance(e, exp.Between):
+            k = column_kind(e.this)
+            return k in ("integer", "date") and literal_kind(e.args["low"]) == k == literal_kind(
+                e.args["high"]
+            )
+        if isinstance(e, exp.In):
+            k = column_kind(e.this)
+            return k in ("integer", "string") and not e.args.get("query") and all(
+                literal_kind(x) == k for x in e.expressions
+            )
+        return False
+
+    return ok(pred)
 
 
 def _needed_columns(alias: str, tree: exp.Expr, schema: pa.Schema) -> list[str]:

@@ -17,9 +17,18 @@ FROM (
   FROM p
   WHERE
     region <> 'x'
+  OFFSET 0
 ) AS p
 WHERE
   ssn LIKE '1%'
+
+``OFFSET 0`` is the barrier: no engine may move a condition of the outer query
+below a LIMIT/OFFSET (it would change the result), so nothing the analyst wrote
+runs on a row before the row filter has removed it or a value before its mask
+(PostgreSQL's planner documents this as its optimization fence, allpaths.c
+``subquery_is_pushdown_safe``; DuckDB keeps the streaming limit). Without it, a
+condition that fails on some values (an overflow, a failed cast) could be
+evaluated on hidden rows first, and its error would tell that they exist.
 """
 
 from __future__ import annotations
@@ -53,7 +62,7 @@ def view_for(
     if policy.filters:
         conds = [sqlglot.parse_one(f.sql, read="duckdb") for f in policy.filters]
         view = view.where(exp.and_(*conds))
-    return view
+    return view.offset(0)  # the barrier (see above)
 
 
 def apply_views(tree: exp.Expr, view: Callable[[exp.Table], exp.Select | None]) -> exp.Expr:
