@@ -58,6 +58,7 @@ from fedsql.policy import view_for
 from fedsql.policy.model import Policy
 
 DIALECT = "duckdb"
+_NONE: frozenset[str] = frozenset()
 FRAGMENT_PREFIX = "__fedsql_f"
 # Below this estimated size a fragment is not worth waiting for another's keys.
 # (Small fragments still take keys: a filtered dimension table passes its filter on
@@ -727,6 +728,8 @@ class _Cutter:
             .group_by(*[exp.column(k, table=alias, quoted=True) for k in keys])
         )
         f = self.fragments[index]
+        if f.agency in self.scan_only or first_unsupported(wrap, self.caps.get(f.agency, _NONE)):
+            return  # the agency gets the plain fragment; the residual aggregates it all
         self.fragments[index] = replace(f, wrap=wrap.sql(dialect=DIALECT))
         self._outputs[fid] = {k: v for k, v in self._outputs[fid].items() if k in keys}
         self._est[fid] = self._est.get(fid, 0.0) / 3  # grouped rows: fewer than it reads
@@ -760,7 +763,7 @@ class _Cutter:
             index = self._index_of(fid)
             assert index is not None
             f = self.fragments[index]
-            if f.kind not in ("table", "join") or f.wrap:
+            if f.kind not in ("table", "join") or f.wrap or f.agency in self.scan_only:
                 continue
             inner = exp.to_identifier("__fedsql_d", quoted=True)
             cols = [exp.column(name, table=inner, quoted=True) for name in self._outputs[fid]]
