@@ -23,7 +23,7 @@ from fedsql.connectors.audit import AuditLog, audited_sql, public_message, touch
 from fedsql.connectors.backend import Backend, BackendError, Interrupter
 from fedsql.connectors.execution import FragmentRunner
 from fedsql.connectors.guard import check_fragment
-from fedsql.connectors.identity import Gate
+from fedsql.connectors.identity import Caller, Gate
 from fedsql.connectors.metrics import (
     SLOT_WAIT_SECONDS,
     TEST_DELAY_ENV,
@@ -159,14 +159,21 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             )
         )
 
-    def _catalog_for(self, roles: tuple[str, ...]) -> pb.Catalog:
-        key = tuple(sorted(set(roles)))
+    def _catalog_for(self, caller: Caller) -> pb.Catalog:
+        """The catalog as this caller may see it: only the tables a grant opens to
+        them; no row count where a row filter hides rows from them (it would tell
+        how many); a row filter's condition only for those it does not bind."""
+        roles = tuple(sorted(set(caller.principal.roles)))
+        user = caller.principal.user if self.cfg.grants is not None else ""
+        key = (user, *roles)
         cached = self._catalogs.get(key)
         if cached is not None:
             return cached
         tables = []
         for full, t in self._tables.items():
-            tp = self.policy.for_table(full, key)
+            if not self.gate.may_query(caller, full):
+                continue
+            tp = self.policy.for_table(full, roles)
             masks, filters = self.policy.rules_for(full)
             fields = []
             for f in t.arrow_schema:
@@ -188,7 +195,10 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                         if f.name.lower() == m.column.lower()
                     ),
                     row_filtered=bool(tp.filters),
-                    row_filters=tuple(f.describe() for f in filters),
+                    row_filters=tuple(
+                        f.describe_kind() if tp.filters else f.describe() for f in filters
+                    ),
+                    row_count_estimate=-1 if tp.filters else t.row_count_estimate,
                 )
             )
         cat = catalog_to_proto(
@@ -227,7 +237,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             )
             log.warning("catalog request refused: %s", e)
             context.abort(e.code, str(e))
-        return self._catalog_for(caller.principal.roles)
+        return self._catalog_for(caller)
 
     def _apply_policy(
         self, tree: exp.Expr, roles: tuple[str, ...]

@@ -200,7 +200,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                 print(f"\n{agency}.{t.full_name}  ({est}, backend {cat.backend})")
                 for f in t.row_filters:
                     state = "applies to you" if t.row_filtered else "not for you"
-                    print(f"  row filter: {f}  ({state})")
+                    shown = f if f.startswith("row filter") else f"row filter: {f}"
+                    print(f"  {shown}  ({state})")
                 masks = dict(t.masks)
                 rules: dict[str, list[str]] = {}
                 for c, r in t.mask_rules:

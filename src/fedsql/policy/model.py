@@ -51,6 +51,11 @@ class RowFilter:
     def describe(self) -> str:
         return self.sql + _roles_text(self.role, self.unless_role)
 
+    def describe_kind(self) -> str:
+        """What the filter is without its condition, whose literals (``o_class <>
+        'SECRET'``) are for those it does not bind."""
+        return "row filter" + _roles_text(self.role, self.unless_role)
+
 
 @dataclass(frozen=True, slots=True)
 class TablePolicy:
