@@ -183,6 +183,55 @@ class GuardedReader:
             yield batch
 
 
+def exposed_names(names: list[str], only: tuple[str, ...] | None) -> list[str]:
+    """Which of a backend's table names (``schema.table`` or ``table``, spelled as
+    the backend spells them) to expose, given ``[backend].tables``.
+
+    Fragments are DuckDB SQL, where names ignore case, so two exposed tables may
+    not differ only in case: a listed name picks the table spelled exactly so (or
+    the only one spelled so but for case); unlisted, such a pair is refused.
+
+    >>> exposed_names(["People", "people", "visits"], ("people",))
+    ['people']
+    >>> exposed_names(["People", "people"], None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: tables People and people differ only in case, and fragment names ignore case...
+    """
+    by_lower: dict[str, list[str]] = {}
+    for n in names:
+        by_lower.setdefault(n.lower(), []).append(n)
+    if only is None:
+        for same in by_lower.values():
+            if len(same) > 1:
+                raise ValueError(
+                    f"tables {' and '.join(sorted(same))} differ only in case, and fragment "
+                    "names ignore case: list the one to expose in [backend].tables"
+                )
+        return list(names)
+    out, missing = [], []
+    for want in only:
+        if want in names:
+            out.append(want)
+            continue
+        same = by_lower.get(want.lower(), [])
+        if len(same) == 1:
+            out.append(same[0])
+        elif same:
+            raise ValueError(
+                f"[backend].tables names {want!r}, but {' and '.join(sorted(same))} differ from "
+                "it only in case; list one of them exactly as it is spelled"
+            )
+        else:
+            missing.append(want)
+    if missing:
+        raise ValueError(f"tables listed in [backend].tables not found: {', '.join(missing)}")
+    folded = [n.lower() for n in out]
+    if len(set(folded)) != len(folded):
+        raise ValueError("[backend].tables lists two tables that differ only in case")
+    return out
+
+
 def check_listed(wanted: set[str] | None, found: set[str]) -> None:
     """Every table named in ``[backend].tables`` must exist (names in lower case)."""
     if wanted is None:

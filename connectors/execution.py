@@ -107,7 +107,9 @@ class FragmentRunner:
         self.backend = backend
         self._native = backend.dialect == "duckdb"
         self._tables = {t.full_name.lower(): t for t in backend.tables()}
-        self._exposed = {(t.schema.lower(), t.name.lower()) for t in backend.tables()}
+        self._exposed = {
+            (t.schema.lower(), t.name.lower()): (t.schema, t.name) for t in backend.tables()
+        }
         self._limits = limits or {}
         self._mirror = None if self._native else ShapeMirror(backend.tables())
         self._local: duckdb.DuckDBPyConnection | None = None

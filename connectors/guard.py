@@ -37,7 +37,7 @@ KEY_SET_META = "fedsql_key_set"
 
 def check_fragment(
     sql: str,
-    exposed: set[tuple[str, str]],
+    exposed: set[tuple[str, str]] | dict[tuple[str, str], tuple[str, str]],
     default_schemas: tuple[str, ...] = _SCHEMA_ALIASES,
     key_sets: frozenset[str] = frozenset(),
 ) -> exp.Query:
@@ -57,12 +57,18 @@ def check_fragment(
 
 
 def table_lookup(
-    exposed: set[tuple[str, str]],
+    exposed: set[tuple[str, str]] | dict[tuple[str, str], tuple[str, str]],
     default_schemas: tuple[str, ...] = _SCHEMA_ALIASES,
     key_sets: frozenset[str] = frozenset(),
 ) -> Callable[[exp.Table], object]:
     """What a table name means at this connector: an exposed table (marked with
-    :data:`EXPOSED_META`, its schema spelled the backend's way) or a key set."""
+    :data:`EXPOSED_META`) or a key set.
+
+    ``exposed``: (schema, table) in lower case, schema "" for the default one; as a
+    dict, mapped to the names as the backend spells them, which the reference then
+    takes (quoted, keeping the name it was written with as its alias), so that a
+    backend that tells case apart (PostgreSQL) reads exactly the exposed table.
+    """
 
     def lookup(node: exp.Table) -> object:
         name = node.name.lower()
@@ -80,15 +86,25 @@ def table_lookup(
         else:
             shown = f"{schema}.{name}" if schema else name
             raise lang.BindError(f"table {shown} is not exposed by this connector")
+        if isinstance(exposed, dict):
+            _spell(node, exposed[(schema if "." in full else "", name)])
         node.meta[EXPOSED_META] = full
         return ("exposed", full)
 
     return lookup
 
 
+def _spell(node: exp.Table, spelled: tuple[str, str]) -> None:
+    schema, name = spelled
+    if not node.args.get("alias"):
+        node.set("alias", exp.TableAlias(this=exp.to_identifier(node.name)))
+    node.set("this", exp.to_identifier(name, quoted=True))
+    node.set("db", exp.to_identifier(schema, quoted=True) if schema else None)
+
+
 def bind_fragment(
     tree: exp.Expr,
-    exposed: set[tuple[str, str]],
+    exposed: set[tuple[str, str]] | dict[tuple[str, str], tuple[str, str]],
     default_schemas: tuple[str, ...] = _SCHEMA_ALIASES,
     key_sets: frozenset[str] = frozenset(),
 ) -> list[lang.Binding]:

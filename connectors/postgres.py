@@ -35,7 +35,7 @@ from fedsql.connectors.backend import (
     Running,
     adbc_running,
     arrow_type_of_declared,
-    check_listed,
+    exposed_names,
 )
 from fedsql.wire import RemoteTable
 
@@ -231,19 +231,21 @@ class PostgresBackend:
             key = ("" if schema == "public" else schema, name)
             fields = tables.setdefault(key, (int(est), bool(readable), []))[2]
             fields.append(pa.field(col, arrow_type_of_declared(typ), nullable=bool(nullable)))
-        wanted = {t.lower() for t in only} if only is not None else None
+        full_names = {
+            (f"{schema}.{name}" if schema else name): (schema, name)
+            for (schema, name), (_, readable, _) in tables.items()
+            if only is not None or readable
+        }
+        chosen = set(exposed_names(sorted(full_names), only))
         out = []
         denied = []
         for (schema, name), (est, readable, fields) in sorted(tables.items()):
             full = f"{schema}.{name}" if schema else name
-            if wanted is None and not readable:
-                continue
-            if wanted is not None and full.lower() not in wanted:
+            if full not in chosen:
                 continue
             if not readable:
                 denied.append(_name(schema or "public", name))
             out.append(RemoteTable(schema, name, pa.schema(fields), est if est >= 0 else -1))
-        check_listed(wanted, {t.full_name.lower() for t in out})
         if denied:
             raise ValueError(
                 f"PostgreSQL role '{role}' may not SELECT {', '.join(denied)}, listed in "

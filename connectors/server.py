@@ -113,7 +113,9 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             [n for t in self._tables.values() for n in (t.name.lower(), t.schema.lower())]
             + [f.name.lower() for t in self._tables.values() for f in t.arrow_schema]
         )
-        self._exposed = {(t.schema.lower(), t.name.lower()) for t in self._tables.values()}
+        self._exposed = {
+            (t.schema.lower(), t.name.lower()): (t.schema, t.name) for t in self._tables.values()
+        }
         self._catalogs: dict[tuple[str, ...], pb.Catalog] = {}
         self._running: dict[str, list[Any]] = {}
         self._lock = threading.Lock()

@@ -295,3 +295,30 @@ WANT = {
     "idle": "5s",
     "lock_timeout": "5s",
 }
+
+
+def test_table_names_match_exactly_as_postgres_spells_them(
+    pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    """``people`` and ``"People"`` differ only in case; fragments are DuckDB SQL,
+    where names do not: the listed one is exposed, exactly, and unlisted the pair
+    is refused at start with the reason."""
+    pg_server.create_database("cases")
+    pg_server.execute(
+        "CREATE TABLE people (who TEXT)",
+        "INSERT INTO people VALUES ('lower')",
+        'CREATE TABLE "People" (who TEXT)',
+        """INSERT INTO "People" VALUES ('upper')""",
+        'CREATE TABLE "Visits" (n INT)',
+        'INSERT INTO "Visits" VALUES (7)',
+        database="cases",
+    )
+    dsn = pg_server.create_reader("cases", ["people", "People", "Visits"])
+    unlisted = write_agency_toml(tmp_path / "unlisted.toml", "unlisted", "postgres", dsn)
+    assert "differ only in case" in (_outcome(unlisted).error or "")
+    toml = write_agency_toml(
+        tmp_path / "cases.toml", "cases", "postgres", dsn, 'tables = ["People", "Visits"]\n'
+    )
+    with LocalFederation(tmp_path, [toml]) as local, fedsql.connect(local.config_path) as fed:
+        assert fed.sql("SELECT who FROM cases.people").column(0).to_pylist() == ["upper"]
+        assert fed.sql("SELECT n FROM cases.visits").column(0).to_pylist() == [7]

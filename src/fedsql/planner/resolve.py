@@ -101,5 +101,8 @@ def sqlglot_schema(catalog: Catalog) -> dict[str, object]:
     out: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
     for t in catalog.tables:
         cols = {f.name: "UNKNOWN" for f in t.arrow_schema}
-        out.setdefault(t.agency, {}).setdefault(t.schema_key, {})[t.name] = cols
+        # DuckDB names ignore case (qualify folds them): key tables the same way
+        out.setdefault(t.agency.lower(), {}).setdefault(t.schema_key.lower(), {})[
+            t.name.lower()
+        ] = cols
     return dict(out)
