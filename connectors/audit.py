@@ -184,7 +184,6 @@ def audited_sql(sql: str) -> dict[str, Any]:
     }
 
 
-_QUOTED = re.compile(r"'(?:[^']|'')*'")
 _DQUOTED = re.compile(r'"([^"]*)"')
 _PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[\w.@+~-]+[/\\])+[\w.@+~-]*")
 
@@ -194,11 +193,29 @@ def public_message(msg: str, known: frozenset[str] = frozenset()) -> str:
     values) and file paths are blanked; double-quoted names stay only if they are
     ``known`` table or column names (lower case).
 
+    Messages quote values without escaping them, so a value may hold the quote
+    itself (``'O'Brien'``): everything from the first single quote to the last is
+    blanked as one, and from the first double-quoted text that is not a known name
+    to the last double quote.
+
     >>> public_message("Could not convert string 'NID42' to INT32 in /srv/a/b.duckdb")
     "Could not convert string '…' to INT32 in <path>"
+    >>> public_message("Could not convert string 'O'Brien, 1' to INT32")
+    "Could not convert string '…' to INT32"
+    >>> public_message('invalid input syntax for type integer: "a"b"c" in "people"', {"people"})
+    'invalid input syntax for type integer: "…"'
     """
-    msg = _QUOTED.sub("'…'", msg)
-    msg = _DQUOTED.sub(lambda m: m.group(0) if m.group(1).lower() in known else '"…"', msg)
+    first, last = msg.find("'"), msg.rfind("'")
+    if first >= 0:
+        msg = msg[:first] + "'…'" + (msg[last + 1 :] if last > first else "")
+    for m in _DQUOTED.finditer(msg):
+        if m.group(1).lower() not in known:
+            end = msg.rfind('"')
+            msg = msg[: m.start()] + '"…"' + msg[end + 1 :]
+            break
+    else:
+        if msg.count('"') % 2:  # an unmatched quote: what follows it may be a value
+            msg = msg[: msg.rfind('"')] + '"…"'
     return _PATH.sub("<path>", msg)
 
 
