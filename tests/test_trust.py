@@ -585,7 +585,7 @@ def test_readme_deploy_section_configs_load(tmp_path: Path) -> None:
     agency.write_text(blocks[0])
     cfg = load_agency(agency)
     assert cfg.tls is not None and cfg.allowed_coordinators == ("stats-office",)
-    assert cfg.grants and cfg.limits.max_rows and cfg.require_purpose
+    assert cfg.grants and cfg.limits.max_seconds == 300 and cfg.require_purpose
     federation.write_text(blocks[1] + '\n[[connector]]\nname = "health"\naddress = "h:1"\n')
     assert load_federation(federation).connector("health").tls is not None
 
