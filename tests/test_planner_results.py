@@ -11,6 +11,12 @@ import fedsql
 from fedsql.bench.compare import diff_tables, has_order_by
 
 QUERIES = {
+    # A filter pushed to the last of several groups after an earlier one rebuilt the
+    # WHERE (issue 14: the residual kept it, its column pruned: Binder Error).
+    "filter_after_rebuilt_where": "SELECT p_brand, count(*) AS n FROM part JOIN lineitem "
+    "ON p_partkey = l_partkey JOIN orders ON l_orderkey = o_orderkey JOIN customer "
+    "ON o_custkey = c_custkey WHERE c_mktsegment = 'AUTOMOBILE' GROUP BY 1 "
+    "ORDER BY 2 DESC, 1 LIMIT 5",
     "left join, filters in ON and WHERE on the null side": """
         SELECT c_custkey, o_orderkey FROM customer
         LEFT JOIN orders ON c_custkey = o_custkey AND o_totalprice > 300000

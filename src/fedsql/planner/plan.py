@@ -618,7 +618,9 @@ class _Cutter:
         else:
             groups = [[t] for t in tables]
         for group in groups:
-            self._push_group(scope, select, group, where, inner_only)
+            # Read the WHERE afresh: pushing a group may rebuild it (a join's ON moves
+            # there), and a conjunct of the old one would be replaced in a copy only.
+            self._push_group(scope, select, group, _conjuncts(select.args.get("where")), inner_only)
         if inner_only:
             self._eager_aggregate(scope, select)
             self._distinct_fragments(scope, select)
