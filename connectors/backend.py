@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 from sqlglot import exp
 
+from fedsql.capabilities import Capabilities
 from fedsql.wire import RemoteTable
 
 
@@ -108,8 +109,9 @@ class Backend(Protocol):
     dialect: str  # sqlglot dialect fragments are transpiled to
     # Schema names that mean "the default schema" in fragments ("" always does).
     default_schemas: tuple[str, ...]
-    # sqlglot expression kinds this backend cannot run exactly as DuckDB does.
-    unsupported: frozenset[str]
+    # What it runs exactly as DuckDB does (fedsql.capabilities); declared, then proven
+    # by the conformance suite (tests/test_conformance.py).
+    capabilities: Capabilities
     # How many queries may stream from it at once (a fragment computed in the
     # node's DuckDB opens one scan per table it reads).
     max_scans: int

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from fedsql.capabilities import Capabilities
 from fedsql.connectors.backend import (
     BackendError,
     GuardedReader,
@@ -35,7 +36,7 @@ class DuckDBEngine:
     kind = "duckdb"
     dialect = "duckdb"
     default_schemas = ("", "main")
-    unsupported: frozenset[str] = frozenset()
+    capabilities = Capabilities()  # it is DuckDB: everything
     max_scans = 64
 
     def __init__(

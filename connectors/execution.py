@@ -40,7 +40,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel, UnsupportedError
 
 from fedsql import lang
-from fedsql.capabilities import first_unsupported
+from fedsql.capabilities import TypeOf
 from fedsql.connectors.backend import (
     TRANSPILED,
     Backend,
@@ -61,7 +61,7 @@ from fedsql.connectors.runs import (
     policy_views,
     verified,
 )
-from fedsql.connectors.scans import scan_select
+from fedsql.connectors.scans import column_types, scan_select
 from fedsql.connectors.shape import ShapeMirror
 from fedsql.errors import RefusedFragment
 from fedsql.lang import RESERVED_PREFIX
@@ -105,7 +105,7 @@ class FragmentRunner:
         limits: dict[str, Any] | None = None,
     ) -> None:
         self.backend = backend
-        self._native = backend.dialect == "duckdb"
+        self._native = backend.dialect == lang.DIALECT  # runs fragments as written
         self._tables = {t.full_name.lower(): t for t in backend.tables()}
         self._exposed = {
             (t.schema.lower(), t.name.lower()): (t.schema, t.name) for t in backend.tables()
@@ -129,6 +129,15 @@ class FragmentRunner:
             covered=lambda t: _full(t, "exposed") in covered,
             reserved={n for _, n in self._exposed}.__contains__,
         )
+
+    def _type_of(self, tree: exp.Expr) -> TypeOf:
+        """Column types of a fragment, from the exposed tables it binds."""
+        schemas = {
+            t.alias_or_name.lower(): self._tables[t.meta[EXPOSED_META]].arrow_schema
+            for t in tree.find_all(exp.Table)
+            if t.meta.get(EXPOSED_META)
+        }
+        return column_types(schemas)
 
     def _compute_locally(self, tree: exp.Expr) -> bool:
         """Whether this fragment goes to the node's DuckDB (``engine`` local, or auto
@@ -173,7 +182,7 @@ class FragmentRunner:
         except duckdb.Error as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise BackendError(first, user_error=True) from None
-        lacking = first_unsupported(shape, self.backend.unsupported)
+        lacking = self.backend.capabilities.lacking(shape, self._type_of(shape))
         # Policies have one meaning, DuckDB's: a fragment under a policy view runs in
         # the node's DuckDB, over scans that read only the policy's own portable
         # conditions, so nothing of the caller's runs in the backend on hidden rows
@@ -242,7 +251,7 @@ class FragmentRunner:
                     table,
                     tree,
                     remote.arrow_schema,
-                    self.backend.unsupported,
+                    self.backend.capabilities,
                     portable_only=_is_view_source(table),
                 )
                 schema = pa.schema(

@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
+from fedsql.capabilities import ALL_FEATURES, Capabilities
 from fedsql.config import BackendConfig
 from fedsql.connectors.backend import (
     BackendError,
@@ -96,8 +97,26 @@ class PostgresBackend:
     dialect = "postgres"
     default_schemas = ("", "public")
     # PostgreSQL runs what DuckDB does for the SQL fedsql pushes, given a "C"
-    # collation; with another collation ORDER BY/comparisons on text differ.
-    unsupported: frozenset[str] = frozenset()
+    # collation (with another, comparing and sorting *text* differ; numbers and
+    # dates do not). Expressions it computes its own way are not asked of it
+    # (exact_expressions), and key sets are written into its SQL.
+    # Left out: what PostgreSQL computes or names its own way (LIKE's default
+    # backslash escape and POSIX regular expressions, substr's count from a start
+    # below 1, hashes as bytes, NULLs in greatest(), DuckDB-only functions).
+    capabilities = Capabilities(
+        ALL_FEATURES
+        - {
+            "exact_expressions",
+            "arrow_key_sets",
+            "pattern_matching",
+            "negative_substring",
+            "string_functions_extra",
+            "statistics",
+            "extended_aggregates",
+            "math_functions",
+            "duckdb_functions",
+        }
+    )
 
     def __init__(self, cfg: BackendConfig) -> None:
         import adbc_driver_postgresql.dbapi as pg
@@ -124,12 +143,17 @@ class PostgresBackend:
             _check_role(role, rights, cfg.allow_writable_role)
             self._tables = self._catalog(con, cfg.tables, role)
             _warn_unexposed(role, rights, self._tables)
-            collation = self._scalar(
-                con, "SELECT datcollate FROM pg_database WHERE datname = current_database()"
+            collation, ctype = self._row(
+                con,
+                "SELECT datcollate, datctype FROM pg_database "
+                "WHERE datname = current_database()",
             )
+            features = set(self.capabilities.features)
             if collation not in ("C", "POSIX"):
-                # Text order differs from DuckDB's byte order: keep sorting home.
-                self.unsupported = frozenset({"Ordered", "GT", "GTE", "LT", "LTE", "Between"})
+                features.discard("text_ordering")  # text order is not DuckDB's byte order
+            if ctype in ("C", "POSIX"):
+                features.discard("unicode_case")  # lower('Ä') stays 'Ä' there
+            self.capabilities = Capabilities(frozenset(features))
         except BaseException:
             self._release(con, broken=True)
             raise
@@ -198,10 +222,14 @@ class PostgresBackend:
 
     @staticmethod
     def _scalar(con: Any, sql: str) -> Any:
+        return PostgresBackend._row(con, sql)[0]
+
+    @staticmethod
+    def _row(con: Any, sql: str) -> tuple[Any, ...]:
         with con.cursor() as cur:
             cur.execute(sql)
             row = cur.fetchone()
-        return row[0] if row else None
+        return tuple(row) if row else (None,)
 
     # -- catalog ---------------------------------------------------------------
     def _catalog(

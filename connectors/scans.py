@@ -20,7 +20,8 @@ less is never wrong.
 >>> schema = pa.schema([("l_orderkey", pa.int64()), ("l_price", pa.float64()),
 ...                     ("l_flag", pa.string()), ("l_comment", pa.string())])
 >>> table = [t for t in tree.find_all(exp.Table) if t.name == "lineitem"][0]
->>> print(scan_select(table, tree, schema, frozenset()).sql(dialect="postgres"))
+>>> from fedsql.capabilities import Capabilities
+>>> print(scan_select(table, tree, schema, Capabilities()).sql(dialect="postgres"))
 SELECT "l"."l_orderkey", "l"."l_price", "l"."l_flag" FROM "lineitem" AS l WHERE l.l_flag = 'R'
 """
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 import pyarrow as pa
 from sqlglot import exp
 
-from fedsql.capabilities import first_unsupported
+from fedsql.capabilities import Capabilities, TypeOf
 from fedsql.planner.rules import flatten, null_supplying, reads_only
 
 
@@ -37,7 +38,7 @@ def scan_select(
     table: exp.Table,
     tree: exp.Expr,
     schema: pa.Schema,
-    unsupported: frozenset[str],
+    capabilities: Capabilities,
     portable_only: bool = False,
 ) -> exp.Select:
     """The scan of ``table`` (a node of ``tree``) that the fragment needs.
@@ -54,7 +55,7 @@ def scan_select(
     scan = exp.select(*[exp.column(c, table=alias, quoted=True) for c in columns]).from_(
         exp.alias_(src, alias, table=True)
     )
-    preds = _pushable(table, alias, unsupported)
+    preds = _pushable(table, alias, capabilities, schema)
     if portable_only:
         preds = [p for p in preds if portable(p, schema)]
     if preds:
@@ -164,7 +165,24 @@ def _needed_columns(alias: str, tree: exp.Expr, schema: pa.Schema) -> list[str]:
     return [n for n in names if n in want] or names[:1]
 
 
-def _pushable(table: exp.Table, alias: str, unsupported: frozenset[str]) -> list[exp.Expr]:
+def column_types(schemas: dict[str, pa.Schema]) -> TypeOf:
+    """A column's Arrow type, from the schemas of the tables by alias (an
+    unqualified name: the one table that has it)."""
+
+    def type_of(col: exp.Column) -> pa.DataType | None:
+        name = col.name.lower()
+        candidates = [schemas[col.table.lower()]] if col.table.lower() in schemas else []
+        if not col.table:
+            candidates = list(schemas.values())
+        found = {f.type for s in candidates for f in s if f.name.lower() == name}
+        return found.pop() if len(found) == 1 else None  # one type, whichever table
+
+    return type_of
+
+
+def _pushable(
+    table: exp.Table, alias: str, capabilities: Capabilities, schema: pa.Schema
+) -> list[exp.Expr]:
     select = table.parent
     while select is not None and not isinstance(select, exp.Select):
         if isinstance(select, exp.Subquery | exp.Union | exp.Intersect | exp.Except):
@@ -175,8 +193,9 @@ def _pushable(table: exp.Table, alias: str, unsupported: frozenset[str]) -> list
     where = select.args.get("where")
     if where is None:
         return []
+    type_of = column_types({alias.lower(): schema})
     out = []
     for pred in flatten(where.this, exp.And):
-        if reads_only(pred, (alias,)) and first_unsupported(pred, unsupported) is None:
+        if reads_only(pred, (alias,)) and capabilities.lacking(pred, type_of) is None:
             out.append(pred.copy())
     return out

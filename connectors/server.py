@@ -210,7 +210,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 self.backend.kind,
                 tuple(tables),
                 self.backend.dialect,
-                self.backend.unsupported,
+                self.backend.capabilities,
                 lang.VERSION,
             )
         )

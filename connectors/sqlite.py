@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 from sqlglot import exp
 
+from fedsql.capabilities import Capabilities
 from fedsql.connectors.backend import (
     BackendError,
     Interrupter,
@@ -25,68 +26,17 @@ from fedsql.connectors.backend import (
 )
 from fedsql.wire import RemoteTable
 
-UNSUPPORTED = frozenset(
-    {
-        # Dates are ISO text in SQLite: no date arithmetic, truncation or extraction.
-        "Extract",
-        "Interval",
-        "DateAdd",
-        "DateSub",
-        "DateDiff",
-        "DateTrunc",
-        "TimestampTrunc",
-        "Year",
-        "Month",
-        "Day",
-        "Quarter",
-        "Week",
-        "DayOfWeek",
-        "DayOfYear",
-        "StrToDate",
-        "TsOrDsAdd",
-        "TsOrDsToDate",
-        "Cast",
-        "TryCast",
-        # DECIMAL is a binary double in SQLite: arithmetic and sums are not exact.
-        "Add",
-        "Sub",
-        "Mul",
-        "Div",
-        "Mod",
-        "IntDiv",
-        "Pow",
-        "Sum",
-        "Avg",
-        "Floor",
-        "Ceil",
-        "Round",
-        # LIKE is case-insensitive in SQLite; DuckDB's is not.
-        "Like",
-        "ILike",
-        "RegexpLike",
-        "SimilarTo",
-        # Functions SQLite lacks or names differently.
-        "Left",
-        "Right",
-        "Repeat",
-        "StrPosition",
-        "ArrayAgg",
-        "GroupConcat",
-        "Stddev",
-        "Variance",
-        "Median",
-        "Quantile",
-        "ApproxDistinct",
-        "Corr",
-    }
-)
+# SQLite has no DATE or DECIMAL type (dates are ISO text, decimals binary doubles),
+# its LIKE ignores case, it lacks or names differently several functions: what it
+# would compute otherwise than DuckDB is not declared, so it is not pushed here.
+CAPABILITIES = Capabilities(frozenset({"text_ordering", "correlated_subqueries"}))
 
 
 class SQLiteBackend:
     kind = "sqlite"
     dialect = "sqlite"
     default_schemas = ("", "main")
-    unsupported = UNSUPPORTED
+    capabilities = CAPABILITIES
     max_scans = 64  # a connection per query
     transpiled_kinds = (exp.Date,)  # CAST(x AS DATE) is written DATE(x)
 

@@ -71,7 +71,11 @@ def test_catalog_reports_dialects_and_capabilities(mixed: fedsql.Federation) -> 
     cats = mixed.catalog.catalogs
     assert (cats["trade"].backend, cats["trade"].dialect) == ("postgres", "postgres")
     assert (cats["registry"].backend, cats["registry"].dialect) == ("sqlite", "sqlite")
-    assert "Like" in cats["registry"].unsupported and not cats["trade"].unsupported
+    # in fedsql's words, not the parser's
+    assert not cats["registry"].capabilities.has("pattern_matching")
+    assert cats["trade"].capabilities.has("plain_like")
+    assert cats["trade"].capabilities.has("text_ordering")  # the mixed server runs --locale=C
+    assert not cats["trade"].capabilities.has("exact_expressions")
     lineitem = next(t for t in cats["trade"].tables if t.name == "lineitem")
     assert lineitem.arrow_schema.field("l_quantity").type == pa.decimal128(15, 2)
     assert lineitem.arrow_schema.field("l_shipdate").type == pa.date32()

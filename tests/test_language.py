@@ -14,6 +14,7 @@ import pytest
 import sqlglot
 
 from fedsql import lang
+from fedsql.capabilities import Capabilities
 from fedsql.connectors.guard import check_fragment
 from fedsql.errors import RefusedFragment
 from fedsql.lang.__main__ import markdown
@@ -261,7 +262,7 @@ def test_each_engine_is_locked(tmp_path: Path) -> None:
     class _Fake:
         dialect = "sqlite"
         default_schemas = ("",)
-        unsupported: frozenset[str] = frozenset()
+        capabilities = Capabilities()
         max_scans = 4
 
         def tables(self) -> tuple[RemoteTable, ...]:

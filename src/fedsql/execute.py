@@ -588,13 +588,13 @@ def reduced_sql(
         column = sqlglot.parse_one(r.probe_sql, read="duckdb")
         keys = keys_of(r.build, r.build_column)
         cond: exp.Expr | None
-        if len(keys) > INLINE_KEYS and (fragment.dialect == "duckdb" or inlinable_keys(keys.type)):
+        if len(keys) > INLINE_KEYS and (fragment.arrow_keys or inlinable_keys(keys.type)):
             # Many keys travel as Arrow, not SQL text: the connector joins them (or,
             # for PostgreSQL/SQLite, writes them into the backend's query itself).
             name = f"__fedsql_keys{len(key_sets)}"
             key_sets.append(key_set_to_proto(name, keys))
             match = exp.EQ(this=exp.column("k", table=name), expression=column)
-            if fragment.dialect == "duckdb" and not any(
+            if fragment.arrow_keys and not any(
                 isinstance(e, exp.Star) or isinstance(e.this, exp.Star) for e in tree.expressions
             ):
                 # A join with the (unique, non-NULL) keys is the semi-join, and one

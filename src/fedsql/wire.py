@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 
 import pyarrow as pa
 
+from fedsql.capabilities import Capabilities, from_kinds
 from fedsql.v1 import connector_pb2 as pb
 
 # One gRPC message carries at most this many IPC bytes: large enough that
@@ -64,8 +65,8 @@ class RemoteCatalog:
     version: str
     backend: str
     tables: tuple[RemoteTable, ...]
-    dialect: str = "duckdb"
-    unsupported: frozenset[str] = frozenset()  # sqlglot expression kinds not to push
+    dialect: str = "duckdb"  # informational: what the node transpiles to
+    capabilities: Capabilities = Capabilities()
     fragment_language: str = "1"  # the version of the fragment language it accepts
 
 
@@ -143,8 +144,10 @@ def catalog_to_proto(cat: RemoteCatalog) -> pb.Catalog:
         version=cat.version,
         backend=cat.backend,
         dialect=cat.dialect,
-        unsupported=sorted(cat.unsupported),
         fragment_language=cat.fragment_language,
+        capabilities=pb.Capabilities(
+            version=cat.capabilities.version, features=sorted(cat.capabilities.features)
+        ),
         tables=[
             pb.Table(
                 name=t.name,
@@ -188,7 +191,11 @@ def catalog_from_proto(msg: pb.Catalog) -> RemoteCatalog:
             for t in msg.tables
         ),
         dialect=msg.dialect or "duckdb",
-        unsupported=frozenset(msg.unsupported),
+        capabilities=(
+            Capabilities(frozenset(msg.capabilities.features), msg.capabilities.version)
+            if msg.HasField("capabilities")
+            else from_kinds(msg.unsupported)
+        ),
         fragment_language=msg.fragment_language or "1",
     )
 

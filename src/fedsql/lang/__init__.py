@@ -16,7 +16,10 @@ from fedsql.lang.check import check
 from fedsql.lang.errors import BadSyntax, BindError, NotInLanguage, Refused, TooComplex
 from fedsql.lang.spec import VERSION
 
+DIALECT = "duckdb"  # the SQL dialect fragments are written in (sqlglot's name)
+
 __all__ = [
+    "DIALECT",
     "RESERVED_PREFIX",
     "VERSION",
     "BadSyntax",

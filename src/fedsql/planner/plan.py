@@ -30,7 +30,7 @@ from sqlglot.optimizer.scope import Scope, build_scope
 from sqlglot.schema import MappingSchema
 
 from fedsql import lang
-from fedsql.capabilities import CORRELATED_SUBQUERY, first_unsupported
+from fedsql.capabilities import Capabilities, TypeOf
 from fedsql.catalog import Catalog, TableRef
 from fedsql.errors import CatalogError, PlanError
 from fedsql.planner.partial import push_partial_aggregates
@@ -58,7 +58,7 @@ from fedsql.policy import view_for
 from fedsql.policy.model import Policy
 
 DIALECT = "duckdb"
-_NONE: frozenset[str] = frozenset()
+_NO_CAPABILITIES = Capabilities(frozenset())  # an agency not in the catalog: nothing
 FRAGMENT_PREFIX = "__fedsql_f"
 # Below this estimated size a fragment is not worth waiting for another's keys.
 # (Small fragments still take keys: a filtered dimension table passes its filter on
@@ -79,7 +79,9 @@ class Fragment:
     # Semi-join reduction: before this fragment is sent, it is also filtered to the
     # join keys another fragment returned (see ``execute``).
     reduce_by: tuple[Reducer, ...] = ()
-    dialect: str = "duckdb"  # the connector's backend dialect (how keys can be shipped)
+    # The agency joins key sets shipped as Arrow tables (capability arrow_key_sets);
+    # else they are shipped only where they can be written into its SQL.
+    arrow_keys: bool = True
     # Eager aggregation: when set, what is sent is this query with the table
     # __fedsql_inner replaced by ``sql`` (after any semi-join reduction of it).
     wrap: str = ""
@@ -222,12 +224,11 @@ def plan(
         )
     except OptimizeError as e:
         raise CatalogError(_column_error(str(e))) from None
-    caps = {a: c.unsupported for a, c in catalog.catalogs.items()}
+    caps = {a: c.capabilities for a, c in catalog.catalogs.items()}
     push_partial_aggregates(tree, _agency_of)
     factor_or(tree)
     infer_equalities(tree)
     cutter = _Cutter(tree, caps, scan_only)
-    cutter.dialects = {a: c.dialect for a, c in catalog.catalogs.items()}
     root_scope = build_scope(tree)
     if root_scope is None:
         raise PlanError("cannot plan this query")
@@ -449,12 +450,12 @@ def _column_error(msg: str) -> str:
 
 class _Cutter:
     def __init__(
-        self, tree: exp.Query, caps: dict[str, frozenset[str]], scan_only: frozenset[str]
+        self, tree: exp.Query, caps: dict[str, Capabilities], scan_only: frozenset[str]
     ) -> None:
         self.tree = tree
-        self.caps = caps  # agency → what its backend cannot run
+        self.caps = caps  # agency → what its backend runs as DuckDB does
+        self.type_of = _column_types(tree)
         self.scan_only = scan_only  # agencies that get plain table scans only
-        self.dialects: dict[str, str] = {}
         self.fragments: list[Fragment] = []
         self.whole_query = False
         self._ids = itertools.count()
@@ -519,10 +520,10 @@ class _Cutter:
         agency = agencies.pop()
         if agency in self.scan_only:
             return None
-        lacking = self.caps.get(agency, frozenset())
-        if first_unsupported(scope.expression, lacking) is not None:
+        caps = self._caps(agency)
+        if caps.lacking(scope.expression, self.type_of) is not None:
             return None
-        if CORRELATED_SUBQUERY in lacking and (
+        if not caps.has("correlated_subqueries") and (
             outer is not None or any(s.external_columns for s in inside if s is not scope)
         ):
             return None
@@ -532,7 +533,10 @@ class _Cutter:
         """Can ``agency``'s backend evaluate this predicate exactly?"""
         if agency in self.scan_only:
             return False
-        return first_unsupported(pred, self.caps.get(agency, frozenset())) is None
+        return self._caps(agency).lacking(pred, self.type_of) is None
+
+    def _caps(self, agency: str) -> Capabilities:
+        return self.caps.get(agency, _NO_CAPABILITIES)
 
     # -- cutting ----------------------------------------------------------
     def _new_id(self) -> str:
@@ -730,7 +734,7 @@ class _Cutter:
             .group_by(*[exp.column(k, table=alias, quoted=True) for k in keys])
         )
         f = self.fragments[index]
-        if f.agency in self.scan_only or first_unsupported(wrap, self.caps.get(f.agency, _NONE)):
+        if f.agency in self.scan_only or self._caps(f.agency).lacking(wrap, self.type_of):
             return  # the agency gets the plain fragment; the residual aggregates it all
         self.fragments[index] = replace(f, wrap=wrap.sql(dialect=DIALECT))
         self._outputs[fid] = {k: v for k, v in self._outputs[fid].items() if k in keys}
@@ -857,7 +861,7 @@ class _Cutter:
             replace(
                 f,
                 reduce_by=tuple(keep.get(f.id, ())),
-                dialect=self.dialects.get(f.agency, "duckdb"),
+                arrow_keys=self._caps(f.agency).has("arrow_key_sets"),
                 scalar_filters=tuple(filters.get(f.id, ())),
             )
             for f in self.fragments
@@ -960,7 +964,7 @@ class _Cutter:
         single = len(group) == 1
         residual_alias = group[0][0] if single else f"__fedsql_g{fid[len(FRAGMENT_PREFIX) :]}"
         computed: list[tuple[str, exp.Expr]] = []  # (output name, expression) computed there
-        if inner_only and coord is None and self.dialects.get(agency) == "duckdb":
+        if inner_only and coord is None and self._caps(agency).has("exact_expressions"):
             computed = self._compute_at_agency(scope, select, aliases, preds, agency)
             for name, e in computed:
                 for occ in _occurrences(select, e):
@@ -1329,6 +1333,25 @@ def _colocated_groups(
     for t in tables:
         groups.setdefault(find(t[0]), []).append(t)
     return list(groups.values())
+
+
+def _column_types(tree: exp.Expr) -> TypeOf:
+    """A column's Arrow type when its table alias is a federated table (for the
+    capabilities that depend on types: ordering text)."""
+    schemas = {
+        t.alias_or_name.lower(): ref.arrow_schema
+        for t in tree.find_all(exp.Table)
+        if (ref := table_ref(t)) is not None
+    }
+
+    def type_of(col: exp.Column) -> pa.DataType | None:
+        schema = schemas.get(col.table.lower())
+        if schema is None:
+            return None
+        name = col.name.lower()
+        return next((f.type for f in schema if f.name.lower() == name), None)
+
+    return type_of
 
 
 def _drop_true(tree: exp.Expr) -> exp.Expr:

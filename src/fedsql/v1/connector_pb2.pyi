@@ -61,7 +61,7 @@ class Table(_message.Message):
     def __init__(self, name: _Optional[str] = ..., schema: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., arrow_schema: _Optional[bytes] = ..., row_count_estimate: _Optional[int] = ..., row_filtered: _Optional[bool] = ..., row_filters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Catalog(_message.Message):
-    __slots__ = ("connector", "version", "backend", "tables", "dialect", "unsupported", "fragment_language")
+    __slots__ = ("connector", "version", "backend", "tables", "dialect", "unsupported", "fragment_language", "capabilities")
     CONNECTOR_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class Catalog(_message.Message):
     DIALECT_FIELD_NUMBER: _ClassVar[int]
     UNSUPPORTED_FIELD_NUMBER: _ClassVar[int]
     FRAGMENT_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     connector: str
     version: str
     backend: str
@@ -76,7 +77,16 @@ class Catalog(_message.Message):
     dialect: str
     unsupported: _containers.RepeatedScalarFieldContainer[str]
     fragment_language: str
-    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., dialect: _Optional[str] = ..., unsupported: _Optional[_Iterable[str]] = ..., fragment_language: _Optional[str] = ...) -> None: ...
+    capabilities: Capabilities
+    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., dialect: _Optional[str] = ..., unsupported: _Optional[_Iterable[str]] = ..., fragment_language: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ...) -> None: ...
+
+class Capabilities(_message.Message):
+    __slots__ = ("version", "features")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("query_id", "sql", "principal", "batch_rows", "key_sets", "compression", "fragment_language")
