@@ -327,3 +327,12 @@ def test_cancel_limits_and_one_audit_line_per_call(suite: Suite, agency: str) ->
 def test_suite_covers_every_feature() -> None:
     covered = set(NEEDS) | {"exact_expressions", "arrow_key_sets"}
     assert covered == set(ALL_FEATURES)
+
+
+def test_every_function_of_the_language_is_core_or_a_feature() -> None:
+    from fedsql.capabilities import CORE_FUNCTIONS, FEATURES
+    from fedsql.lang.spec import FUNCTIONS
+
+    covered = {k for f in FEATURES.values() for k in f.kinds} | CORE_FUNCTIONS
+    language = {k.__name__ for kinds in FUNCTIONS.values() for k in kinds}
+    assert language <= covered, sorted(language - covered)

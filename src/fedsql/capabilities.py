@@ -172,6 +172,18 @@ FEATURES: dict[str, Feature] = {
 }  # fmt: skip
 ALL_FEATURES = frozenset(FEATURES)
 
+# Functions of the fragment language every backend computes as DuckDB does (no
+# feature needed). Every other function of the language belongs to a feature: a
+# test keeps the two lists and the language in step.
+CORE_FUNCTIONS = frozenset(
+    {
+        "Abs", "Coalesce", "Concat", "Count", "CumeDist", "CurrentDate", "CurrentTime",
+        "CurrentTimestamp", "DenseRank", "FirstValue", "Grouping", "GroupingId", "Lag",
+        "LastValue", "Lead", "Length", "Max", "Min", "NthValue", "Ntile", "Nullif",
+        "PercentRank", "Rand", "Rank", "Replace", "RowNumber", "Trim",
+    }
+)  # fmt: skip
+
 TypeOf = Callable[[exp.Column], pa.DataType | None]
 
 
