@@ -17,7 +17,7 @@ import pyarrow as pa
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlglot import exp
 
-from fedsql import __version__, lang
+from fedsql import __version__, lang, reasons
 from fedsql.config import AgencyConfig, Limits
 from fedsql.connectors.audit import AuditLog, audited_sql, public_message, touched
 from fedsql.connectors.backend import Backend, BackendError, Interrupter
@@ -285,6 +285,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             "peer": context.peer(),
             **audited_sql(request.sql),
         }
+        context = _Explained(context, record)  # every abort also says why, for programs
         try:
             yield from self._execute(request, context, record)
         except Exception:
@@ -519,6 +520,25 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             f"the fragment exceeded {over} ([limits] of connector '{self.cfg.name}') and was "
             "stopped; narrow the query (filters, aggregates, LIMIT) or ask the agency"
         )
+
+
+class _Explained:
+    """A servicer context whose ``abort`` first sends the call's ErrorInfo
+    (``fedsql-error-bin``), read from the outcome its audit line records."""
+
+    def __init__(self, context: grpc.ServicerContext, record: dict[str, Any]) -> None:
+        self._context = context
+        self._record = record
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        info = reasons.error_info(
+            str(self._record.get("outcome", "internal")), self._record, code.name
+        )
+        self._context.set_trailing_metadata(((reasons.METADATA_KEY, info.SerializeToString()),))
+        self._context.abort(code, details)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 def _utc_now() -> str:

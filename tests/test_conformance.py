@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import fedsql
+from fedsql import reasons
 from fedsql.capabilities import ALL_FEATURES
 from fedsql.config import load_federation
 from fedsql.local import LocalFederation, split_agencies, write_agency_toml
@@ -271,6 +272,8 @@ def test_refusals(suite: Suite, agency: str) -> None:
             suite.raw(agency, sql)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert why in (info.value.details() or ""), (agency, sql, info.value.details())
+        explained = reasons.read(info.value)  # for programs: no message parsing
+        assert explained is not None and explained.reason == reasons.REFUSED
 
 
 @pytest.mark.parametrize("agency", AGENCIES)
@@ -299,6 +302,10 @@ def test_cancel_limits_and_one_audit_line_per_call(suite: Suite, agency: str) ->
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.FAILED_PRECONDITION,  # declined (too many scans): also clean
     ), info.value.details()
+    explained = reasons.read(info.value)
+    assert explained is not None and explained.reason in (reasons.LIMIT, reasons.UNSUPPORTED)
+    if explained.reason == reasons.LIMIT:
+        assert explained.metadata["limit"] == "max_seconds"
     assert time.monotonic() - t0 < 30
     # cancelled by the coordinator going away
     call = suite.stubs[agency].Execute(

@@ -77,6 +77,16 @@ def from_rpc_error(agency: str, err: grpc.RpcError) -> FedSQLError:
     """Turn a failed gRPC call to ``agency`` into the matching FedSQLError."""
     code = err.code() if hasattr(err, "code") else None
     details = (err.details() if hasattr(err, "details") else None) or str(code)
+    from fedsql import reasons  # here: errors is imported by the generated code's users
+
+    info = reasons.read(err)
+    if info is not None:  # the connector said why: no need to read its message
+        if info.reason == reasons.LIMIT:
+            return FragmentLimitExceeded(agency, details)
+        if info.reason == reasons.UNSUPPORTED:
+            return FragmentUnsupported(agency, f"its backend cannot run the fragment: {details}")
+        if info.reason in (reasons.REFUSED, reasons.NOT_PERMITTED):
+            return FragmentRefused(agency, f"refused the fragment: {details}")
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED):
         return FragmentRefused(agency, f"refused the fragment: {details}")
     if code == grpc.StatusCode.UNAUTHENTICATED:

@@ -23,6 +23,7 @@ import grpc
 import grpc.experimental
 from google.protobuf.message import DecodeError
 
+from fedsql import reasons
 from fedsql.config import ConnectorRef
 from fedsql.errors import ConnectorError, FedSQLError, from_rpc_error
 from fedsql.trust import open_channel
@@ -42,8 +43,13 @@ def retryable(err: grpc.RpcError) -> bool:
     """Whether a fresh attempt may succeed: unreachable or busy — not a fragment
     over the agency's ``[limits]`` (also RESOURCE_EXHAUSTED), which would be again."""
     code = err.code() if hasattr(err, "code") else None
+    info = reasons.read(err)
+    if info is not None:  # the connector said why
+        return info.reason == reasons.BUSY or (
+            code == grpc.StatusCode.UNAVAILABLE and info.reason != reasons.LIMIT
+        )
     details = (err.details() if hasattr(err, "details") else None) or ""
-    return code in RETRYABLE and "[limits]" not in details
+    return code in RETRYABLE and "[limits]" not in details  # a connector before ErrorInfo
 
 
 BACKOFF_BASE = 0.2  # seconds before the first retry; doubles each time

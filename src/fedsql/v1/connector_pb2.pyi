@@ -106,6 +106,21 @@ class ExecuteRequest(_message.Message):
     fragment_language: str
     def __init__(self, query_id: _Optional[str] = ..., sql: _Optional[str] = ..., principal: _Optional[_Union[Principal, _Mapping]] = ..., batch_rows: _Optional[int] = ..., key_sets: _Optional[_Iterable[_Union[KeySet, _Mapping]]] = ..., compression: _Optional[str] = ..., fragment_language: _Optional[str] = ...) -> None: ...
 
+class ErrorInfo(_message.Message):
+    __slots__ = ("reason", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, reason: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class KeySet(_message.Message):
     __slots__ = ("name", "arrow_ipc")
     NAME_FIELD_NUMBER: _ClassVar[int]
