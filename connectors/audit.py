@@ -1,187 +1,141 @@
-"""The connector's audit log: one JSON line per fragment, hash-chained.
+"""The connector's audit log: one signed, hash-chained JSON line per call.
 
-Every line carries ``prev``, the SHA-256 (hex) of the previous line's bytes
-(the first line of a log chains from ``GENESIS``), ``seq``, its position
-(1-based), and ``hash``, the SHA-256 of the line's own canonical JSON without
-the ``hash`` key. Editing, deleting, inserting or reordering a line breaks the
-chain at that place; ``verify`` (``fedsql audit verify LOG``) names the first
-line where it breaks. What a chain alone cannot show is the removal of the
-last lines: compare the head hash ``verify`` prints with one kept elsewhere.
+Every Execute call, executed or refused, and every refused GetCatalog leaves
+exactly one line, appended, flushed and fsync'ed before the fragment's last
+result message (or its error) leaves the connector. The format, the chain and
+the signatures are those of :mod:`fedsql.audit.chain`: each line names the
+``hash`` of the line before, and a connector with ``[connector.tls]`` signs
+every line with its node key; ``fedsql audit verify LOG [--ca ca.crt]``
+names the first line that was edited, deleted, inserted, moved or signed by a
+key not valid at its time.
 
-Lines are appended, flushed and fsync'ed before the fragment's last result
-message leaves the connector. A restarted connector continues the chain from
-the last line already in the file.
+Besides the fragment lines the log has a ``start`` line when the node starts
+(the certificate that signs, when it is the first in the file or a new one),
+a ``checkpoint`` line whenever it has been quiet for
+``audit_checkpoint_seconds``, a ``stop`` line at a clean shutdown, a ``peer``
+line with each calling coordinator's certificate the first time it appears in
+a file (so the coordinators' signed principals kept in fragment lines can be
+checked from the log alone), and, after rotation, a ``rotate`` line that
+chains the new file to the old. A log whose last line is older than the
+checkpoint interval and is not a ``stop`` was cut, or its node died.
+
+A restarted connector continues the chain from the last line in the file.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from sqlglot import exp
 
+from fedsql import __version__
+from fedsql.audit.chain import (
+    GENESIS,
+    MAX_AUDITED_SQL,
+    ChainWriter,
+    Peer,
+    Rotation,
+    Sealed,
+    audited_sql,
+    seal,
+    utc_now,
+)
+from fedsql.audit.signing import SigningKey
+from fedsql.audit.verify import Verdict, verify
 from fedsql.connectors.guard import EXPOSED_META
 
-GENESIS = hashlib.sha256(b"fedsql audit log v1").hexdigest()
-
-
-def _canonical(record: dict[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def seal(record: dict[str, Any], prev: str, seq: int) -> str:
-    """The line (without newline) for ``record`` after a line hashing to ``prev``."""
-    body = {k: v for k, v in record.items() if k not in ("hash", "prev", "seq")}
-    body.update(prev=prev, seq=seq)
-    body["hash"] = _digest(_canonical(body))
-    return _canonical(body)
+__all__ = [
+    "GENESIS",
+    "MAX_AUDITED_SQL",
+    "AuditLog",
+    "Peer",
+    "Rotation",
+    "Verdict",
+    "audited_sql",
+    "public_message",
+    "seal",
+    "touched",
+    "verify",
+]
+DEFAULT_CHECKPOINT_SECONDS = 300.0
 
 
 class AuditLog:
-    """Append-only, hash-chained JSON lines, durable before results leave."""
+    """The node's log (``path`` None: the node keeps none, and writes are no-ops)."""
 
-    def __init__(self, path: Path | None) -> None:
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        path: Path | None,
+        key: SigningKey | None = None,
+        rotation: Rotation | None = None,
+        name: str = "",
+        checkpoint_seconds: float | None = None,
+    ) -> None:
         self.path = path
-        self._prev, self._seq = GENESIS, 0
-        self._fd: int | None = None
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._prev, self._seq = _tail(path)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        if path.stat().st_size and not _ends_with_newline(path):
-            # A line cut short by a crash: end it, so that it stays one (broken) line
-            # that verify reports, instead of gluing the next record onto it.
-            os.write(self._fd, b"\n")
+        self.key = key
+        self.name = name
+        self.checkpoint_seconds = checkpoint_seconds
+        head = {"role": "connector", "name": name}
+        self._w = ChainWriter(path, key, rotation or Rotation(), head) if path is not None else None
+        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._started = False
 
-    def write(self, record: dict[str, Any]) -> None:
-        if self._fd is None:
+    def write(self, record: dict[str, Any], peers: tuple[Peer, ...] = ()) -> Sealed:
+        """Append one line; returns its seq and hash (0 and "" without a log)."""
+        if self._w is None:
+            return Sealed(0, "")
+        sealed = self._w.write(record, peers)
+        self._last = time.monotonic()
+        return sealed
+
+    def start(self, **fields: Any) -> None:
+        """The node's ``start`` line, then a checkpoint whenever it is quiet."""
+        if self._w is None:
             return
-        with self._lock:
-            line = seal(record, self._prev, self._seq + 1)
-            data = (line + "\n").encode("utf-8")
-            written = 0
-            while written < len(data):
-                written += os.write(self._fd, data[written:])
-            os.fsync(self._fd)
-            self._prev, self._seq = _digest(line), self._seq + 1
+        self.write(
+            {
+                "kind": "start",
+                "time": utc_now(),
+                "role": "connector",
+                "name": self.name,
+                "version": __version__,
+                "signed": self.key is not None,
+                "checkpoint_seconds": self.checkpoint_seconds,
+                **fields,
+            }
+        )
+        self._started = True
+        if self.checkpoint_seconds:
+            self._ticker = threading.Thread(target=self._tick, name="audit-checkpoint", daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        assert self.checkpoint_seconds
+        every = self.checkpoint_seconds
+        while not self._stop.wait(max(0.05, self._last + every - time.monotonic())):
+            if time.monotonic() - self._last >= every:
+                try:
+                    self.write({"kind": "checkpoint", "time": utc_now()})
+                except (OSError, ValueError):
+                    return  # the log is closed or the disk failed; fragments will say so
 
     def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
-
-
-def _tail(path: Path) -> tuple[str, int]:
-    """(hash of the last line, its seq) of an existing log, or the genesis."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return GENESIS, 0
-    if size == 0:
-        return GENESIS, 0
-    with path.open("rb") as f:
-        back = min(size, 1 << 16)
-        while True:
-            f.seek(size - back)
-            chunk = f.read(back)
-            lines = chunk.rstrip(b"\n").split(b"\n")
-            if len(lines) > 1 or back == size:
-                break
-            back = min(size, back * 4)
-    last = lines[-1].decode("utf-8", "replace")
-    try:
-        seq = int(json.loads(last).get("seq", 0))
-    except (ValueError, AttributeError):
-        seq = 0  # a damaged last line: keep chaining from its bytes; verify will show it
-    return _digest(last), seq
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    ok: bool
-    lines: int  # lines checked (up to and including the first broken one)
-    head: str  # hash of the last good line (GENESIS for an empty log)
-    broken_line: int | None = None
-    reason: str = ""
-    outcomes: tuple[tuple[str, int], ...] = ()  # (outcome, count) over intact lines
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    with path.open("rb") as f:
-        for n, raw in enumerate(f, 1):
-            yield n, raw.rstrip(b"\n").decode("utf-8", "replace")
-
-
-def verify(path: Path) -> Verdict:
-    """Check the whole chain; the verdict names the first line where it breaks."""
-    prev, n = GENESIS, 0
-    counts: dict[str, int] = {}
-
-    def broken(line: int, why: str) -> Verdict:
-        return Verdict(False, line, prev, line, why, tuple(sorted(counts.items())))
-
-    for n, line in _lines(path):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            return broken(n, "not a JSON line (edited or truncated)")
-        if not isinstance(rec, dict) or not {"prev", "seq", "hash"} <= rec.keys():
-            return broken(n, "not an audit record (no prev/seq/hash)")
-        if rec["prev"] != prev:
-            return broken(
-                n,
-                f"does not follow line {n - 1}: a line before it was edited, deleted, "
-                "inserted or moved"
-                if n > 1
-                else "does not start the chain: lines were removed from the start",
-            )
-        if rec["seq"] != n:
-            return broken(n, f"is record #{rec['seq']}, expected #{n}: lines were deleted or moved")
-        body = {k: v for k, v in rec.items() if k != "hash"}
-        if _digest(_canonical(body)) != rec["hash"] or _canonical(rec) != line:
-            return broken(n, "its content does not match its hash: the line was edited")
-        prev = _digest(line)
-        out = str(rec.get("outcome", "?"))
-        counts[out] = counts.get(out, 0) + 1
-    return Verdict(True, n, prev, None, "", tuple(sorted(counts.items())))
-
-
-MAX_AUDITED_SQL = 64 * 1024  # characters of a fragment's SQL kept in its audit line
-
-
-def audited_sql(sql: str) -> dict[str, Any]:
-    """A fragment's SQL as its audit line keeps it: all of it up to
-    :data:`MAX_AUDITED_SQL` characters, else the start, its length and its SHA-256
-    (one request must not write megabytes to the log)."""
-    if len(sql) <= MAX_AUDITED_SQL:
-        return {"sql": sql}
-    return {
-        "sql": sql[:MAX_AUDITED_SQL],
-        "sql_truncated": True,
-        "sql_chars": len(sql),
-        "sql_sha256": hashlib.sha256(sql.encode("utf-8", "surrogatepass")).hexdigest(),
-    }
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(5)
+        if self._w is None:
+            return
+        if self._started:
+            self.write({"kind": "stop", "time": utc_now()})
+            self._started = False
+        self._w.close()
 
 
 _DQUOTED = re.compile(r'"([^"]*)"')

@@ -310,6 +310,8 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         if arr.type != field.type:
             if pa.types.is_null(arr.type):
                 arr = pa.nulls(len(arr), field.type)
+            elif pa.types.is_null(field.type) and arr.null_count == len(arr):
+                arr = pa.nulls(len(arr))  # a NULL literal the backend typed its own way
             elif pa.types.is_decimal(field.type) and pa.types.is_floating(arr.type):
                 # Round to the scale first: a binary double is rarely an exact decimal.
                 import pyarrow.compute as pc

@@ -3,10 +3,27 @@
 Over mutual TLS the calling coordinator is the common name of the client
 certificate that opened the connection (already checked against the
 connector's ``client_ca`` by the TLS handshake); only coordinators listed in
-``allowed_coordinators`` get in. The analyst (user, roles, purpose) comes inside
-the request, signed by that coordinator (see ``Principal`` in connector.proto);
-a principal that does not verify is refused. ``[[grant]]`` entries then say
-which users and roles may query which tables.
+``allowed_coordinators`` get in, on every call (GetCatalog, Execute, Cancel,
+GetStatus). The analyst (user, roles, purpose) comes inside the request,
+signed by that coordinator (see ``Principal`` in connector.proto); a principal
+that does not verify is refused. ``[[grant]]`` entries then say which users and
+roles may query which tables.
+
+The handshake checks the client certificate once, when the connection opens,
+and coordinators keep a connection for their lifetime; so every request checks
+it again here: its validity window, and the CA's revocation list
+(``[connector.tls] crl``, reloaded when the file changes) (issue 17).
+
+Replay protection remembers each signed request's nonce for the signature
+window, in one store per coordinator with its own bound
+(``replay_entries_per_coordinator``): a coordinator that floods fills only its
+own store and is refused with RESOURCE_EXHAUSTED; the others are unaffected.
+
+A refused request is audited with bounded text: what it claimed (user, roles,
+purpose) under ``claimed_*`` names with ``authenticated: false``, and at most
+REFUSAL_BURST lines per peer at once, then one a second; the rest of a flood
+becomes summary lines ("N more refused from PEER", every few seconds while it
+lasts). A peer's first refusal is always written.
 
 On a plaintext (``insecure = true``) connector none of this can be proven: the
 principal is taken as sent and marked unauthenticated in the audit log.
@@ -14,10 +31,15 @@ principal is taken as sent and marked unauthenticated in the audit log.
 
 from __future__ import annotations
 
+import datetime as dt
+import heapq
+import logging
+import os
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,14 +49,28 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from fedsql.certs import common_name
-from fedsql.config import AgencyConfig, Grant
-from fedsql.errors import RefusedFragment
+from fedsql.certs import RevocationList, common_name, load_crl
+from fedsql.config import AgencyConfig, Grant, ServerTLS
+from fedsql.errors import ConfigError, RefusedFragment
 from fedsql.trust import SKEW_SECONDS, WINDOW_SECONDS
 from fedsql.wire import Principal, principal_from_proto, principal_proof, signed_payload
 
+log = logging.getLogger(__name__)
+
 PLAINTEXT = "(plaintext: unauthenticated)"
-_MAX_NONCES = 200_000
+# The revocation list file is looked at (stat) at most this often.
+CRL_CHECK_SECONDS = 2.0
+# Refusal lines per peer: a burst, then a steady rate; the rest go into one summary
+# line written this long after the first refusal that had no line of its own.
+REFUSAL_BURST = 20
+REFUSAL_LINES_PER_SECOND = 1.0
+REFUSAL_SUMMARY_SECONDS = 5.0
+_MAX_REFUSING_PEERS = 10_000
+# What a refused (unauthenticated) request may put in the audit log, in characters.
+_MAX_USER, _MAX_ROLE, _MAX_ROLES, _MAX_PURPOSE = 256, 128, 32, 1024
+_MAX_QUERY_ID = 128
+_MAX_FIELD = 4096  # any other text field of a refused call's line (its SQL: audited_sql)
+_MAX_NONCE = 64  # bytes; the coordinator sends 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +85,41 @@ class _Peer:
     name: str
     key: ec.EllipticCurvePublicKey | None
     problem: str  # why this certificate may not call (empty: it may)
+    serial: int = 0  # 0: no readable certificate
+    not_before: float = float("-inf")  # Unix seconds
+    not_after: float = float("inf")
 
 
 def _unauthenticated(msg: str) -> RefusedFragment:
     return RefusedFragment(msg, grpc.StatusCode.UNAUTHENTICATED)
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _iso(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix, dt.UTC).isoformat(timespec="seconds")
+
+
+class _Seen:
+    """One coordinator's nonces still inside the signature window (expiry heap + set)."""
+
+    __slots__ = ("heap", "nonces")
+
+    def __init__(self) -> None:
+        self.nonces: set[bytes] = set()
+        self.heap: list[tuple[float, bytes]] = []
+
+    def prune(self, now: float) -> None:
+        # A nonce whose request was issued before now - WINDOW cannot be replayed:
+        # the request itself is refused as too old.
+        while self.heap and self.heap[0][0] < now:
+            self.nonces.discard(heapq.heappop(self.heap)[1])
+
+    def add(self, nonce: bytes, expires: float) -> None:
+        self.nonces.add(nonce)
+        heapq.heappush(self.heap, (expires, nonce))
 
 
 class Gate:
@@ -63,8 +130,15 @@ class Gate:
         self.secure = cfg.tls is not None
         self._allowed = frozenset(cfg.allowed_coordinators)
         self._peers: dict[bytes, _Peer] = {}
-        self._nonces: dict[bytes, float] = {}
+        self._seen: dict[str, _Seen] = {}  # per coordinator (allowed ones only)
+        self._replay_bound = cfg.replay_entries_per_coordinator
         self._lock = threading.Lock()
+        self._crl = (
+            _Revocations(cfg.tls, f"{cfg.source}: [connector.tls].crl")
+            if cfg.tls is not None and cfg.tls.crl is not None
+            else None
+        )
+        self._refusals = _Refusals()
 
     def _peer(self, context: grpc.ServicerContext) -> _Peer:
         pems = context.auth_context().get("x509_pem_cert") or []
@@ -87,10 +161,16 @@ class Gate:
         except ValueError:
             return _Peer("", None, "an unreadable client certificate")
         name = common_name(cert)
+        when: dict[str, Any] = {
+            "serial": cert.serial_number,
+            "not_before": cert.not_valid_before_utc.timestamp(),
+            "not_after": cert.not_valid_after_utc.timestamp(),
+        }
         try:
             eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
             if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
-                return _Peer(name, None, f"certificate '{name}' is not a coordinator certificate")
+                why = f"certificate '{name}' is not a coordinator certificate"
+                return _Peer(name, None, why, **when)
         except x509.ExtensionNotFound:
             pass
         if name not in self._allowed:
@@ -99,11 +179,37 @@ class Gate:
                 None,
                 f"coordinator '{name}' is not allowed here "
                 f"(allowed_coordinators of connector '{self.cfg.name}')",
+                **when,
             )
         key = cert.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey):
-            return _Peer(name, None, f"certificate '{name}' does not hold an EC key")
-        return _Peer(name, key, "")
+            return _Peer(name, None, f"certificate '{name}' does not hold an EC key", **when)
+        return _Peer(name, key, "", **when)
+
+    def _checked(self, context: grpc.ServicerContext) -> _Peer:
+        """The calling peer, checked for this request: its certificate valid now and
+        not revoked (UNAUTHENTICATED), then allowed to call (PERMISSION_DENIED)."""
+        peer = self._peer(context)
+        now = time.time()
+        if now > peer.not_after:
+            raise _unauthenticated(
+                f"the client certificate '{peer.name}' expired at {_iso(peer.not_after)}; "
+                f"connector '{self.cfg.name}' checks it on every request, not only when the "
+                "connection opened: renew it (fedsql certs issue) and reconnect"
+            )
+        if now < peer.not_before:
+            raise _unauthenticated(
+                f"the client certificate '{peer.name}' is not valid before "
+                f"{_iso(peer.not_before)} (check the clocks)"
+            )
+        if self._crl is not None and peer.serial and self._crl.revoked(peer.serial):
+            raise _unauthenticated(
+                f"the client certificate '{peer.name}' (serial {peer.serial:x}) is revoked "
+                f"(the CRL of connector '{self.cfg.name}')"
+            )
+        if peer.problem:
+            raise RefusedFragment(peer.problem, grpc.StatusCode.PERMISSION_DENIED)
+        return peer
 
     def peer_name(self, context: grpc.ServicerContext) -> str:
         """The calling coordinator's certificate name, checked or not ("" over plaintext)."""
@@ -113,20 +219,16 @@ class Gate:
         """The calling coordinator's name if it may call at all ("" over plaintext)."""
         if not self.secure:
             return ""
-        peer = self._peer(context)
-        if peer.problem:
-            raise RefusedFragment(peer.problem, grpc.StatusCode.PERMISSION_DENIED)
-        return peer.name
+        return self._checked(context).name
 
     def admit(self, context: grpc.ServicerContext, request: Any) -> Caller:
-        """The verified caller of ``request``; raises RefusedFragment (UNAUTHENTICATED or
-        PERMISSION_DENIED) when the coordinator or its principal cannot be trusted."""
+        """The verified caller of ``request``; raises RefusedFragment (UNAUTHENTICATED,
+        PERMISSION_DENIED, or RESOURCE_EXHAUSTED for a coordinator over its replay-store
+        bound) when the coordinator or its principal cannot be trusted or admitted."""
         principal = principal_from_proto(request.principal)
         if not self.secure:
             return Caller(PLAINTEXT, principal, False)
-        peer = self._peer(context)
-        if peer.problem:
-            raise RefusedFragment(peer.problem, grpc.StatusCode.PERMISSION_DENIED)
+        peer = self._checked(context)
         assert peer.key is not None
         issued_ms, nonce, signature = principal_proof(request.principal)
         if not signature:
@@ -134,6 +236,8 @@ class Gate:
                 f"the principal is not signed by coordinator '{peer.name}'; "
                 "this connector accepts only principals its coordinators vouch for"
             )
+        if not 16 <= len(nonce) <= _MAX_NONCE:
+            raise _unauthenticated("the signed principal has no nonce of 16 to 64 bytes")
         try:
             peer.key.verify(
                 signature, signed_payload(self.cfg.name, request), ec.ECDSA(hashes.SHA256())
@@ -150,19 +254,67 @@ class Gate:
                 f"the signed principal is {now - issued:.0f} s old; requests are accepted "
                 f"for {WINDOW_SECONDS:.0f} s (check the coordinator's clock)"
             )
-        if len(nonce) < 16:
-            raise _unauthenticated("the signed principal has no nonce")
         with self._lock:
-            if nonce in self._nonces:
+            seen = self._seen.get(peer.name)
+            if seen is None:
+                seen = self._seen[peer.name] = _Seen()
+            if nonce in seen.nonces:
                 raise _unauthenticated("this signed request was already used (replay)")
-            if len(self._nonces) >= _MAX_NONCES:
-                self._nonces = {n: t for n, t in self._nonces.items() if t > now}
-                if len(self._nonces) >= _MAX_NONCES:
-                    raise RefusedFragment(
-                        "too many requests in the replay window", grpc.StatusCode.UNAVAILABLE
-                    )
-            self._nonces[nonce] = issued + WINDOW_SECONDS
+            seen.prune(now)
+            if len(seen.nonces) >= self._replay_bound:
+                raise RefusedFragment(
+                    f"coordinator '{peer.name}' sent more than {self._replay_bound} signed "
+                    f"requests within {WINDOW_SECONDS:.0f} s, the most connector "
+                    f"'{self.cfg.name}' remembers per coordinator for replay protection "
+                    "(replay_entries_per_coordinator); retry shortly (other coordinators are "
+                    "not affected)",
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                )
+            seen.add(nonce, issued + WINDOW_SECONDS)
         return Caller(peer.name, principal, True)
+
+    def refused(
+        self,
+        context: grpc.ServicerContext,
+        error: RefusedFragment,
+        write: Callable[[dict[str, Any]], object],
+        request: Any = None,
+        record: dict[str, Any] | None = None,
+        rpc: str = "",
+        summary: Callable[[dict[str, Any]], object] | None = None,
+    ) -> bool:
+        """Audit one refused call: fills ``record`` (or a new one) with who the TLS
+        peer is, what the request claimed (bounded, as ``claimed_*``), the error and
+        ``authenticated: false``, and writes it with ``write`` unless this peer has
+        used up its lines (a flood); then it only counts towards the
+        next summary line (written with ``summary``, default ``write``).
+        Returns whether the line was written."""
+        rec = record if record is not None else {"time": _utc_now(), "peer": context.peer()}
+        if rpc:
+            rec["rpc"] = rpc
+        for k in ("user", "roles", "purpose"):  # the request's word, not verified
+            rec.pop(k, None)
+        rec.update(
+            coordinator=self.peer_name(context) or "-",
+            authenticated=False,
+            outcome="refused",
+            error=str(error),
+        )
+        if request is not None and request.HasField("principal"):
+            rec.update(_claims(request.principal))
+        _bound_fields(rec)
+        key = self._refusal_key(context)
+        if self._refusals.admit(key, rec, summary or write):
+            write(rec)
+            return True
+        return False
+
+    def _refusal_key(self, context: grpc.ServicerContext) -> str:
+        """Whom refusals are counted against: the certificate's name, else the address."""
+        name = self._peer(context).name if self.secure else ""
+        if name:
+            return name
+        return context.peer().rpartition(":")[0] or context.peer()
 
     def check_purpose(self, caller: Caller) -> None:
         if self.cfg.require_purpose and not caller.principal.purpose.strip():
@@ -198,3 +350,200 @@ def _grants(g: Grant, table: str, p: Principal) -> bool:
     if g.table not in ("*", table.lower()):
         return False
     return p.user in g.users or any(r in g.roles for r in p.roles)
+
+
+def _cut(text: str, n: int) -> tuple[str, bool]:
+    return (text, False) if len(text) <= n else (text[:n], True)
+
+
+def _claims(p: Any) -> dict[str, Any]:
+    """What an unauthenticated request said about its analyst, bounded."""
+    user, cut_user = _cut(p.user, _MAX_USER)
+    purpose, cut_purpose = _cut(p.purpose, _MAX_PURPOSE)
+    roles = [_cut(r, _MAX_ROLE) for r in p.roles[:_MAX_ROLES]]
+    out: dict[str, Any] = {
+        "claimed_user": user,
+        "claimed_roles": [r for r, _ in roles],
+        "claimed_purpose": purpose,
+    }
+    if cut_user or cut_purpose or any(c for _, c in roles) or len(p.roles) > _MAX_ROLES:
+        out.update(claims_truncated=True, claimed_roles_count=len(p.roles))
+    return out
+
+
+def _bound_fields(rec: dict[str, Any]) -> None:
+    """Cut every other text field of a refused call's line (the request chose them:
+    query id, nonce, signature...); the SQL is already cut by audited_sql."""
+    cut = []
+    for k, v in list(rec.items()):
+        limit = _MAX_QUERY_ID if k in ("query_id", "cancel_query_id") else _MAX_FIELD
+        if k != "sql" and isinstance(v, str) and len(v) > limit:
+            rec[k] = v[:limit]
+            cut.append(k)
+    if cut:
+        rec["truncated_fields"] = sorted(cut)
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """One peer's allowance of refusal lines, and the refusals it had no line for."""
+
+    coordinator: str
+    tokens: float
+    at: float  # time.monotonic() of the last refill
+    more: int = 0  # refused without a line of their own, since the last summary
+    errors: dict[str, int] = field(default_factory=dict)
+    rpcs: dict[str, int] = field(default_factory=dict)
+    first: str = ""
+    last: str = ""
+    timer: threading.Timer | None = None
+
+
+class _Refusals:
+    """Per-peer rate limit of refusal lines (a token bucket): a peer gets
+    REFUSAL_BURST lines at once and REFUSAL_LINES_PER_SECOND after that, so a
+    quiet peer's refusals, and any peer's first, are always written; the rest
+    are counted and written as one summary line REFUSAL_SUMMARY_SECONDS after
+    the first one without a line."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[str, _Bucket] = {}
+
+    def admit(
+        self, peer: str, rec: dict[str, Any], summary: Callable[[dict[str, Any]], object]
+    ) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            b = self._buckets.get(peer)
+            if b is None:
+                if len(self._buckets) >= _MAX_REFUSING_PEERS:  # forget peers gone quiet
+                    self._buckets = {k: v for k, v in self._buckets.items() if v.more}
+                b = _Bucket(str(rec.get("coordinator", "-")), float(REFUSAL_BURST), now)
+                self._buckets[peer] = b
+            b.tokens = min(float(REFUSAL_BURST), b.tokens + (now - b.at) * REFUSAL_LINES_PER_SECOND)
+            b.at = now
+            if b.tokens >= 1.0:
+                b.tokens -= 1.0
+                return True
+            b.more += 1
+            reason = str(rec.get("error", ""))[:200]
+            if reason not in b.errors and len(b.errors) >= 5:
+                reason = "(other reasons)"
+            b.errors[reason] = b.errors.get(reason, 0) + 1
+            rpc = str(rec.get("rpc", "Execute"))[:32]
+            b.rpcs[rpc] = b.rpcs.get(rpc, 0) + 1
+            b.last = _utc_now()
+            b.first = b.first or b.last
+            if b.timer is None:
+                b.timer = threading.Timer(REFUSAL_SUMMARY_SECONDS, self._flush, (peer, b, summary))
+                b.timer.daemon = True
+                b.timer.start()
+            return False
+
+    def _flush(self, peer: str, b: _Bucket, summary: Callable[[dict[str, Any]], object]) -> None:
+        with self._lock:
+            n, errors, rpcs, first, last = b.more, b.errors, b.rpcs, b.first, b.last
+            b.more, b.errors, b.rpcs, b.first, b.last, b.timer = 0, {}, {}, "", "", None
+        if not n:
+            return
+        try:
+            summary(
+                {
+                    "kind": "refusals",
+                    "time": _utc_now(),
+                    "peer": peer,
+                    "coordinator": b.coordinator,
+                    "authenticated": False,
+                    "outcome": "refused",
+                    "refused_more": n,
+                    "summary": f"{n} more refused from {peer}",
+                    "errors": errors,
+                    "rpcs": rpcs,
+                    "first": first,
+                    "last": last,
+                }
+            )
+        except Exception:  # a timer thread: nobody else would see it
+            log.exception("the summary of %d refusals from %s was not audited", n, peer)
+
+
+class _Revocations:
+    """The CA's revocation list for a connector, checked against its signature
+    and reloaded when the file changes (looked at at most every CRL_CHECK_SECONDS).
+    A CRL that does not load keeps the last good one in force."""
+
+    def __init__(self, tls: ServerTLS, where: str) -> None:
+        assert tls.crl is not None
+        self.path: Path = tls.crl
+        self.client_ca = tls.client_ca
+        self.where = where
+        self._lock = threading.Lock()
+        try:
+            self._stamp = self._stat()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{where}: {self.path} not found; write it with `fedsql certs crl --ca CA_DIR`"
+            ) from None
+        self._list = self._load()
+        self._next = time.monotonic() + CRL_CHECK_SECONDS
+        log.info("%s: %d certificate(s) revoked", where, len(self._list.serials))
+
+    def _stat(self) -> tuple[int, int, int]:
+        st = os.stat(self.path)
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def _load(self) -> RevocationList:
+        try:
+            data, ca = self.path.read_bytes(), self.client_ca.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"{self.where}: cannot read {self.path} ({e.strerror})") from None
+        return load_crl(data, ca, self.where)
+
+    def revoked(self, serial: int) -> bool:
+        now = time.monotonic()
+        if now >= self._next and self._lock.acquire(blocking=False):
+            try:
+                self._next = now + CRL_CHECK_SECONDS
+                self._reload()
+            finally:
+                self._lock.release()
+        return serial in self._list.serials
+
+    def _reload(self) -> None:
+        try:
+            stamp = self._stat()
+        except OSError as e:
+            if self._stamp != (0, 0, 0):
+                log.error(
+                    "%s: %s (%s); the revocations loaded before stay in force",
+                    self.where,
+                    self.path,
+                    e.strerror,
+                )
+                self._stamp = (0, 0, 0)
+            return
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            new = self._load()
+        except ConfigError as e:
+            log.error("%s; not reloaded: the revocations loaded before stay in force", e)
+            return
+        if new.number < self._list.number:
+            log.error(
+                "%s: CRL number %d is older than the one in force (%d); not reloaded",
+                self.where,
+                new.number,
+                self._list.number,
+            )
+            return
+        self._list = new
+        log.info("%s: reloaded, %d certificate(s) revoked", self.where, len(new.serials))
+        if new.next_update is not None and new.next_update < dt.datetime.now(dt.UTC):
+            log.warning(
+                "%s: past its next update (%s); write a new one",
+                self.where,
+                new.next_update.isoformat(),
+            )

@@ -31,7 +31,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from fedsql.capabilities import Capabilities, TypeOf
-from fedsql.planner.rules import flatten, null_supplying, reads_only
+from fedsql.lang.predicates import flatten, null_supplying, reads_only
 
 
 def scan_select(

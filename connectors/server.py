@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import signal
 import sys
 import threading
@@ -19,8 +20,9 @@ from sqlglot import exp
 
 from fedsql import __version__, lang, reasons
 from fedsql.config import AgencyConfig, Limits
-from fedsql.connectors.audit import AuditLog, audited_sql, public_message, touched
+from fedsql.connectors.audit import AuditLog, Rotation, audited_sql, public_message, touched
 from fedsql.connectors.backend import Backend, BackendError, Interrupter
+from fedsql.connectors.evidence import Evidence
 from fedsql.connectors.execution import FragmentRunner
 from fedsql.connectors.guard import check_fragment
 from fedsql.connectors.identity import Caller, Gate
@@ -45,7 +47,6 @@ from fedsql.wire import (
     RemoteCatalog,
     catalog_to_proto,
     key_set_from_proto,
-    principal_from_proto,
     reader_to_ipc_chunks,
     status_to_proto,
 )
@@ -104,7 +105,16 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         self.backend = backend
         self.runner = FragmentRunner(backend, hash_key, cfg.backend.engine, engine_limits(cfg))
         self.policy = cfg.policy
-        self.audit = AuditLog(cfg.audit_log)
+        # Signed with the node's TLS key (unsigned, hash-chained only, without TLS).
+        self.evidence = Evidence(cfg)
+        self.audit = AuditLog(
+            cfg.audit_log,
+            self.evidence.key,
+            Rotation(cfg.audit.rotate_bytes, cfg.audit.rotate_daily),
+            cfg.name,
+            cfg.audit.checkpoint_seconds,
+        )
+        self.audit.start(backend=backend.kind)
         self.gate = Gate(cfg)
         self._tables = {t.full_name.lower(): t for t in backend.tables()}
         self._schemas = {n: t.arrow_schema for n, t in self._tables.items()}
@@ -132,7 +142,8 @@ class ConnectorService(pb_grpc.ConnectorServicer):
 
     def _record(self, record: dict[str, Any]) -> None:
         """The fragment's audit line, its counters and its structured log line."""
-        self.audit.write(record)
+        sealed = self.audit.write(record, self.evidence.peers(record))
+        record.update(audit_seq=sealed.seq, audit_hash=sealed.hash)  # for its receipt
         self.metrics.finished(record["outcome"], record.get("rows", 0), record.get("bytes", 0))
         log.debug(
             "fragment query_id=%s outcome=%s rows=%s bytes=%s seconds=%s",
@@ -144,6 +155,12 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         )
 
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.Status:
+        try:  # counts and load are the agency's business: allowed coordinators only
+            self.gate.check_peer(context)
+        except RefusedFragment as e:
+            if self.gate.refused(context, e, self.audit.write, rpc="GetStatus"):
+                log.warning("status request refused: %s", e)
+            context.abort(e.code, str(e))
         active, outcomes, rows, nbytes = self.metrics.snapshot()
         return status_to_proto(
             NodeStatus(
@@ -212,6 +229,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 self.backend.dialect,
                 self.backend.capabilities,
                 lang.VERSION,
+                next((s for s in self.backend.default_schemas if s), "main"),
             )
         )
         with self._lock:
@@ -224,20 +242,8 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         try:
             caller = self.gate.admit(context, request)
         except RefusedFragment as e:
-            p = principal_from_proto(request.principal)
-            self.audit.write(
-                {
-                    "time": _utc_now(),
-                    "rpc": "GetCatalog",
-                    "peer": context.peer(),
-                    "coordinator": self.gate.peer_name(context) or "-",
-                    "user": p.user,
-                    "roles": list(p.roles),
-                    "outcome": "refused",
-                    "error": str(e),
-                }
-            )
-            log.warning("catalog request refused: %s", e)
+            if self.gate.refused(context, e, self.audit.write, request, rpc="GetCatalog"):
+                log.warning("catalog request refused: %s", e)
             context.abort(e.code, str(e))
         return self._catalog_for(caller)
 
@@ -266,12 +272,15 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         )
 
     def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.CancelResponse:
-        with self._lock:
-            runs = list(self._running.get(request.query_id, ()))
         try:
             peer = self.gate.check_peer(context)
         except RefusedFragment as e:
+            rec = {"time": _utc_now(), "peer": context.peer(), "cancel_query_id": request.query_id}
+            if self.gate.refused(context, e, self.audit.write, record=rec, rpc="Cancel"):
+                log.warning("cancel request refused: %s", e)
             context.abort(e.code, str(e))
+        with self._lock:
+            runs = list(self._running.get(request.query_id, ()))
         mine = [stop for stop, who in runs if who == peer]
         for stop in mine:
             stop.fire()
@@ -279,22 +288,33 @@ class ConnectorService(pb_grpc.ConnectorServicer):
 
     def Execute(self, request: pb.ExecuteRequest, context: grpc.ServicerContext):  # type: ignore[no-untyped-def]
         """Run one fragment; every call, whatever its end, leaves one audit line."""
+        bad_id = not QUERY_ID.fullmatch(request.query_id or "-")
+        if bad_id:  # bounded before it goes anywhere (the log, a receipt, a trailer)
+            request.query_id = request.query_id[:64] + "~"
         record: dict[str, Any] = {
             "time": _utc_now(),
             "query_id": request.query_id or "-",
             "peer": context.peer(),
             **audited_sql(request.sql),
+            **self.evidence.of_request(request, context),
         }
         context = _Explained(context, record)  # every abort also says why, for programs
+        if bad_id:
+            msg = "a query id is 1 to 128 letters, digits or - _ . : (fedsql makes them so)"
+            record.update(outcome="refused", error=msg)
+            self._record(record)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
         try:
             yield from self._execute(request, context, record)
         except Exception:
             if "outcome" in record:
+                self.evidence.trail(request, context, record)  # the failed call's receipt
                 raise  # audited: an abort on its way out, or a failure after the line
             qid = record["query_id"]
             log.exception("query %s: internal error while handling a fragment", qid)
             record.update(outcome="internal", error="internal error")
             self._record(record)
+            self.evidence.trail(request, context, record)
             context.abort(
                 grpc.StatusCode.INTERNAL,
                 f"connector '{self.cfg.name}' failed on this fragment (an internal error; "
@@ -309,18 +329,14 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         try:
             caller = self.gate.admit(context, request)
         except RefusedFragment as e:
-            p = principal_from_proto(request.principal)
-            record.update(
-                coordinator=self.gate.peer_name(context) or "-",
-                user=p.user,
-                roles=list(p.roles),
-                purpose=p.purpose,
-                authenticated=False,
-                outcome="refused",
-                error=str(e),
+            # Bounded claims, not a user; a flood from one peer gets a summary line.
+            written = self.gate.refused(
+                context, e, self._record, request, record, "Execute", self.audit.write
             )
-            self._record(record)
-            log.warning("query %s: request refused: %s", qid, e)
+            if written:
+                log.warning("query %s: request refused: %s", record["query_id"], e)
+            else:
+                self.metrics.finished("refused")
             context.abort(e.code, str(e))
         principal = caller.principal
         record.update(
@@ -449,7 +465,8 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             audit("ok")
             seconds = time.perf_counter() - started
             yield pb.ExecuteResponse(
-                stats=pb.ExecuteStats(rows=counted.rows, bytes=nbytes, seconds=seconds)
+                stats=pb.ExecuteStats(rows=counted.rows, bytes=nbytes, seconds=seconds),
+                receipt=self.evidence.receipt(request, record),
             )
         except (_CallEnded, BackendError) as e:
             if isinstance(e, _CallEnded) or (stop.fired and not watchdog.fired):
@@ -539,6 +556,9 @@ class _Explained:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
+
+
+QUERY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def _utc_now() -> str:

@@ -116,7 +116,7 @@ def service(
 
     work = tmp_path_factory.mktemp("service")
     certs.init_ca(work / "pki", name="fedsql test service CA")
-    got = certs.issue(work / "pki", "connector", "localhost", work)  # localhost, 127.0.0.1
+    got = certs.issue(work / "pki", "connector", "localhost", work, local=True)
     roles = {"alice": '["analyst"]', "bob": '["auditor", "analyst"]'}
     # the agencies as the test federation reaches them (mutual TLS), its own users
     lines = [tpch_local.config_path.read_text().split("\n[user.")[0], ""]

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
+import pytest
+from conftest import PASSWORDS
+from helpers import LocalService
 
 from fedsql.local import LocalFederation
+from fedsql.service.remote import Remote, RemoteError
 
 
 def fedsql(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -57,6 +64,74 @@ def test_query_formats(tpch_local: LocalFederation, tmp_path: Path) -> None:
     assert pq.read_table(out).num_rows == 3
 
 
+ALL_ROWS = "--max-rows N (0: all) or --format csv for all"
+
+
+def test_query_table_says_how_to_see_every_row(tpch_local: LocalFederation) -> None:
+    cfg = str(tpch_local.config_path)
+    r = fedsql("query", "-c", cfg, "-q", "SELECT o_orderkey FROM orders ORDER BY 1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-1] == f"… 1,000 of 15,000 rows shown; {ALL_ROWS}"
+    assert len(lines) == 2 + 1000 + 1  # header, rule, rows, the note
+    r = fedsql("query", "-c", cfg, "-q", "--max-rows", "0", "SELECT o_orderkey FROM orders")
+    assert r.stdout.splitlines()[-1] == "(15000 rows)"
+    r = fedsql("query", "-c", cfg, "-q", "--max-rows", "3", "SELECT n_name FROM nation ORDER BY 1")
+    assert r.stdout.splitlines()[-4:] == [
+        "ALGERIA",
+        "ARGENTINA",
+        "BRAZIL",
+        f"… 3 of 25 rows shown; {ALL_ROWS}",
+    ]
+
+
+def test_json_keeps_decimals_as_numbers(
+    tpch_local: LocalFederation, central: duckdb.DuckDBPyConnection
+) -> None:
+    sql = "SELECT o_orderkey, o_totalprice FROM orders ORDER BY 1 LIMIT 3"
+    r = fedsql("query", "-c", str(tpch_local.config_path), "--format", "json", "-q", sql)
+    assert r.returncode == 0, r.stderr
+    assert re.match(r'\{"o_orderkey": 1, "o_totalprice": \d+\.\d\d\}$', r.stdout.splitlines()[0])
+    got = [json.loads(line, parse_float=Decimal) for line in r.stdout.splitlines()]
+    want = central.execute(sql).fetchall()
+    assert [(g["o_orderkey"], g["o_totalprice"]) for g in got] == want  # exact, not floats
+
+
+def test_queries_show_errors_and_readable_times(service: LocalService) -> None:
+    remote = Remote(service.url, "alice", PASSWORDS["alice"], ca_file=service.ca)
+    try:
+        remote.sql("SELECT count(*) FROM region")
+        with pytest.raises(RemoteError, match="unknown table 'nowhere'"):
+            remote.sql("SELECT x FROM nowhere")
+    finally:
+        remote.close()
+    args = ["queries", "--url", service.url, "--user", "alice", "--ca", str(service.ca)]
+    args += ["--password-file", str(service.config.parent / "alice.password")]
+    r = fedsql(*args)
+    assert r.returncode == 0, r.stderr
+    head, _, *rows = r.stdout.splitlines()
+    assert [c.strip() for c in head.split("|")][:6] == [
+        "id",
+        "user",
+        "state",
+        "started",
+        "time",
+        "rows",
+    ]
+    assert "error" in head
+    failed = next(line for line in rows if "| failed" in line)
+    assert "unknown table 'nowhere'" in failed
+    started, took = (c.strip() for c in failed.split("|")[3:5])
+    assert re.fullmatch(r"(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d", started), failed
+    assert re.fullmatch(r"\d+ ms|\d+\.\d\d s", took), failed
+    done = next(line for line in rows if "| done" in line)
+    assert re.search(r"\| 1 +\|", done), done  # one result row
+    r = fedsql(*args, "--json")
+    listed = json.loads(r.stdout)
+    bad = next(q for q in listed if q["state"] == "failed")
+    assert "unknown table 'nowhere'" in bad["error"] and isinstance(bad["seconds"], float)
+
+
 def test_explain_shows_fragments_and_residual(tpch_local: LocalFederation) -> None:
     r = fedsql("explain", "-c", str(tpch_local.config_path), CROSS)
     assert r.returncode == 0, r.stderr
@@ -69,7 +144,7 @@ def test_bad_query_is_one_clear_line(tpch_local: LocalFederation) -> None:
     cfg = str(tpch_local.config_path)
     for sql, why in [
         ("SELECT * FROM lineitems", "unknown table 'lineitems'; did you mean"),
-        ("SELEC 1", "cannot parse"),
+        ("SELEC 1", "syntax error at line 1, column 1"),
         ("SELECT nope FROM orders", "nope"),
         ("DROP TABLE orders", "only SELECT"),
     ]:
@@ -77,7 +152,9 @@ def test_bad_query_is_one_clear_line(tpch_local: LocalFederation) -> None:
         assert r.returncode == 1
         assert r.stdout == ""
         err = r.stderr.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: ") and why in err[0], r.stderr
+        assert err[0].startswith("error: ") and why in err[0], r.stderr
+        # one line, or for a syntax error the line of the query and a caret under it
+        assert len(err) == 1 or (len(err) == 3 and err[2].strip() == "^"), r.stderr
 
 
 def test_unreachable_agency_is_named(tmp_path: Path) -> None:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
 
 import fedsql
-from fedsql.notebook import Result, html_table, register_ipython
+from fedsql.errors import FedSQLError
+from fedsql.local import LocalFederation
+from fedsql.notebook import (
+    Result,
+    html_table,
+    load_ipython_extension,
+    register_ipython,
+    set_purpose,
+)
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "analyst_tour.py"
 
@@ -66,3 +77,46 @@ def test_example_script_runs() -> None:
     assert "visits per region" in done.stdout
     assert "health:" in done.stdout and "registry:" in done.stdout
     assert "masked (hash)" in done.stdout
+
+
+def _purpose_at(local: LocalFederation, agency: str, result: Result) -> set[str]:
+    """The purposes the agency's audit log holds for the query of ``result``."""
+    assert result.stats is not None
+    qid = result.stats.query_id
+    lines = (local.work / f"{agency}-audit.jsonl").read_text().splitlines()
+    return {r["purpose"] for r in map(json.loads, lines) if r.get("query_id") == qid}
+
+
+def test_purpose_reaches_the_agencies_from_python(tpch_local: LocalFederation) -> None:
+    with fedsql.connect(tpch_local.config_path, user="alice", purpose="first look") as fed:
+        first = fed.query("SELECT count(*) AS n FROM region")
+        set_purpose(fed, "  quarterly review ")
+        second = fed.query("SELECT count(*) AS n FROM region")
+    assert _purpose_at(tpch_local, "registry", first) == {"first look"}
+    assert _purpose_at(tpch_local, "registry", second) == {"quarterly review"}
+
+
+def test_magics_connect_with_a_purpose_and_change_it(tpch_local: LocalFederation) -> None:
+    magics: dict[tuple[str, str], Callable[..., Any]] = {}
+
+    def register_magic_function(fn: Callable[..., Any], magic_kind: str, magic_name: str) -> None:
+        magics[(magic_kind, magic_name)] = fn
+
+    load_ipython_extension(types.SimpleNamespace(register_magic_function=register_magic_function))
+    line, cell = magics[("line", "fedsql")], magics[("cell", "fedsql")]
+    with pytest.raises(FedSQLError, match="not connected: %fedsql connect"):
+        line("SELECT 1")
+    line(f"connect {tpch_local.config_path} --user alice --purpose 'regional statistics'")
+    first = line("SELECT count(*) AS n FROM nation")
+    assert isinstance(first, Result) and first.table.column("n").to_pylist() == [25]
+    assert line("purpose") == "regional statistics"
+    line('purpose "audit of 2025, sample"')
+    second = cell("", "SELECT count(*) AS n\nFROM region")
+    assert isinstance(second, Result) and len(second) == 1
+    third = cell("purpose it's the last one", "SELECT count(*) AS n FROM region")
+    assert _purpose_at(tpch_local, "registry", first) == {"regional statistics"}
+    assert _purpose_at(tpch_local, "registry", second) == {"audit of 2025, sample"}
+    assert _purpose_at(tpch_local, "registry", third) == {"it's the last one"}
+    with pytest.raises(FedSQLError, match="%fedsql connect: the following arguments"):
+        line("connect")
+    line.__self__.fed.close()

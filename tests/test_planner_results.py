@@ -11,6 +11,20 @@ import fedsql
 from fedsql.bench.compare import diff_tables, has_order_by
 
 QUERIES = {
+    # Found by the oracle fuzzer (tests/test_planner_oracle.py):
+    # a correlated subquery in a WHERE that a join group's ON was moved into
+    "correlated subquery after a co-located join": """
+        SELECT customer.c_phone AS a0, t1.c_custkey AS a1 FROM customer
+        INNER JOIN customer t1 ON customer.c_custkey = t1.c_custkey
+        WHERE customer.c_acctbal <= (SELECT stddev_samp(t3.o_totalprice) FROM customer t2
+          LEFT JOIN orders AS t3 ON t2.c_custkey = t3.o_custkey
+          WHERE t3.o_custkey = customer.c_custkey AND t2.c_acctbal >= 4582.50)""",
+    # a WHEN ... THEN branch is not a value to compute at the agency
+    "CASE branches over one agency's columns": """
+        SELECT t2.n_comment AS a0, CASE WHEN NOT (t1.c_address LIKE '%a') THEN t1.c_phone
+          WHEN t2.n_nationkey IS NOT DISTINCT FROM 9 THEN t1.c_comment ELSE t1.c_name END AS a1
+        FROM customer AS t1 JOIN nation AS t2 ON t1.c_nationkey = t2.n_nationkey
+        JOIN supplier ON s_nationkey = t2.n_nationkey WHERE s_acctbal > 9000""",
     # A filter pushed to the last of several groups after an earlier one rebuilt the
     # WHERE (issue 14: the residual kept it, its column pruned: Binder Error).
     "filter_after_rebuilt_where": "SELECT p_brand, count(*) AS n FROM part JOIN lineitem "
@@ -216,7 +230,7 @@ def test_key_sets_join_the_fragment(
     import fedsql.execute
     from fedsql.bench.compare import tpch_query
 
-    monkeypatch.setattr(fedsql.execute, "INLINE_KEYS", 0)
+    monkeypatch.setattr(fedsql.planner.render, "INLINE_KEYS", 0)
     sql = tpch_query(n)
     got = fed.sql(sql)
     assert diff_tables(got, central.sql(sql).to_arrow_table(), has_order_by(sql)) is None
@@ -281,7 +295,7 @@ def test_scalar_subquery_values_filter_at_the_agency(fed: fedsql.Federation, cen
     fed.sql(sql)
     st = fed.last_stats
     assert st is not None
-    (trade,) = [r for r in st.fragments if r.fragment.scalar_filters]
+    (trade,) = [r for r in st.fragments if r.fragment.scalars]
     assert "__fedsql_scalar" not in trade.sql and "CAST(" in trade.sql
     assert trade.stats.rows < len(central.sql("SELECT 1 FROM orders").fetchall()) / 10
 

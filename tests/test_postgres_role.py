@@ -322,3 +322,32 @@ def test_table_names_match_exactly_as_postgres_spells_them(
     with LocalFederation(tmp_path, [toml]) as local, fedsql.connect(local.config_path) as fed:
         assert fed.sql("SELECT who FROM cases.people").column(0).to_pylist() == ["upper"]
         assert fed.sql("SELECT n FROM cases.visits").column(0).to_pylist() == [7]
+
+
+def test_schemas_go_by_the_agencys_own_names(pg_server: PostgresServer, tmp_path: Path) -> None:
+    """``public`` is public, not ``main``; every listed name resolves; an unknown one
+    is fedsql's error, not DuckDB's (issue 15)."""
+    pg_server.create_database("tax")
+    pg_server.execute(
+        "CREATE TABLE tax_returns (id INT, income INT)",
+        "INSERT INTO tax_returns VALUES (1, 10)",
+        "CREATE SCHEMA archive",
+        "CREATE TABLE archive.old_returns (id INT)",
+        "INSERT INTO archive.old_returns VALUES (7)",
+        database="tax",
+    )
+    dsn = pg_server.create_reader("tax", ["tax_returns", "archive.old_returns"])
+    toml = write_agency_toml(tmp_path / "tax.toml", "tax", "postgres", dsn)
+    with LocalFederation(tmp_path, [toml]) as local, fedsql.connect(local.config_path) as fed:
+        keys = sorted((t.schema_key, t.name) for t in fed.catalog.tables)
+        assert keys == [("archive", "old_returns"), ("public", "tax_returns")]
+        for name in ("tax.public.tax_returns", "tax.tax_returns", "tax_returns"):
+            assert fed.sql(f"SELECT * FROM {name}").num_rows == 1, name
+        for name in ("tax.archive.old_returns", "tax.old_returns", "old_returns"):
+            assert fed.sql(f"SELECT id FROM {name}").column(0).to_pylist() == [7], name
+        for t in fed.catalog.tables:  # as listed: agency.schema.table
+            assert fed.sql(f"SELECT count(*) FROM {t.agency}.{t.schema_key}.{t.name}").num_rows
+        with pytest.raises(FedSQLError) as info:
+            fed.sql("SELECT * FROM tax.nope.tax_returns")
+        assert "unknown table 'tax.nope.tax_returns'" in str(info.value)
+        assert "Catalog Error" not in str(info.value)

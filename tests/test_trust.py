@@ -238,10 +238,14 @@ def test_a_connector_certificate_cannot_act_as_coordinator(
 
 def test_coordinator_checks_it_talks_to_the_named_agency(pki: Path, secure: LocalConnector) -> None:
     """A connector whose certificate names another agency is not trusted as this one."""
-    ch, raw = open_channel(_ref(pki, secure.address, server_name="registry"))
+    ref = replace(_ref(pki, secure.address), name="registry")  # trade's address
+    ch, raw = open_channel(ref)
     with raw, pytest.raises(grpc.RpcError) as info:
         _run(pb_grpc.ConnectorStub(ch), _request("SELECT 1 AS x"))
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    # Nor under any other name it might carry ("localhost" used to be in every one).
+    with pytest.raises(ConfigError, match="must name the agency"):
+        open_channel(_ref(pki, secure.address, server_name="localhost"))
 
 
 # -- signed principals -------------------------------------------------------
@@ -415,10 +419,10 @@ def test_audit_has_every_executed_and_refused_fragment(
     _refused(stub, bad)
     forged = _request("SELECT n_name FROM nation", user="eve", query_id="q-forged")
     _refused(unsigned, forged)
-    recs = {
-        json.loads(x)["query_id"]: json.loads(x)
-        for x in _audit_path(secure).read_text().splitlines()
-    }
+    lines = [json.loads(x) for x in _audit_path(secure).read_text().splitlines()]
+    # start, checkpoint and peer-certificate lines carry a kind; fragment lines do not
+    recs = {x["query_id"]: x for x in lines if "kind" not in x and "query_id" in x}
+    assert lines[0]["kind"] == "start" and "BEGIN CERTIFICATE" in lines[0]["cert"]
     r = recs[ok.query_id]
     assert r["outcome"] == "ok" and r["rows"] == 5 and r["bytes"] > 0
     assert r["coordinator"] == "coordinator" and r["authenticated"] is True
@@ -426,10 +430,14 @@ def test_audit_has_every_executed_and_refused_fragment(
     assert r["tables"] == ["nation"]
     assert r["columns"] == ["nation.n_comment", "nation.n_name", "nation.n_regionkey"]
     assert r["masks"] == ["nation.n_comment:hash"] and r["sql"] == ok.sql
-    assert {"time", "prev", "seq", "hash", "seconds"} <= r.keys()
+    assert {"time", "prev", "seq", "hash", "seconds", "signer", "sig"} <= r.keys()
+    # the coordinator's signed principal, kept as evidence against it
+    assert {"nonce", "issued_unix_ms", "principal_sig", "coordinator_cert"} <= r.keys()
     assert recs["q-denied"]["outcome"] == "refused" and "region" in recs["q-denied"]["error"]
     assert recs["q-bad"]["outcome"] == "refused"
-    assert recs["q-forged"]["outcome"] == "refused" and recs["q-forged"]["user"] == "eve"
+    forged_rec = recs["q-forged"]  # what an unauthenticated request claims, named so
+    assert forged_rec["outcome"] == "refused" and forged_rec["claimed_user"] == "eve"
+    assert "user" not in forged_rec
     assert recs["q-forged"]["authenticated"] is False
 
 
@@ -447,6 +455,7 @@ def test_audit_verify_names_the_broken_line(
     assert "intact" in r.stdout
     lines = log.read_text().splitlines()
     assert len(lines) >= 4
+    i = next(n for n, x in enumerate(lines) if '"user":"alice"' in x and '"rows":' in x)
 
     def broken(new: list[str]) -> str:
         p = tmp_path / "copy.jsonl"
@@ -456,19 +465,21 @@ def test_audit_verify_names_the_broken_line(
         return capsys.readouterr().out
 
     edited = list(lines)
-    edited[1] = (
-        edited[1].replace('"user":"alice"', '"user":"mallory"', 1).replace('"rows":', '"rows":1', 1)
+    edited[i] = (
+        edited[i].replace('"user":"alice"', '"user":"mallory"', 1).replace('"rows":', '"rows":1', 1)
     )
-    assert edited[1] != lines[1]
-    assert "chain broken at line 2" in broken(edited)
+    assert edited[i] != lines[i]
+    assert f"chain broken at line {i + 1}" in broken(edited)
     assert "line 3" in broken(lines[:2] + lines[3:])  # deleted line 3
     assert "line 2" in broken([lines[0], lines[2], lines[1], *lines[3:]])  # swapped 2 and 3
     assert "line 1" in broken(lines[1:])  # the start removed
-    # An editor who also recomputes the line's own hash is caught by the next line.
-    rec = json.loads(edited[1])
+    # An editor who also recomputes the line's hash cannot sign it: the line itself
+    # fails (without the node key it is unsigned in a signed log).
+    rec = json.loads(edited[i])
     resealed = list(lines)
-    resealed[1] = seal(rec, rec["prev"], rec["seq"])
-    assert "chain broken at line 3" in broken(resealed)
+    resealed[i] = seal(rec, rec["prev"], rec["seq"])
+    out = broken(resealed)
+    assert f"chain broken at line {i + 1}" in out and "not signed" in out
 
 
 def test_audit_chain_continues_after_restart(tmp_path: Path) -> None:
@@ -595,7 +606,7 @@ def test_certs_show_names_role_and_expiry(pki: Path, capsys: pytest.CaptureFixtu
         cli.main(["certs", "show", str(pki / f"{AGENCY}.crt"), str(pki / "old/expired.crt")]) == 0
     )
     out = capsys.readouterr().out.splitlines()
-    assert "connector CN=trade (trade, localhost, 127.0.0.1)" in out[0] and "days left" in out[0]
+    assert "connector CN=trade (trade)," in out[0] and "days left" in out[0]  # no localhost
     assert "coordinator CN=expired" in out[1] and "EXPIRED" in out[1]
 
 

@@ -24,6 +24,7 @@ class TableRef:
     row_count_estimate: int
     masks: tuple[tuple[str, str], ...] = ()  # (column, mask) the agency applies for us
     row_filtered: bool = False  # the agency hides some rows from us
+    default_schema: str = "main"  # the agency's own name for its default schema
 
     def __deepcopy__(self, memo: dict[int, object]) -> TableRef:
         # Immutable: sqlglot deep-copies expression metadata on every copy().
@@ -36,8 +37,9 @@ class TableRef:
 
     @property
     def schema_key(self) -> str:
-        """Schema name used inside the planner (never empty)."""
-        return self.schema or "main"
+        """The table's schema as its agency names it ("public" for a PostgreSQL
+        default schema, "main" for DuckDB's): never empty."""
+        return self.schema or self.default_schema
 
 
 class Catalog:
@@ -54,6 +56,7 @@ class Catalog:
                 t.row_count_estimate,
                 t.masks,
                 t.row_filtered,
+                cat.default_schema,
             )
             for agency, cat in catalogs.items()
             for t in cat.tables

@@ -10,23 +10,40 @@ never leave the file they are written to.
 
 - A **connector** certificate has the connector's name as CN and as a DNS name
   (coordinators verify that name, so a connector cannot pose as another
-  agency), plus ``localhost``, ``127.0.0.1`` and any extra hosts; extended key
-  usage ``serverAuth``.
+  agency), plus the extra hosts it is reached at; extended key usage
+  ``serverAuth``.
 - A **coordinator** certificate has the coordinator's identity as CN (what
   connectors list in ``allowed_coordinators`` and write in their audit logs);
   extended key usage ``clientAuth`` only, so it cannot serve as a connector.
+
+A certificate names one thing (issue 17): ``issue`` refuses wildcard hosts, a
+host that is another node's name or host (the CA directory keeps an index of
+what it issued, ``issued.jsonl``), and loopback names and addresses unless
+asked for with ``local=True`` (``--local``: local development, where every
+connector is ``localhost``). Otherwise a connector certificate that also said
+``localhost`` or ``*.gov.example`` would be accepted by a coordinator that
+expects a different agency under that name.
+
+Revocation: ``revoke`` records a serial in ``revoked.jsonl`` and ``write_crl``
+writes the CA's X.509 CRL (``ca.crl``); connectors name it in
+``[connector.tls] crl`` and reload it when it changes (connectors/identity.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -35,6 +52,9 @@ from fedsql.errors import ConfigError
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
+CA_CRL = "ca.crl"  # the CA's revocation list, written by write_crl
+INDEX = "issued.jsonl"  # one line per certificate issued: serial, kind, name, names
+REVOKED = "revoked.jsonl"  # one line per revoked serial
 KINDS = ("connector", "coordinator")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -47,6 +67,7 @@ class Issued:
     key: Path
     subject: str
     not_after: dt.datetime
+    serial: str = ""  # hex, as `fedsql certs show` and `certs revoke` spell it
 
 
 def _key_usage(signs_certificates: bool = False, key_agreement: bool = False) -> x509.KeyUsage:
@@ -117,7 +138,7 @@ def init_ca(directory: Path, name: str = "fedsql federation CA", days: int = 365
     )
     _write_key(key_path, key)
     _write_cert(cert_path, cert)
-    return Issued(cert_path, key_path, name, cert.not_valid_after_utc)
+    return Issued(cert_path, key_path, name, cert.not_valid_after_utc, serial_hex(cert))
 
 
 def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -138,6 +159,129 @@ def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey
     return cert, key
 
 
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+LOCAL_HOSTS = ("localhost", "127.0.0.1")  # what local=True adds to a connector certificate
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost``, ``*.localhost``, 127/8, ::1).
+
+    >>> [is_loopback(h) for h in ("localhost", "a.localhost", "127.0.0.2", "::1", "health")]
+    [True, True, True, True, False]
+    """
+    h = host.strip().rstrip(".").lower()
+    try:
+        ip = ipaddress.ip_address(h)
+    except ValueError:
+        return h in _LOOPBACK_NAMES or h.endswith(".localhost")
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def _host(h: str, local: bool) -> x509.GeneralName:
+    """The subject alternative name for one ``--host``, or a ConfigError saying why not."""
+    if "*" in h:
+        raise ConfigError(
+            f"--host {h!r}: wildcard names are refused; a connector certificate names "
+            "exactly the hosts that connector is reached at"
+        )
+    if is_loopback(h) and not local:
+        raise ConfigError(
+            f"--host {h!r} is a loopback name: every node on every machine is {h!r}, so a "
+            "coordinator expecting it would accept any agency; pass --local (local "
+            "development only) to issue it anyway"
+        )
+    try:
+        ip = ipaddress.ip_address(h)
+    except ValueError:
+        name = h.rstrip(".").lower()
+        if len(name) > 253 or not all(_DNS_LABEL.match(x) for x in name.split(".")):
+            raise ConfigError(f"--host {h!r} is neither a DNS name nor an IP address") from None
+        return x509.DNSName(name)
+    if ip.is_unspecified or ip.is_multicast:
+        raise ConfigError(f"--host {h!r} is not the address of one host")
+    return x509.IPAddress(ip)
+
+
+def _san(gn: x509.GeneralName) -> str:
+    return str(gn.value).lower()
+
+
+@contextmanager
+def _index_locked(ca_dir: Path) -> Iterator[list[dict[str, Any]]]:
+    """The CA's index of issued certificates, locked against a concurrent ``issue``."""
+    path = ca_dir / INDEX
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except ImportError:  # not POSIX: no lock (one operator issues at a time)
+            pass
+        yield _read_jsonl(path)
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            raise ConfigError(f"{path}: line {n} is not JSON (edited by hand?)") from None
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def _append_jsonl(path: Path, rec: dict[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as f:
+        f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+
+def _check_unique(
+    index: list[dict[str, Any]], kind: str, name: str, hosts: list[x509.GeneralName]
+) -> None:
+    """Refuse names that another node of this CA already has (its CN or one of its hosts).
+
+    The same kind and name again is a renewal and may keep its hosts."""
+    me = name.lower()
+    for rec in index:
+        other, other_kind = str(rec.get("name", "")).lower(), rec.get("kind")
+        if other == me and other_kind == kind:
+            continue  # a renewal of this node
+        theirs = {other, *(h for h in map(str.lower, rec.get("hosts", ())) if not is_loopback(h))}
+        if other == me:
+            raise ConfigError(
+                f"{name!r} is already the name of a {other_kind} certificate of this CA "
+                f"(serial {rec.get('serial')}); one name, one node"
+            )
+        if me in theirs:
+            raise ConfigError(
+                f"{name!r} is a host of {other_kind} {rec.get('name')!r}'s certificate "
+                f"(serial {rec.get('serial')}); one name, one node"
+            )
+        for gn in hosts:
+            h = _san(gn)
+            if h in theirs:
+                what = "the name" if h == other else "a host"
+                raise ConfigError(
+                    f"--host {h!r} is {what} of {other_kind} {rec.get('name')!r} (serial "
+                    f"{rec.get('serial')}, issued by this CA): a certificate naming it would let "
+                    f"{name!r} answer for {rec.get('name')!r}"
+                )
+
+
 def issue(
     ca_dir: Path,
     kind: str,
@@ -146,11 +290,18 @@ def issue(
     hosts: tuple[str, ...] = (),
     days: int = 397,
     not_before: dt.datetime | None = None,
+    *,
+    local: bool = False,
+    not_after: dt.datetime | None = None,
 ) -> Issued:
     """Issue ``out_dir/NAME.crt`` and ``NAME.key`` for a connector or coordinator.
 
-    ``hosts``: extra DNS names or IP addresses the connector is reached at.
-    ``not_before`` (tests): back-date the validity window.
+    ``hosts``: extra DNS names or IP addresses the connector is reached at (no
+    wildcards, no other node's name, no loopback unless ``local``).
+    ``local``: local development: the connector certificate also names
+    ``localhost`` and ``127.0.0.1`` (a node *named* ``localhost`` is local by its name).
+    ``not_before`` / ``not_after`` (tests): the validity window (default: from five
+    minutes ago, for ``days``).
     """
     if kind not in KINDS:
         raise ConfigError(f"certificate kind must be connector or coordinator, not {kind!r}")
@@ -159,58 +310,221 @@ def issue(
             f"{name!r} is not a valid node name: letters, digits, '.', '_', '-' (max 63)"
         )
     ca_cert, ca_key = _load_ca(ca_dir)
-    key = ec.generate_private_key(ec.SECP256R1())
     start = not_before or (_now() - dt.timedelta(minutes=5))
-    end = start + dt.timedelta(days=days)
+    end = not_after or (start + dt.timedelta(days=days))
     if end > ca_cert.not_valid_after_utc:
         end = ca_cert.not_valid_after_utc
+    if end <= start:
+        raise ConfigError("the certificate would expire before it becomes valid")
     if kind == "connector":
-        names: list[x509.GeneralName] = []
-        for h in (name, "localhost", "127.0.0.1", *hosts):
-            try:
-                gn: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(h))
-            except ValueError:
-                gn = x509.DNSName(h)
+        local = local or is_loopback(name)
+        extra: list[x509.GeneralName] = []
+        for h in hosts:
+            gn = _host(h, local)
+            if gn not in extra and _san(gn) != name.lower():
+                extra.append(gn)
+        names: list[x509.GeneralName] = [x509.DNSName(name)]
+        for gn in extra + [_host(h, True) for h in (LOCAL_HOSTS if local else ())]:
             if gn not in names:
                 names.append(gn)
         usage = [ExtendedKeyUsageOID.SERVER_AUTH]
     else:
         if hosts:
             raise ConfigError("--host is for connector certificates only")
+        if local:
+            raise ConfigError("--local is for connector certificates only")
+        extra = []
         names = [x509.DNSName(name)]
         usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.COMMON_NAME, name),
-                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"fedsql {kind}"),
-                ]
+    with _index_locked(ca_dir) as index:
+        # Loopback names (local development) belong to no one; every other name to one node.
+        _check_unique(index, kind, name, [g for g in extra if not is_loopback(_san(g))])
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.COMMON_NAME, name),
+                        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"fedsql {kind}"),
+                    ]
+                )
+            )
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+            .add_extension(
+                _key_usage(key_agreement=kind == "connector"),
+                critical=True,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
             )
         )
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
-        .add_extension(
-            _key_usage(key_agreement=kind == "connector"),
-            critical=True,
+        cert = builder.sign(ca_key, hashes.SHA256())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = out_dir / f"{name}.crt", out_dir / f"{name}.key"
+        _write_key(key_path, key)
+        _write_cert(cert_path, cert)
+        _append_jsonl(
+            ca_dir / INDEX,
+            {
+                "serial": serial_hex(cert),
+                "kind": kind,
+                "name": name,
+                "hosts": [_san(g) for g in names if _san(g) != name.lower()],
+                "not_after": cert.not_valid_after_utc.isoformat(),
+                "issued": _now().isoformat(timespec="seconds"),
+                "cert": str(cert_path.resolve()),
+            },
         )
+    return Issued(cert_path, key_path, name, cert.not_valid_after_utc, serial_hex(cert))
+
+
+def serial_hex(cert: x509.Certificate) -> str:
+    """A certificate's serial number in hex (lower case, no colons), as openssl prints it."""
+    return f"{cert.serial_number:x}"
+
+
+def _parse_serial(text: str) -> int:
+    s = text.strip().lower().removeprefix("0x").replace(":", "")
+    if not s or not re.fullmatch(r"[0-9a-f]+", s):
+        raise ConfigError(
+            f"{text!r} is neither a certificate file nor a serial number in hex "
+            "(as `fedsql certs show` prints it)"
+        )
+    return int(s, 16)
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """A serial revoked, and the CRL written that lists it."""
+
+    serial: str
+    name: str  # the certificate's CN when known ("" for a serial not in the index)
+    crl: Path
+    already: bool  # it was revoked before
+
+
+def revoke(ca_dir: Path, what: str, crl: Path | None = None) -> Revoked:
+    """Revoke a certificate (a PEM/DER file this CA issued, or its serial in hex)
+    and write the CA's CRL (``crl``, default ``ca_dir/ca.crl``) listing it."""
+    ca_cert, _ = _load_ca(ca_dir)
+    path = Path(what)
+    if path.is_file():
+        data = path.read_bytes()
+        try:
+            cert = (
+                x509.load_pem_x509_certificate(data)
+                if b"-----BEGIN" in data
+                else x509.load_der_x509_certificate(data)
+            )
+        except ValueError:
+            raise ConfigError(f"{path}: not a PEM or DER certificate") from None
+        try:
+            cert.verify_directly_issued_by(ca_cert)
+        except (ValueError, TypeError, InvalidSignature):
+            raise ConfigError(f"{path}: not issued by the CA in {ca_dir}") from None
+        serial, name = cert.serial_number, common_name(cert)
+    else:
+        serial = _parse_serial(what)
+        known = [r for r in _read_jsonl(ca_dir / INDEX) if r.get("serial") == f"{serial:x}"]
+        name = str(known[0].get("name", "")) if known else ""
+    done = {str(r.get("serial")) for r in _read_jsonl(ca_dir / REVOKED)}
+    already = f"{serial:x}" in done
+    if not already:
+        _append_jsonl(
+            ca_dir / REVOKED,
+            {"serial": f"{serial:x}", "name": name, "revoked": _now().isoformat()},
+        )
+    return Revoked(f"{serial:x}", name, write_crl(ca_dir, crl), already)
+
+
+def write_crl(ca_dir: Path, out: Path | None = None, days: int = 30) -> Path:
+    """Write the CA's CRL (PEM) listing every revoked serial, valid ``days``; the file is
+    replaced atomically, so a connector that reloads it never reads half of it."""
+    ca_cert, ca_key = _load_ca(ca_dir)
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - dt.timedelta(seconds=1))
+        .next_update(now + dt.timedelta(days=days))
+        # Increases with every CRL written, so a connector can refuse an older one.
+        .add_extension(x509.CRLNumber(int(now.timestamp() * 1000)), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
         )
     )
-    cert = builder.sign(ca_key, hashes.SHA256())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = out_dir / f"{name}.crt", out_dir / f"{name}.key"
-    _write_key(key_path, key)
-    _write_cert(cert_path, cert)
-    return Issued(cert_path, key_path, name, cert.not_valid_after_utc)
+    for rec in _read_jsonl(ca_dir / REVOKED):
+        when = dt.datetime.fromisoformat(str(rec["revoked"]))
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(int(str(rec["serial"]), 16))
+            .revocation_date(when)
+            .build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    out = out or ca_dir / CA_CRL
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp, out)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationList:
+    """A CRL whose signature verified: the serials it revokes."""
+
+    serials: frozenset[int]
+    number: int  # CRLNumber (0 when absent)
+    last_update: dt.datetime
+    next_update: dt.datetime | None
+
+
+def load_crl(data: bytes, ca_pem: bytes, where: str) -> RevocationList:
+    """Parse a PEM or DER CRL and check it is signed by a CA in ``ca_pem`` (the
+    connector's ``client_ca``); a CRL anyone could write would revoke nothing safely."""
+    try:
+        crl = (
+            x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+        )
+    except ValueError:
+        raise ConfigError(f"{where}: not a PEM or DER X.509 CRL") from None
+    try:
+        issuers = x509.load_pem_x509_certificates(ca_pem)
+    except ValueError:
+        raise ConfigError(f"{where}: the client_ca is not a PEM certificate") from None
+    ok = False
+    for ca in issuers:
+        if ca.subject != crl.issuer:
+            continue
+        try:
+            ok = crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            ok = False
+        if ok:
+            break
+    if not ok:
+        raise ConfigError(f"{where}: the CRL is not signed by the federation CA (client_ca)")
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = 0
+    return RevocationList(
+        frozenset(r.serial_number for r in crl),
+        number,
+        crl.last_update_utc,
+        crl.next_update_utc,
+    )
 
 
 def common_name(cert: x509.Certificate) -> str:
@@ -253,4 +567,5 @@ def describe(path: Path) -> str:
         + (f" ({names})" if names else "")
         + f", issued by {cert.issuer.rfc4514_string()}, valid "
         f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d} ({state})"
+        f", serial {serial_hex(cert)}"
     )

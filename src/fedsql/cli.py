@@ -6,23 +6,38 @@ import argparse
 import json
 import logging
 import sys
+import time
+from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from fedsql.errors import FedSQLError
 
+if TYPE_CHECKING:
+    from fedsql.audit.signing import Authority
+
+
+def _numeric(schema: pa.Schema) -> list[bool]:
+    return [
+        pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
+        for f in schema
+    ]
+
+
+def _rows(table: pa.Table) -> list[tuple[object, ...]]:
+    """Rows as tuples, by position (two columns may share a name: SELECT a.x, b.x)."""
+    return list(zip(*(c.to_pylist() for c in table.columns), strict=True))
+
 
 def format_table(table: pa.Table, max_rows: int = 50) -> str:
     """An aligned text table (at most ``max_rows`` rows shown)."""
     names = table.column_names
-    rows = table.slice(0, max_rows).to_pylist()
-    cells = [[_cell(r[n]) for n in names] for r in rows]
+    rows = _rows(table.slice(0, max_rows))
+    cells = [[_cell(v) for v in r] for r in rows]
     widths = [max([len(n)] + [len(c[i]) for c in cells]) for i, n in enumerate(names)]
-    numeric = [
-        pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
-        for f in table.schema
-    ]
+    numeric = _numeric(table.schema)
 
     def line(vals: list[str]) -> str:
         return " | ".join(
@@ -45,18 +60,71 @@ def _cell(v: object) -> str:
     return "NULL" if v is None else str(v)
 
 
-def _write_result(table: pa.Table, fmt: str, output: str | None) -> None:
+def csv_text(table: pa.Table) -> str:
+    """CSV with a header line (Arrow's writer: strings quoted)."""
+    import pyarrow.csv as pacsv
+
+    sink = pa.BufferOutputStream()
+    try:
+        pacsv.write_csv(table, sink)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise FedSQLError(f"cannot write this result as CSV ({e}): use JSON or Parquet") from None
+    return str(sink.getvalue().to_pybytes().decode())
+
+
+def _json_value(v: object) -> str:
+    """One value as JSON; a decimal as the exact JSON number (json.dumps would need a float).
+
+    >>> _json_value({"d": Decimal("711.56"), "z": [Decimal("0E-2"), None]})
+    '{"d": 711.56, "z": [0.00, null]}'
+    """
+    if isinstance(v, Decimal):
+        return f"{v:f}" if v.is_finite() else "null"
+    if isinstance(v, dict):
+        items = (f"{json.dumps(str(k))}: {_json_value(x)}" for k, x in v.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_json_value(x) for x in v) + "]"
+    return json.dumps(v, default=str)
+
+
+def json_lines(table: pa.Table) -> str:
+    """One JSON object a row (JSON Lines), decimals as numbers."""
+    return "".join(_json_value(r) + "\n" for r in table.to_pylist())
+
+
+def markdown_table(table: pa.Table) -> str:
+    """A GitHub-flavoured Markdown table (numbers right-aligned)."""
+
+    def esc(v: object) -> str:
+        return _cell(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "| " + " | ".join(esc(n) for n in table.column_names) + " |",
+        "|" + "|".join("---:" if num else "---" for num in _numeric(table.schema)) + "|",
+    ]
+    lines += ["| " + " | ".join(esc(v) for v in r) + " |" for r in _rows(table)]
+    return "\n".join(lines) + "\n"
+
+
+# `fedsql shell`'s result modes besides "table" (.mode)
+RESULT_FORMATS = {"csv": csv_text, "json": json_lines, "markdown": markdown_table}
+
+
+def _write_result(table: pa.Table, fmt: str, output: str | None, max_rows: int = 1000) -> None:
     if fmt == "table":
-        text = format_table(table, max_rows=table.num_rows if output else 1000)
+        limit = table.num_rows if output or max_rows <= 0 else max_rows
+        text = format_table(table, max_rows=limit)
+        if limit < table.num_rows:  # say so, and how to get every row
+            text = text.rsplit("\n", 1)[0] + (
+                f"\n… {limit:,} of {table.num_rows:,} rows shown; "
+                "--max-rows N (0: all) or --format csv for all"
+            )
         _emit(text + "\n", output)
     elif fmt == "csv":
-        import pyarrow.csv as pacsv
-
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(table, sink)
-        _emit(sink.getvalue().to_pybytes().decode(), output)
+        _emit(csv_text(table), output)
     elif fmt == "json":
-        _emit("\n".join(json.dumps(r, default=str) for r in table.to_pylist()) + "\n", output)
+        _emit(json_lines(table), output)
     elif fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -137,7 +205,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             )
         else:
             table = fed.sql(sql, timeout=args.timeout, allow_partial=partial)
-            _write_result(table, args.format, args.output)
+            _write_result(table, args.format, args.output, args.max_rows)
         st = fed.last_stats
         if st is not None and st.missing:
             print(
@@ -249,10 +317,19 @@ def cmd_certs_issue(args: argparse.Namespace) -> int:
 
     out = Path(args.out or args.ca)
     got = certs.issue(
-        Path(args.ca), args.kind, args.name, out, hosts=tuple(args.host or ()), days=args.days
+        Path(args.ca),
+        args.kind,
+        args.name,
+        out,
+        hosts=tuple(args.host or ()),
+        days=args.days,
+        local=args.local,
     )
     ca = Path(args.ca) / certs.CA_CERT
-    print(f"{args.kind} certificate '{got.subject}' valid until {got.not_after:%Y-%m-%d}:")
+    print(
+        f"{args.kind} certificate '{got.subject}' (serial {got.serial}) "
+        f"valid until {got.not_after:%Y-%m-%d}:"
+    )
     print(f"  {got.cert}\n  {got.key}  (private key, mode 0600: never share it)")
     if args.kind == "connector":
         print("in the connector's AGENCY.toml:")
@@ -266,6 +343,25 @@ def cmd_certs_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs_revoke(args: argparse.Namespace) -> int:
+    from fedsql import certs
+
+    r = certs.revoke(Path(args.ca), args.what, Path(args.out) if args.out else None)
+    who = f" ('{r.name}')" if r.name else ""
+    print(f"serial {r.serial}{who} {'was already' if r.already else 'is now'} revoked")
+    print(f"CRL written: {r.crl}")
+    print("give it to every connector ([connector.tls] crl = ...); they reload it within seconds")
+    return 0
+
+
+def cmd_certs_crl(args: argparse.Namespace) -> int:
+    from fedsql import certs
+
+    out = certs.write_crl(Path(args.ca), Path(args.out) if args.out else None, days=args.days)
+    print(f"CRL written: {out} (valid {args.days} days; write it again before then)")
+    return 0
+
+
 def cmd_certs_show(args: argparse.Namespace) -> int:
     from fedsql import certs
 
@@ -274,20 +370,75 @@ def cmd_certs_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from fedsql.connectors.audit import verify
+def _audit_paths(args: argparse.Namespace) -> tuple[list[Path], Authority | None]:
+    from fedsql.audit.signing import Authority
 
-    path = Path(args.log)
-    if not path.is_file():
-        raise FedSQLError(f"{path}: no such audit log")
-    v = verify(path)
-    counts = ", ".join(f"{n} {o}" for o, n in v.outcomes) or "no records"
-    if v.ok:
-        print(f"{path}: intact, {v.lines} lines ({counts}); head {v.head}")
-        return 0
-    print(f"{path}: chain broken at line {v.broken_line}: line {v.broken_line} {v.reason}")
-    print(f"  lines 1-{(v.broken_line or 1) - 1} are intact ({counts})")
-    return 1
+    paths = [Path(p) for p in args.log]
+    for p in paths:
+        if not p.exists():
+            raise FedSQLError(f"{p}: no such audit log or directory")
+    ca = getattr(args, "ca", None)
+    return paths, (Authority.load(Path(ca), "--ca") if ca else None)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from fedsql.audit.verify import chains, describe, verify_chain
+
+    paths, authority = _audit_paths(args)
+    found = chains(paths)
+    if not found:
+        raise FedSQLError("no audit logs in " + ", ".join(map(str, paths)))
+    ok = True
+    for files in found:
+        v = verify_chain(files, authority)
+        print("\n".join(describe(v)))
+        ok = ok and v.ok
+    return 0 if ok else 1
+
+
+def cmd_audit_reconcile(args: argparse.Namespace) -> int:
+    from fedsql.audit.reconcile import reconcile
+
+    paths, authority = _audit_paths(args)
+    r = reconcile(paths, authority)
+    for line in r.summary:
+        print(line)
+    print(f"{r.matched} receipts match their agencies' lines")
+    for f in r.findings:
+        print(f"{'PROBLEM' if f.error else 'note'} {f.kind}: {f.message}")
+    print("reconciled: both sides agree" if r.ok else "NOT reconciled: see the problems above")
+    return 0 if r.ok else 1
+
+
+def cmd_audit_report(args: argparse.Namespace) -> int:
+    from fedsql.audit import report
+
+    paths, _ = _audit_paths(args)
+    try:
+        since = report.parse_since(args.since) if args.since else None
+    except ValueError as e:
+        raise FedSQLError(str(e)) from None
+    keep = report.Filters(args.user, args.agency, since, args.table)
+    items = [a for a in report.accesses(paths) if keep.keep(a)]
+    rows = report.summary(items)
+    chart = report.bar_chart(items)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif args.format == "csv":
+        import csv
+
+        w = csv.DictWriter(sys.stdout, fieldnames=list(report.COLUMNS))
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        table = pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in report.COLUMNS})
+        print(format_table(table, max_rows=len(rows) or 1))
+    # The chart on stdout beside a table; on stderr beside CSV/JSON, which stay parsable.
+    print("\n" + chart, file=sys.stdout if args.format == "table" else sys.stderr)
+    if args.chart:
+        why = report.png_chart(items, Path(args.chart))
+        print(why or f"chart written to {args.chart}", file=sys.stderr)
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -332,6 +483,11 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _remote(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    import os
+
+    # gRPC's own log lines (a failed TLS handshake at INFO) would come before our one
+    # error line, which says the same in words; GRPC_VERBOSITY=INFO brings them back.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from fedsql.service.remote import Remote
 
     if not args.user:
@@ -342,6 +498,8 @@ def _remote(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         _password(args),
         ca_file=Path(args.ca) if args.ca else None,
         verify=not args.insecure_skip_verify,
+        purpose=getattr(args, "purpose", None),
+        connect_timeout=args.connect_timeout,
     )
 
 
@@ -380,8 +538,9 @@ def cmd_queries(args: argparse.Namespace) -> int:
             "id": [r["id"] for r in rows],
             "user": [r["user"] for r in rows],
             "state": [r["state"] for r in rows],
-            "seconds": [r["seconds"] for r in rows],
-            "rows": [r["rows"] for r in rows],
+            "started": [_when(r.get("started")) for r in rows],
+            "time": [_duration(r["seconds"]) for r in rows],
+            "rows": ["" if r["rows"] is None else f"{r['rows']:,}" for r in rows],
             "agencies": [
                 ", ".join(
                     f"{a} {v['rows']} rows/{human_bytes(v['bytes'])}"
@@ -389,11 +548,43 @@ def cmd_queries(args: argparse.Namespace) -> int:
                 )
                 for r in rows
             ],
+            "error": [_cut(r.get("error") or "", ERROR_SHOWN) for r in rows],
             "sql": [r["sql"][:60] for r in rows],
         }
     )
     print(format_table(table, max_rows=1000))
     return 0
+
+
+ERROR_SHOWN = 120  # characters of a failed query's error in `fedsql queries` (--json: all)
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _when(epoch: float | None) -> str:
+    """A service time (seconds since the epoch) as local time; the date only if not today."""
+    if epoch is None:
+        return ""
+    t = time.localtime(epoch)
+    today = time.localtime()[:3] == t[:3]
+    return time.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M:%S", t)
+
+
+def _duration(seconds: float) -> str:
+    """
+    >>> [_duration(s) for s in (0.0042, 1.25, 75, 3725)]
+    ['4 ms', '1.25 s', '1 min 15 s', '1 h 2 min']
+    """
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    m, s = divmod(int(seconds), 60)
+    if m < 60:
+        return f"{m} min {s} s"
+    return f"{m // 60} h {m % 60} min"
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -414,10 +605,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_shell(args: argparse.Namespace) -> int:
     from fedsql import shell
 
+    purpose = f" (purpose: {args.purpose})" if args.purpose else ""
     if args.url:
         remote = _remote(args)
-        sh = shell.Shell(shell.RemoteBackend(remote), format_table)
-        banner = f"fedsql shell: {args.user} at {remote.url}. .help for help; end statements with ;"
+        sh = shell.Shell(shell.RemoteBackend(remote), format_table, formats=RESULT_FORMATS)
+        banner = (
+            f"fedsql shell: {args.user} at {remote.url}{purpose}. "
+            ".help for help; end statements with ;"
+        )
         try:
             return shell.run(sh, banner)
         finally:
@@ -426,10 +621,10 @@ def cmd_shell(args: argparse.Namespace) -> int:
         raise FedSQLError("give -c FEDERATION.toml (embedded) or --url URL (a fedsql serve)")
     import fedsql
 
-    with fedsql.connect(args.config, user=args.user) as fed:
-        sh = shell.Shell(shell.EmbeddedBackend(fed), format_table)
+    with fedsql.connect(args.config, user=args.user, purpose=args.purpose) as fed:
+        sh = shell.Shell(shell.EmbeddedBackend(fed), format_table, formats=RESULT_FORMATS)
         who = f" as {args.user}" if args.user else ""
-        banner = f"fedsql shell{who}: {args.config}. .help for help; end statements with ;"
+        banner = f"fedsql shell{who}: {args.config}{purpose}. .help for help; end statements with ;"
         return shell.run(sh, banner)
 
 
@@ -506,6 +701,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     q.add_argument("-o", "--output", help="write the result to this file")
     q.add_argument(
+        "--max-rows",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="rows a table shows on the terminal (default 1000; 0: all; -o and csv: all)",
+    )
+    q.add_argument(
         "--timeout", type=float, help="deadline in seconds (default: [coordinator] timeout_seconds)"
     )
     q.add_argument(
@@ -551,16 +753,47 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--host", action="append", help="connector: extra DNS name or IP (repeat)")
     cs.add_argument("--out", help="directory for NAME.crt and NAME.key (default: the CA's)")
     cs.add_argument("--days", type=int, default=397, help="validity (default 397)")
+    cs.add_argument(
+        "--local",
+        action="store_true",
+        help="local development: also name localhost and 127.0.0.1 (allows loopback --host)",
+    )
     cs.set_defaults(func=cmd_certs_issue)
+    cr = cesub.add_parser("revoke", help="revoke a certificate and write the CA's CRL")
+    cr.add_argument("--ca", required=True, help="the CA directory (from certs init)")
+    cr.add_argument("what", help="the certificate file, or its serial in hex (certs show)")
+    cr.add_argument("--out", help="where to write the CRL (default: CA_DIR/ca.crl)")
+    cr.set_defaults(func=cmd_certs_revoke)
+    cc = cesub.add_parser("crl", help="write the CA's CRL (every revoked serial), signed")
+    cc.add_argument("--ca", required=True, help="the CA directory (from certs init)")
+    cc.add_argument("--out", help="where to write it (default: CA_DIR/ca.crl)")
+    cc.add_argument("--days", type=int, default=30, help="validity (default 30)")
+    cc.set_defaults(func=cmd_certs_crl)
     csh = cesub.add_parser("show", help="subject, issuer, usage and validity of certificates")
     csh.add_argument("cert", nargs="+", help="PEM certificate file(s)")
     csh.set_defaults(func=cmd_certs_show)
 
-    au = sub.add_parser("audit", help="connector audit logs")
+    au = sub.add_parser("audit", help="connector and coordinator audit logs")
     ausub = au.add_subparsers(dest="audit_command", required=True)
-    av = ausub.add_parser("verify", help="check an audit log's hash chain")
-    av.add_argument("log", help="the connector's audit_log (JSON lines)")
+    av = ausub.add_parser("verify", help="check audit logs' chains, signatures and certificates")
+    av.add_argument("log", nargs="+", help="audit log files or directories (rotated files too)")
+    av.add_argument("--ca", help="the federation CA (ca.crt): signers must be its certificates")
     av.set_defaults(func=cmd_audit_verify)
+    ar = ausub.add_parser(
+        "reconcile", help="match coordinators' receipts and connectors' lines, both ways"
+    )
+    ar.add_argument("log", nargs="+", help="connector and coordinator logs, or directories")
+    ar.add_argument("--ca", help="the federation CA (ca.crt)")
+    ar.set_defaults(func=cmd_audit_reconcile)
+    ap = ausub.add_parser("report", help="who accessed which agency's tables, how often, why")
+    ap.add_argument("log", nargs="+", help="connector and/or coordinator logs, or directories")
+    ap.add_argument("--user", help="only this user")
+    ap.add_argument("--agency", help="only this agency")
+    ap.add_argument("--since", help="only from this ISO date or time (UTC unless given)")
+    ap.add_argument("--table", help="only this table (name or agency.name)")
+    ap.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    ap.add_argument("--chart", help="also draw accesses over time to this PNG (matplotlib)")
+    ap.set_defaults(func=cmd_audit_report)
 
     def add_remote(sp: argparse.ArgumentParser, required: bool) -> None:
         sp.add_argument(
@@ -573,6 +806,13 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="do not verify the service's TLS certificate (testing only)",
         )
+        sp.add_argument(
+            "--connect-timeout",
+            type=float,
+            default=10.0,
+            metavar="SECONDS",
+            help="how long the sign-in may take (default 10)",
+        )
 
     sv = sub.add_parser("serve", help="run the coordinator as an Arrow Flight SQL service")
     sv.add_argument("-c", "--config", required=True, help="FEDERATION.toml")
@@ -582,6 +822,11 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("shell", help="interactive SQL (embedded, or --url a fedsql serve)")
     sh.add_argument("-c", "--config", help="FEDERATION.toml (embedded coordinator)")
     sh.add_argument("--user", help="analyst name from [user.NAME]")
+    sh.add_argument(
+        "--purpose",
+        help="why you query, sent with every query to the agencies' audit logs "
+        "(also .purpose TEXT in the shell)",
+    )
     add_remote(sh, required=False)
     sh.set_defaults(func=cmd_shell)
 

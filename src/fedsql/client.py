@@ -17,6 +17,7 @@ import grpc
 import pyarrow as pa
 
 from fedsql import lang
+from fedsql.audit.coordinator import CoordinatorAudit, QueryEntry
 from fedsql.catalog import Catalog
 from fedsql.config import FederationConfig, load_federation
 from fedsql.errors import (
@@ -35,9 +36,9 @@ from fedsql.execute import (
     connector_stats,
     execute,
     execute_stream,
-    reduced_sql,
 )
 from fedsql.planner import Fragment, Plan, plan
+from fedsql.planner.render import bind
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy.load import validate
 from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key
@@ -88,6 +89,8 @@ class Federation:
         self._merger = MergeEngine(self._hash_key, config.memory_limit, config.temp_directory)
         self._thread = threading.local()
         self._last_stats: QueryStats | None = None
+        # [coordinator] audit_log: every query, signed, with the agencies' receipts.
+        self._audit = CoordinatorAudit.open(config)
 
     @property
     def last_stats(self) -> QueryStats | None:
@@ -267,17 +270,27 @@ class Federation:
 
     def _fragment_schema(self, f: Fragment) -> pa.Schema:
         """What a fragment would return (for an agency missing under allow_partial)."""
-        sql, _ = reduced_sql(replace(f, reduce_by=(), scalar_filters=()), _no_keys)
+        sql, _ = bind(replace(f, keys=(), scalars=()))
         return self.binder.fragment_schema(f.agency, sql)
 
+    def _entry(self, sql: str, query_id: str) -> QueryEntry:
+        p = self.principal
+        return QueryEntry(self._audit, p.user, p.roles, p.purpose, sql, query_id)
+
     def _run(
-        self, sql: str, go: Callable[[Plan, str], _T], query_id: str | None = None
+        self,
+        sql: str,
+        go: Callable[[Plan, str], _T],
+        query_id: str | None = None,
+        entry: QueryEntry | None = None,
     ) -> tuple[Plan, str, float, float, _T]:
         """Plan, then ``go(plan, query_id)``; re-plans with table scans at an agency
         whose backend cannot run what was pushed to it (once per agency)."""
         t0 = time.perf_counter()
         qid = query_id or uuid.uuid4().hex[:16]
         p = self.plan(sql)
+        if entry is not None:
+            entry.planned(p)
         plan_s = time.perf_counter() - t0
         log.info(
             "query query_id=%s fragments=%d user=%s", qid, len(p.fragments), self.principal.user
@@ -294,6 +307,8 @@ class Federation:
                 log.info("query_id=%s %s; retrying with table scans there", qid, e)
                 scan_only |= {e.agency}
                 p = self.plan(sql, scan_only)
+                if entry is not None:
+                    entry.planned(p)
 
     def sql(  # type: ignore[no-untyped-def]
         self,
@@ -313,29 +328,37 @@ class Federation:
         ``query_id`` is the id the agencies' audit logs record (default: a new one).
         """
         opts = self._options(timeout, allow_partial)
+        entry = self._entry(sql, query_id or uuid.uuid4().hex[:16])
         try:
-            p, qid, t0, plan_s, (table, runs, fetch_s, merge_s, missing) = self._run(
-                sql,
-                lambda p, qid: execute(
-                    p,
-                    self._links,
-                    self.principal,
-                    qid,
-                    opts,
-                    self._merger,
-                    self._fragment_schema,
-                    watch,
-                ),
-                query_id,
-            )
-        except FedSQLError:
-            if watch is not None and watch.cancelled:
-                raise QueryCancelled("the query was cancelled") from None
+            try:
+                p, qid, t0, plan_s, (table, runs, fetch_s, merge_s, missing) = self._run(
+                    sql,
+                    lambda p, qid: execute(
+                        p,
+                        self._links,
+                        self.principal,
+                        qid,
+                        opts,
+                        self._merger,
+                        self._fragment_schema,
+                        watch,
+                        entry.calls,
+                    ),
+                    entry.query_id,
+                    entry,
+                )
+            except FedSQLError:
+                if watch is not None and watch.cancelled:
+                    raise QueryCancelled("the query was cancelled") from None
+                raise
+        except BaseException as e:
+            entry.failed(e)
             raise
         if p.output_names and len(p.output_names) == table.num_columns:
             table = table.rename_columns(list(p.output_names))
         if missing:
             table = mark_partial(table, missing)
+        entry.finished(table.num_rows)  # on disk before the analyst has the result
         stats = self._record(qid, runs, t0, table.num_rows, missing, plan_s, fetch_s, merge_s)
         if watch is not None:
             watch.stats = stats
@@ -357,6 +380,7 @@ class Federation:
         """
         opts = self._options(timeout, allow_partial)
         t0 = time.perf_counter()
+        entry = self._entry(sql, uuid.uuid4().hex[:16])
 
         def go(p: Plan, qid: str) -> pa.RecordBatchReader:
             plan_s = time.perf_counter() - t0  # go runs as soon as the plan is made
@@ -373,9 +397,15 @@ class Federation:
                 self._merger,
                 self._fragment_schema,
                 done,
+                entry.calls,
             )
 
-        p, _, _, _, reader = self._run(sql, go)
+        try:
+            p, _, _, _, reader = self._run(sql, go, entry.query_id, entry)
+        except BaseException as e:
+            entry.failed(e)
+            raise
+        reader = entry.streaming(reader)  # the query's line is on disk before its first batch
         names = list(p.output_names)
         if names and len(names) == len(reader.schema):
             schema = pa.schema(
@@ -407,16 +437,15 @@ class Federation:
         for link in self._links.values():
             link.close()
         self._merger.close()
+        if self._audit is not None:
+            self._audit.close()
+            self._audit = None
 
     def __enter__(self) -> Federation:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _no_keys(build: str, column: str) -> pa.Array:
-    raise AssertionError("a fragment without reducers reads no keys")
 
 
 def mark_partial(table: pa.Table, missing: tuple[str, ...]) -> pa.Table:

@@ -50,6 +50,8 @@ class ServerTLS:
     cert: Path
     key: Path
     client_ca: Path
+    # X.509 CRL (PEM or DER) signed by the CA in client_ca; reloaded when it changes.
+    crl: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,18 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditFiles:
+    """How a node's audit log rotates and checkpoints (``[connector]`` or ``[coordinator]``
+    ``audit_rotate_bytes``, ``audit_rotate_daily``, ``audit_checkpoint_seconds``)."""
+
+    rotate_bytes: int | None = None  # start a new file once the current one has this many
+    rotate_daily: bool = False  # start a new file on the first line of each UTC day
+    # A connector that has written nothing for this long writes a signed checkpoint
+    # (a heartbeat that bounds when a cut-off tail ended).
+    checkpoint_seconds: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class AgencyConfig:
     name: str
     listen: str
@@ -125,6 +139,10 @@ class AgencyConfig:
     # 0: max_workers - 2 (threads stay free for Cancel, GetStatus, health).
     max_concurrent_fragments: int = 0
     metrics_listen: str | None = None  # HOST:PORT for Prometheus text metrics
+    # Signed requests remembered per coordinator for replay protection (one
+    # signature window); a coordinator over it is refused, others are not.
+    replay_entries_per_coordinator: int = 100_000
+    audit: AuditFiles = field(default_factory=lambda: AuditFiles())
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +172,20 @@ class ServiceConfig:
     token_ttl_seconds: float = 12 * 3600.0  # bearer tokens handed out at sign-in
     admins: tuple[str, ...] = ()  # users who may list and cancel everyone's queries
     history: int = 200  # finished queries kept for `fedsql queries`
+    # Results waiting for their DoGet, per user (issue 17): over the count or the
+    # bytes, the user's oldest unread results are dropped; one result larger than
+    # the bytes is refused. An unread result is dropped after its lifetime.
+    max_results_per_user: int = 8
+    max_result_bytes_per_user: int = 512 << 20
+    result_ttl_seconds: float = 120.0
+    max_parameter_rows: int = 100  # rows of one prepared statement's DoPut (one query each)
+    # Sign-in throttling: a user (any address) may fail this many times for free,
+    # an address (any user) this many; then each failure locks that user or
+    # address for 1, 2, 4 ... seconds, at most signin_max_delay_seconds.
+    signin_free_failures: int = 3
+    signin_free_failures_per_address: int = 20
+    signin_max_delay_seconds: float = 60.0
+    max_concurrent_signins: int = 2  # password checks (scrypt, 32 MiB each) at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +208,9 @@ class FederationConfig:
     memory_limit: str = ""  # DuckDB merge memory_limit, e.g. "2GB" ("": DuckDB's default)
     temp_directory: Path | None = None  # DuckDB merge spill directory (None: system temp)
     service: ServiceConfig = ServiceConfig()
+    # The coordinator's own signed audit log of queries and agencies' receipts.
+    audit_log: Path | None = None
+    audit: AuditFiles = field(default_factory=lambda: AuditFiles())
 
     def connector(self, name: str) -> ConnectorRef:
         for c in self.connectors:
@@ -257,6 +292,8 @@ def load_agency(path: str | Path) -> AgencyConfig:
             "require_purpose": bool,
             "max_concurrent_fragments": int,
             "metrics_listen": str,
+            "replay_entries_per_coordinator": int,
+            **AUDIT_KEYS,
         },
         ("name", "listen"),
     )
@@ -267,6 +304,9 @@ def load_agency(path: str | Path) -> AgencyConfig:
     workers = c.get("max_workers", 16)
     if workers < 4:
         raise ConfigError(f"{p}: [connector].max_workers must be at least 4")
+    replay = c.get("replay_entries_per_coordinator", 100_000)
+    if isinstance(replay, bool) or replay < 1:
+        raise ConfigError(f"{p}: [connector].replay_entries_per_coordinator must be positive")
     concurrent = c.get("max_concurrent_fragments", 0)
     if not 0 <= concurrent <= workers - 2:
         raise ConfigError(
@@ -347,6 +387,7 @@ def load_agency(path: str | Path) -> AgencyConfig:
         max_workers=workers,
         max_concurrent_fragments=concurrent or workers - 2,
         metrics_listen=c.get("metrics_listen"),
+        replay_entries_per_coordinator=replay,
         source=p,
         policy=parse_policy(p, top.get("mask"), top.get("row_filter")),
         hash_key_file=_rel(base, key) if key else None,
@@ -355,7 +396,25 @@ def load_agency(path: str | Path) -> AgencyConfig:
         require_purpose=c.get("require_purpose", False),
         grants=_grants(p, top.get("grant")),
         limits=_limits(p, top.get("limits")),
+        audit=_audit_files(f"{p}: [connector]", c),
     )
+
+
+AUDIT_KEYS: dict[str, type | tuple[type, ...]] = {
+    "audit_rotate_bytes": int,
+    "audit_rotate_daily": bool,
+    "audit_checkpoint_seconds": (int, float),
+}
+
+
+def _audit_files(where: str, d: dict[str, Any]) -> AuditFiles:
+    size = d.get("audit_rotate_bytes")
+    if size is not None and (isinstance(size, bool) or size < 4096):
+        raise ConfigError(f"{where}.audit_rotate_bytes must be at least 4096")
+    every = d.get("audit_checkpoint_seconds", 300.0)
+    if isinstance(every, bool) or every <= 0:
+        raise ConfigError(f"{where}.audit_checkpoint_seconds must be a positive number")
+    return AuditFiles(size, d.get("audit_rotate_daily", False), float(every))
 
 
 def _strings(where: str, v: Any) -> tuple[str, ...]:
@@ -387,7 +446,7 @@ def _agency_trust(p: Path, c: dict[str, Any]) -> tuple[ServerTLS | None, tuple[s
     t = _take(
         f"{p}: [connector.tls]",
         raw,
-        {"cert": str, "key": str, "client_ca": str},
+        {"cert": str, "key": str, "client_ca": str, "crl": str},
         ("cert", "key", "client_ca"),
     )
     if not allowed:
@@ -397,7 +456,8 @@ def _agency_trust(p: Path, c: dict[str, Any]) -> tuple[ServerTLS | None, tuple[s
             'e.g. allowed_coordinators = ["coordinator"]'
         )
     base = p.parent
-    tls = ServerTLS(_rel(base, t["cert"]), _rel(base, t["key"]), _rel(base, t["client_ca"]))
+    crl = _rel(base, t["crl"]) if "crl" in t else None
+    tls = ServerTLS(_rel(base, t["cert"]), _rel(base, t["key"]), _rel(base, t["client_ca"]), crl)
     return tls, allowed
 
 
@@ -497,6 +557,9 @@ def load_federation(path: str | Path) -> FederationConfig:
             "retries": int,
             "memory_limit": str,
             "temp_directory": str,
+            "audit_log": str,
+            "audit_rotate_bytes": int,
+            "audit_rotate_daily": bool,
         },
     )
     default_tls = (
@@ -563,6 +626,8 @@ def load_federation(path: str | Path) -> FederationConfig:
         memory_limit=coord.get("memory_limit", ""),
         temp_directory=_rel(p.parent, tmpdir) if tmpdir else None,
         service=_service(p, top.get("service", {}), users),
+        audit_log=_rel(p.parent, coord["audit_log"]) if "audit_log" in coord else None,
+        audit=_audit_files(f"{p}: [coordinator]", coord),
     )
 
 
@@ -598,8 +663,29 @@ def _service(p: Path, raw: Any, users: dict[str, UserConfig]) -> ServiceConfig:
             "token_ttl_seconds": (int, float),
             "admins": list,
             "history": int,
+            "max_results_per_user": int,
+            "max_result_bytes_per_user": int,
+            "result_ttl_seconds": (int, float),
+            "max_parameter_rows": int,
+            "signin_free_failures": int,
+            "signin_free_failures_per_address": int,
+            "signin_max_delay_seconds": (int, float),
+            "max_concurrent_signins": int,
         },
     )
+    for k in (
+        "max_results_per_user",
+        "max_result_bytes_per_user",
+        "result_ttl_seconds",
+        "max_parameter_rows",
+        "signin_max_delay_seconds",
+        "max_concurrent_signins",
+    ):
+        if k in s and (isinstance(s[k], bool) or s[k] <= 0):
+            raise ConfigError(f"{p}: [service].{k} must be a positive number")
+    for k in ("signin_free_failures", "signin_free_failures_per_address"):
+        if k in s and (isinstance(s[k], bool) or s[k] < 0):
+            raise ConfigError(f"{p}: [service].{k} must be 0 or more")
     tls = _take(f"{p}: [service.tls]", s.get("tls", {}), {"cert": str, "key": str})
     if tls and set(tls) != {"cert", "key"}:
         raise ConfigError(f"{p}: [service.tls] needs both cert and key (PEM files)")
@@ -611,6 +697,7 @@ def _service(p: Path, raw: Any, users: dict[str, UserConfig]) -> ServiceConfig:
     unknown = [a for a in admins if a not in users]
     if unknown:
         raise ConfigError(f"{p}: [service].admins names unknown user(s) {', '.join(unknown)}")
+    base = ServiceConfig()
     return ServiceConfig(
         listen=listen,
         insecure=s.get("insecure", False),
@@ -619,6 +706,20 @@ def _service(p: Path, raw: Any, users: dict[str, UserConfig]) -> ServiceConfig:
         token_ttl_seconds=float(s.get("token_ttl_seconds", 12 * 3600.0)),
         admins=tuple(admins),
         history=s.get("history", 200),
+        max_results_per_user=s.get("max_results_per_user", base.max_results_per_user),
+        max_result_bytes_per_user=s.get(
+            "max_result_bytes_per_user", base.max_result_bytes_per_user
+        ),
+        result_ttl_seconds=float(s.get("result_ttl_seconds", base.result_ttl_seconds)),
+        max_parameter_rows=s.get("max_parameter_rows", base.max_parameter_rows),
+        signin_free_failures=s.get("signin_free_failures", base.signin_free_failures),
+        signin_free_failures_per_address=s.get(
+            "signin_free_failures_per_address", base.signin_free_failures_per_address
+        ),
+        signin_max_delay_seconds=float(
+            s.get("signin_max_delay_seconds", base.signin_max_delay_seconds)
+        ),
+        max_concurrent_signins=s.get("max_concurrent_signins", base.max_concurrent_signins),
     )
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import fedsql
 from fedsql import scenario
-from fedsql.connectors.audit import verify
+from fedsql.audit import report
+from fedsql.audit.reconcile import reconcile
+from fedsql.audit.verify import chains, verify_chain
 from fedsql.local import LocalFederation, tpch_federation
 
 DEMO_QUERIES = [
@@ -109,9 +111,13 @@ def run_scenario(
     out("   redacted, incomes bucketed, and the small region 'Smallville' is filtered out.")
     out("   alice is an analyst; audrey is an auditor and sees raw values.")
     local = LocalFederation(work, scenario.build(work), users=scenario.USERS)
+    # The coordinator keeps its own signed log of every query and the agencies' receipts.
+    cfg = local.config_path
+    cfg.write_text('[coordinator]\naudit_log = "coordinator-audit.jsonl"\n\n' + cfg.read_text())
+    purposes = {"alice": "regional health statistics", "audrey": "audit of the health data"}
     with local:
         for user in ("alice", "audrey"):
-            with fedsql.connect(local.config_path, user=user) as fed:
+            with fedsql.connect(local.config_path, user=user, purpose=purposes[user]) as fed:
                 for title, sql in SCENARIO_QUERIES:
                     out("")
                     out(f"-- as {user}: {title}")
@@ -121,10 +127,28 @@ def run_scenario(
         with fedsql.connect(local.config_path, user="alice") as fed:
             plan = fed.explain(SCENARIO_QUERIES[1][1])
             out(plan[plan.index("policies:") :])
-        audit = work / "registry-audit.jsonl"
-        v = verify(audit)
-        out(
-            f"-- every fragment, refused ones too, is in each agency's hash-chained audit log, "
-            f"e.g. {audit.name}: {v.lines} lines, chain {'intact' if v.ok else 'BROKEN'} "
-            f"(`fedsql audit verify {audit.name}`)"
-        )
+    run_audit(work, show_table, out)
+
+
+def run_audit(work: Path, show_table: Callable[[object], str], out: Callable[[str], None]) -> None:
+    """The end of the scenario: what each side kept, checked, and the auditor's view."""
+    import pyarrow as pa
+
+    out("")
+    out("-- audit: every call, refused ones too, is a signed line in its agency's log; the")
+    out("   coordinator logged each query with the receipts the agencies signed for it")
+    for files in chains([work]):
+        v = verify_chain(files, None)
+        state = "intact" if v.ok else f"BROKEN at line {v.broken_line}"
+        signed = f"signed by '{v.signers[0]}'" if v.signed else "UNSIGNED"
+        out(f"   {files[0].name:<26} {v.lines:>3} lines, {state}, {signed}")
+    r = reconcile([work])
+    verdict = "both sides agree" if r.ok else f"{len(r.findings)} problems"
+    out(f"   receipts held against agency lines (`fedsql audit reconcile`): {r.matched}, {verdict}")
+    out("")
+    out("-- the auditor's view (`fedsql audit report DIR`): who read which agency's tables, why")
+    items = report.accesses([work])
+    rows = report.summary(items)
+    keep = ("user", "agency", "table", "accesses", "refused", "rows", "purposes")
+    out(show_table(pa.Table.from_pylist([{k: r[k] for k in keep} for r in rows])))
+    out(report.bar_chart(items))

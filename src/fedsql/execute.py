@@ -18,10 +18,11 @@ import duckdb
 import grpc
 import pyarrow as pa
 import pyarrow.compute as pc
-import sqlglot
-from sqlglot import exp
 
 from fedsql import lang
+from fedsql.audit.chain import sql_sha256
+from fedsql.audit.coordinator import Call, Calls
+from fedsql.audit.receipts import Receipt
 from fedsql.errors import (
     ConnectorError,
     ExecutionError,
@@ -31,10 +32,9 @@ from fedsql.errors import (
     QueryCancelled,
     QueryTimeout,
 )
-from fedsql.joinkeys import inlinable_keys, key_literal, scalar_literal
 from fedsql.lockdown import open_locked
 from fedsql.planner import Fragment, Plan
-from fedsql.planner.plan import ScalarFilter
+from fedsql.planner.render import bind
 from fedsql.policy.masks import register_hash
 from fedsql.resilience import Link, RunOptions, backoff, retryable
 from fedsql.v1 import connector_pb2 as pb
@@ -43,23 +43,17 @@ from fedsql.wire import (
     FragmentStats,
     Principal,
     ipc_chunks_to_reader,
-    key_set_to_proto,
     principal_to_proto,
+    receipt_from_metadata,
+    receipt_from_proto,
 )
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
 
-# Join keys: up to INLINE_KEYS as an IN list in the SQL, more as an Arrow key set
-# (which PostgreSQL/SQLite connectors write into their query as one array or
-# list). Parsing an IN list costs the connector's check and DuckDB ~20 µs a key:
-# with 2000 keys inline, TPC-H SF 0.1 Q9/Q22 took 2-3x as long as with key sets.
-# Keys of other types: an IN list up to MAX_IN_KEYS, then a key range.
-INLINE_KEYS = 128
 # Fragment results at least this large go into DuckDB tables as they stream in
 # (statistics for DuckDB's join order, spilling); smaller ones are read in place.
 TEMP_TABLE_ROWS = 10_000
-MAX_IN_KEYS = 2000
 CANCEL_TIMEOUT = 2.0
 STREAM_BATCH_ROWS = 122_880  # DuckDB's row-group size
 # Rows per batch asked of a connector whose result streams straight to the caller
@@ -82,6 +76,9 @@ class FragmentRun:
     fragment: Fragment
     stats: FragmentStats
     sql: str = ""  # what was sent (the fragment, reduced by join keys where planned)
+    # What the agency signed for it (checked: its key, its name, this request);
+    # None from a plaintext connector older than receipts.
+    receipt: Receipt | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +141,12 @@ class _Fetch:
         principal: Principal,
         deadline: float,
         opts: RunOptions,
+        calls: Calls | None = None,
     ) -> None:
         self.link = link
+        self.calls = calls
+        self.current: Call | None = None  # this attempt, and its receipt
+        self.receipt: Receipt | None = None
         self.fragment = fragment
         self.query_id = query_id
         self.principal = principal
@@ -184,11 +185,20 @@ class _Fetch:
         self.attempts += 1
         self.bytes = 0
         self.server_rows = None
+        self.receipt = None
+        # Our nonce (the signing step keeps it): the agency's receipt must repeat it.
+        principal = principal_to_proto(self.principal)
+        principal.nonce = os.urandom(16)
+        self.current = Call(
+            self.fragment.agency, self.fragment.id, principal.nonce.hex(), sql_sha256(self.sql)
+        )
+        if self.calls is not None:
+            self.calls.add(self.current)
         self.call = self.link.stub.Execute(
             pb.ExecuteRequest(
                 query_id=self.query_id,
                 sql=self.sql,
-                principal=principal_to_proto(self.principal),
+                principal=principal,
                 key_sets=self.key_sets,
                 compression=self.opts.compression,
                 batch_rows=self.batch_rows,
@@ -212,7 +222,13 @@ class _Fetch:
                     yield msg.arrow_ipc
                 if msg.HasField("stats"):
                     self.server_rows = msg.stats.rows
+                    if msg.HasField("receipt"):
+                        self.receipt = receipt_from_proto(msg.receipt)
         except grpc.RpcError as e:
+            if self.current is not None:  # a failed call's receipt rides in its trailers
+                trailers = e.trailing_metadata() if hasattr(e, "trailing_metadata") else None
+                got = receipt_from_metadata(trailers)
+                self.link.receipts.accept(self.current, got, self.query_id, required=False)
             error = self.link.error(e, self.bytes)
             if retryable(e) and not self.cancelled:
                 raise _Retry(error) from None
@@ -265,6 +281,24 @@ class _Fetch:
         if self.server_rows != rows:
             raise ExecutionError(
                 f"agency '{self.fragment.agency}' reported {self.server_rows} rows but sent {rows}"
+            )
+        self._check_receipt(rows)
+
+    def _check_receipt(self, rows: int) -> None:
+        """A complete result needs the agency's receipt for exactly this request."""
+        assert self.current is not None
+        why = self.link.receipts.accept(self.current, self.receipt, self.query_id)
+        r = self.receipt
+        delivered = ("ok", rows, self.bytes)
+        if not why and r is not None and (r.outcome, r.rows, r.ipc_bytes) != delivered:
+            why = (
+                f"the receipt says {r.outcome}, {r.rows} rows, {r.ipc_bytes} bytes; "
+                f"the call delivered {rows} rows, {self.bytes} bytes"
+            )
+            self.current.problem = why
+        if why:
+            raise ConnectorError(
+                self.fragment.agency, f"its receipt was rejected ({why}); the result was discarded"
             )
 
     def read_all(self) -> pa.Table:
@@ -339,6 +373,9 @@ class _Fetch:
     def stats(self, rows: int) -> FragmentStats:
         return FragmentStats(rows=rows, bytes=self.bytes, seconds=self.ended - self.started)
 
+    def as_run(self, rows: int) -> FragmentRun:
+        return FragmentRun(self.fragment, self.stats(rows), self.sql, self.receipt)
+
 
 def execute(
     plan: Plan,
@@ -349,12 +386,14 @@ def execute(
     merger: MergeEngine,
     schema_of: Callable[[Fragment], pa.Schema] | None = None,
     watch: QueryWatch | None = None,
+    calls: Calls | None = None,
 ) -> tuple[pa.Table, tuple[FragmentRun, ...], float, float, tuple[str, ...]]:
     """Run a plan; returns (result, fragment runs, fetch seconds, merge seconds,
-    agencies missing from the result (``allow_partial`` only))."""
+    agencies missing from the result (``allow_partial`` only)). ``calls`` collects
+    every call made and the receipt each got (for the coordinator's audit log)."""
     deadline = time.monotonic() + opts.timeout
     t0 = time.perf_counter()
-    fetches = _fetches(plan, links, principal, query_id, deadline, opts)
+    fetches = _fetches(plan, links, principal, query_id, deadline, opts, calls)
     try:
         if watch is not None:
             watch.attach(list(fetches.values()))
@@ -362,17 +401,13 @@ def execute(
             (only,) = fetches.values()
             only.start(only.fragment.sql)
             table = only.read_all()
-            runs: tuple[FragmentRun, ...] = (
-                FragmentRun(only.fragment, only.stats(table.num_rows), only.sql),
-            )
+            runs: tuple[FragmentRun, ...] = (only.as_run(table.num_rows),)
             return table, runs, time.perf_counter() - t0, 0.0, ()
         with merger.session() as session:
             missing = _fetch_all(fetches, session, opts.allow_partial, schema_of)
             t1 = time.perf_counter()
             rows = session.row_counts()
-            runs = tuple(
-                FragmentRun(f.fragment, f.stats(rows[fid]), f.sql) for fid, f in fetches.items()
-            )
+            runs = tuple(f.as_run(rows[fid]) for fid, f in fetches.items())
             if plan.residual is None:
                 (fid,) = fetches
                 result = session.table(fid)
@@ -393,6 +428,7 @@ def execute_stream(
     merger: MergeEngine,
     schema_of: Callable[[Fragment], pa.Schema] | None = None,
     on_done: Callable[[tuple[FragmentRun, ...], int, tuple[str, ...]], None] | None = None,
+    calls: Calls | None = None,
 ) -> pa.RecordBatchReader:
     """Run a plan, its result as a stream. A plan that is one fragment with no
     residual streams that fragment's batches straight through (memory: a few
@@ -402,7 +438,7 @@ def execute_stream(
     Dropping the reader early cancels what still runs at the connectors.
     """
     deadline = time.monotonic() + opts.timeout
-    fetches = _fetches(plan, links, principal, query_id, deadline, opts)
+    fetches = _fetches(plan, links, principal, query_id, deadline, opts, calls)
     fetched: dict[str, int] = {}  # rows per fragment, when fetched before the merge
     try:
         missing: tuple[str, ...] = ()
@@ -444,10 +480,7 @@ def execute_stream(
                 source.close()
                 _cancel_all(fetches, links, query_id)
         if on_done is not None:
-            runs = tuple(
-                FragmentRun(f.fragment, f.stats(fetched.get(fid, rows)), f.sql)
-                for fid, f in fetches.items()
-            )
+            runs = tuple(f.as_run(fetched.get(fid, rows)) for fid, f in fetches.items())
             on_done(runs, rows, missing)
 
     return pa.RecordBatchReader.from_batches(source.schema, batches())
@@ -460,9 +493,10 @@ def _fetches(
     query_id: str,
     deadline: float,
     opts: RunOptions,
+    calls: Calls | None = None,
 ) -> dict[str, _Fetch]:
     return {
-        f.id: _Fetch(links[f.agency], f, query_id, principal, deadline, opts)
+        f.id: _Fetch(links[f.agency], f, query_id, principal, deadline, opts, calls)
         for f in plan.fragments
     }
 
@@ -504,7 +538,7 @@ def _fetch_all(
             for build in f.fragment.depends_on:
                 futures[build].result()
             try:
-                f.start(*reduced_sql(f.fragment, session.keys, session.table))
+                f.start(*bind(f.fragment, session.keys, session.table))
                 return f.read_into(session)
             except FedSQLError as e:
                 if not (allow_partial and schema_of is not None and _missing_ok(e)):
@@ -527,9 +561,9 @@ def _fetch_all(
             key = (
                 frag.agency,
                 frag.sql,
-                frag.wrap,
-                tuple((canon[r.build], r.build_column, r.probe_sql) for r in frag.reduce_by),
-                tuple((sf.sql, tuple(canon[b] for b in sf.builds)) for sf in frag.scalar_filters),
+                frag.wrap_sql,
+                tuple((canon[k.build], k.build_column, k.probe_sql) for k in frag.keys),
+                tuple((s.sql, tuple(canon[b] for b in s.builds)) for s in frag.scalars),
             )
             canon[frag.id] = first.setdefault(key, frag.id)
             if canon[frag.id] != frag.id:
@@ -568,90 +602,6 @@ def _topological(fetches: list[_Fetch]) -> list[_Fetch]:
     for f in fetches:
         visit(f)
     return out
-
-
-def reduced_sql(
-    fragment: Fragment,
-    keys_of: Callable[[str, str], pa.Array],
-    result_of: Callable[[str], pa.Table] | None = None,
-) -> tuple[str, list[pb.KeySet]]:
-    """The fragment's SQL, also filtered to the join keys its reducers returned
-    (``keys_of(build fragment, column)``: its distinct non-NULL values) and by its
-    scalar filters (``result_of(fragment)``: a fetched result), and the key sets
-    shipped with it."""
-    if not fragment.reduce_by and not fragment.wrap and not fragment.scalar_filters:
-        return fragment.sql, []
-    tree = sqlglot.parse_one(fragment.sql, read="duckdb")
-    assert isinstance(tree, exp.Select)
-    key_sets: list[pb.KeySet] = []
-    for r in fragment.reduce_by:
-        column = sqlglot.parse_one(r.probe_sql, read="duckdb")
-        keys = keys_of(r.build, r.build_column)
-        cond: exp.Expr | None
-        if len(keys) > INLINE_KEYS and (fragment.arrow_keys or inlinable_keys(keys.type)):
-            # Many keys travel as Arrow, not SQL text: the connector joins them (or,
-            # for PostgreSQL/SQLite, writes them into the backend's query itself).
-            name = f"__fedsql_keys{len(key_sets)}"
-            key_sets.append(key_set_to_proto(name, keys))
-            match = exp.EQ(this=exp.column("k", table=name), expression=column)
-            if fragment.arrow_keys and not any(
-                isinstance(e, exp.Star) or isinstance(e.this, exp.Star) for e in tree.expressions
-            ):
-                # A join with the (unique, non-NULL) keys is the semi-join, and one
-                # DuckDB plans best: with TPC-H Q21's correlated EXISTS clauses, 0.2 s
-                # where EXISTS over the keys takes 6 s and IN (SELECT ...) can stall.
-                tree = tree.join(exp.to_table(name), copy=False)
-                cond = match
-            else:  # PostgreSQL/SQLite connectors write this EXISTS as an array or list
-                cond = exp.Exists(this=exp.select("1").from_(name).where(match))
-        else:
-            cond = key_filter(column, keys)
-        if cond is not None:
-            tree = tree.where(cond, copy=False)
-    for sf in fragment.scalar_filters:
-        cond = scalar_filter(sf, result_of) if result_of is not None else None
-        if cond is not None:
-            tree = tree.where(cond, copy=False)
-    if fragment.wrap:  # eager aggregation around the (reduced) fragment
-        outer = sqlglot.parse_one(fragment.wrap, read="duckdb")
-        placeholder = next(t for t in outer.find_all(exp.Table) if t.name == "__fedsql_inner")
-        placeholder.replace(exp.Subquery(this=tree, alias=placeholder.args["alias"]))
-        return outer.sql(dialect="duckdb"), key_sets
-    return tree.sql(dialect="duckdb"), key_sets
-
-
-def scalar_filter(sf: ScalarFilter, result_of: Callable[[str], pa.Table]) -> exp.Expr | None:
-    """The filter with each subquery's value written in, or None when a subquery
-    did not return exactly one non-NULL value of a type with an exact literal."""
-    values: dict[str, exp.Expr] = {}
-    for build in sf.builds:
-        table = result_of(build)
-        if table.num_rows != 1 or table.num_columns != 1:
-            return None
-        literal = scalar_literal(table.column(0)[0])
-        if literal is None:
-            return None
-        values[f"__fedsql_scalar_{build}"] = literal
-    cond = sqlglot.parse_one(sf.sql, read="duckdb")
-    for col in list(cond.find_all(exp.Column)):
-        if col.name in values:
-            col.replace(values[col.name].copy())
-    return cond
-
-
-def key_filter(column: exp.Expr, values: pa.Array) -> exp.Expr | None:
-    """``column IN (keys)`` for a few keys, ``BETWEEN min AND max`` for many; None when
-    the key type has no literal form here."""
-    if len(values) == 0:
-        return exp.false()
-    if not inlinable_keys(values.type):
-        return None
-    if len(values) <= MAX_IN_KEYS:
-        return exp.In(this=column.copy(), expressions=[key_literal(v) for v in values.to_pylist()])
-    lo, hi = pc.min_max(values).values()
-    return exp.Between(
-        this=column.copy(), low=key_literal(lo.as_py()), high=key_literal(hi.as_py())
-    )
 
 
 class QueryWatch:

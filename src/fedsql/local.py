@@ -335,7 +335,7 @@ def secure_agency(toml: Path, pki: Path) -> Path:
     if not re.search(r"(?m)^insecure = true$", text):
         return toml
     name = tomllib.loads(text)["connector"]["name"]
-    got = certs.issue(pki, "connector", name, pki)
+    got = certs.issue(pki, "connector", name, pki, local=True)  # local development
     text = re.sub(
         r"(?m)^insecure = true$", f'allowed_coordinators = ["{COORDINATOR}"]', text, count=1
     )

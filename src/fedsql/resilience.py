@@ -24,6 +24,7 @@ import grpc.experimental
 from google.protobuf.message import DecodeError
 
 from fedsql import reasons
+from fedsql.audit.coordinator import ReceiptChecker
 from fedsql.config import ConnectorRef
 from fedsql.errors import ConnectorError, FedSQLError, from_rpc_error
 from fedsql.trust import open_channel
@@ -109,6 +110,7 @@ class Link:
         ref = ref or ConnectorRef(name, address, insecure=True)
         self.channel, self._raw = open_channel(ref, where, options)
         self.stub = pb_grpc.ConnectorStub(self.channel)
+        self.receipts = ReceiptChecker(ref)  # what this agency signs must name it
 
     def error(self, err: grpc.RpcError, streamed: int = 0) -> FedSQLError:
         """The FedSQLError for a failed call, saying what to do next."""

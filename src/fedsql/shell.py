@@ -1,10 +1,12 @@
 """`fedsql shell`: interactive SQL against the embedded coordinator or `fedsql serve`.
 
 A statement ends with ``;`` (it may span lines); lines starting with ``.`` are
-commands (``.help``). Results are aligned tables with row count and timing; while
-fragments stream, a progress line shows rows and bytes per agency. Errors are one
-``error: ...`` line and the shell carries on. Like the rest of the CLI, this module
-writes to the terminal; nothing else in the library does.
+commands (``.help``), in the manner of the sqlite3 and duckdb shells: ``.mode``,
+``.output``, ``.timer``, ``.maxrows``, ``.purpose``. Results are aligned tables
+(or CSV, JSON lines, Markdown) with row count and timing; while fragments stream,
+a progress line shows rows and bytes per agency. Errors are one ``error: ...``
+line and the shell carries on. Like the rest of the CLI, this module writes to
+the terminal; nothing else in the library does.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import IO, Any, Protocol, TextIO
 
 import pyarrow as pa
 
@@ -25,16 +27,37 @@ from fedsql.execute import human_bytes
 from fedsql.keywords import SQL_FUNCTIONS, SQL_KEYWORDS
 
 HISTORY_FILE = Path.home() / ".fedsql_history"
-# The word being completed may contain dots (agency.table); prompt_toolkit matches
-# this against the text before the cursor, reversed.
-_WORD = re.compile(r"^[\w.]+")
 PROGRESS_EVERY = 0.2  # seconds between progress-line updates
+MAX_ROWS = 50  # rows a result shows on the terminal unless .maxrows says otherwise
 KEYWORDS = [*SQL_KEYWORDS, *SQL_FUNCTIONS]
+COMMANDS = (
+    ".tables",
+    ".describe",
+    ".explain",
+    ".mode",
+    ".output",
+    ".timer",
+    ".maxrows",
+    ".purpose",
+    ".help",
+    ".quit",
+)
 HELP = """\
-Statements end with ';' and may span lines. Commands:
+Statements end with ';' and may span lines. Tab completes table names after FROM
+and JOIN, the columns of the tables a statement names (alias.column too), keywords
+and commands. Commands:
   .tables              the tables you can query (agency.table)
   .describe TABLE      columns and types of a table (masked columns as you see them)
   .explain SQL         fragments per agency and the residual query
+  .mode MODE           how results show: table (default), csv, json (one object a
+                       line), markdown; .mode alone shows the current one
+  .output FILE         write results to FILE (every row); .output alone: back here
+  .timer on|off        the time line after each result (default on)
+  .maxrows N           rows shown here per result (default 50; 0 shows all); when
+                       rows are cut, a line says how many
+  .purpose TEXT        why you query: sent with every query to the agencies' audit
+                       logs (required where an agency sets require_purpose = true);
+                       .purpose alone shows it
   .help                this text
   .quit                leave (also Ctrl-D)"""
 
@@ -49,6 +72,8 @@ class TableInfo:
 
 class Backend(Protocol):
     """What the shell runs against: an embedded Federation or a remote service."""
+
+    purpose: str  # why the analyst asks; goes with every query
 
     def run(self, sql: str, progress: Callable[[dict[str, tuple[int, int]]], None]) -> pa.Table:
         """Run ``sql``; call ``progress`` with agency -> (rows, bytes) while it streams."""
@@ -66,6 +91,15 @@ class Backend(Protocol):
 class EmbeddedBackend:
     def __init__(self, fed: Any) -> None:
         self.fed = fed
+
+    @property
+    def purpose(self) -> str:
+        return str(self.fed.principal.purpose)
+
+    @purpose.setter
+    def purpose(self, purpose: str) -> None:
+        # The principal goes with each query as it starts (Federation reads it per query).
+        self.fed.principal = replace(self.fed.principal, purpose=purpose.strip())
 
     def run(self, sql: str, progress: Callable[[dict[str, tuple[int, int]]], None]) -> pa.Table:
         from fedsql.execute import QueryWatch
@@ -90,6 +124,14 @@ class RemoteBackend:
     def __init__(self, remote: Any) -> None:
         self.remote = remote
         self._last: dict[str, Any] = {}
+
+    @property
+    def purpose(self) -> str:
+        return str(self.remote.purpose)
+
+    @purpose.setter
+    def purpose(self, purpose: str) -> None:
+        self.remote.purpose = purpose  # the x-fedsql-purpose header of every later call
 
     def run(self, sql: str, progress: Callable[[dict[str, tuple[int, int]]], None]) -> pa.Table:
         done = threading.Event()
@@ -148,13 +190,70 @@ def _schema(row: dict[str, Any]) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(row["table_schema"]))
 
 
+# -- completion: which words fit where the cursor is ----------------------------------
+
+# Quoted text first (so that words inside it are not words), then names with dots.
+_TOKEN = re.compile(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|[\w.]+|\S")
+_WORD = re.compile(r"[\w.]*$")
+_NAME = re.compile(r"[A-Za-z_][\w.]*$")
+_RESERVED = frozenset(SQL_KEYWORDS) | {"QUALIFY", "WINDOW", "NATURAL", "LATERAL"}
+
+
+def table_refs(sql: str) -> tuple[list[tuple[str, str | None]], bool]:
+    """The tables ``sql`` names after FROM and JOIN (comma lists too), as (name, alias),
+    and whether a table name would come next.
+
+    >>> table_refs("SELECT * FROM trade.orders o JOIN customer AS c ON o.x = c.y")
+    ([('trade.orders', 'o'), ('customer', 'c')], False)
+    >>> table_refs("SELECT * FROM nation, region r WHERE x IN (SELECT y FROM part)")
+    ([('nation', None), ('region', 'r'), ('part', None)], False)
+    >>> table_refs("SELECT * FROM region r, ")
+    ([('region', 'r')], True)
+    """
+    refs: list[tuple[str, str | None]] = []
+    expect: str | None = None  # "table" or "alias"
+    in_from = False  # in a FROM list, where a comma brings another table
+    for tok in _TOKEN.findall(sql):
+        up = tok.upper()
+        word = bool(_NAME.match(tok))
+        if up in ("FROM", "JOIN"):
+            expect, in_from = "table", up == "FROM"
+        elif expect == "table" and word and up not in _RESERVED:
+            refs.append((tok, None))
+            expect = "alias"
+        elif expect == "alias" and up == "AS":
+            pass
+        elif expect == "alias" and word and up not in _RESERVED:
+            refs[-1] = (refs[-1][0], tok)
+            expect = None
+        elif tok == "," and in_from:
+            expect = "table"
+        else:
+            expect = None
+            if up in _RESERVED or tok in "();":
+                in_from = False
+    return refs, expect == "table"
+
+
+def _matching(word: str, candidates: Iterable[str]) -> list[str]:
+    w = word.lower()
+    return sorted({c for c in candidates if c.lower().startswith(w) and c != word})
+
+
 @dataclass
 class Shell:
     backend: Backend
-    format_table: Callable[[pa.Table], str]
+    format_table: Callable[..., str]
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
+    # Result formats besides "table" (mode -> render); the CLI gives csv, json, markdown.
+    formats: Mapping[str, Callable[[pa.Table], str]] = field(default_factory=dict)
+    mode: str = "table"
+    timer: bool = True
+    maxrows: int = MAX_ROWS
     _tables: list[TableInfo] | None = None
+    _output: IO[str] | None = None
+    _output_path: str = ""
 
     # -- catalog, for .tables/.describe and completion ----------------------
     def tables(self) -> list[TableInfo]:
@@ -162,17 +261,91 @@ class Shell:
             self._tables = self.backend.tables()
         return self._tables
 
-    def words(self) -> list[str]:
-        """Completion candidates: agencies, tables (bare and qualified), columns, keywords."""
+    def _catalog(self) -> list[TableInfo]:
         try:
-            tables = self.tables()
+            return self.tables()
         except FedSQLError:
-            tables = []
+            return []
+
+    def words(self) -> list[str]:
+        """Every completion candidate: agencies, tables (bare and qualified), columns,
+        keywords (what completion offers where the statement gives no context)."""
         words: set[str] = set(KEYWORDS) | {k.lower() for k in KEYWORDS}
-        for t in tables:
+        for t in self._catalog():
             words |= {t.agency, t.name, f"{t.agency}.{t.name}"}
             words |= set(t.columns.names)
         return sorted(words)
+
+    def complete(self, before: str, earlier: str = "", after: str = "") -> tuple[str, list[str]]:
+        """(the word before the cursor, what it may become). ``before``: the line up to
+        the cursor, ``after``: the rest of it; ``earlier``: the statement's earlier
+        lines. The statement's FROM and JOIN say which columns fit.
+
+        >>> sh = Shell(None, str, _tables=[])  # an empty catalog: keywords and commands
+        >>> sh.complete("SELECT count(*) FRO")
+        ('FRO', ['FROM'])
+        >>> sh.complete(".ma")
+        ('.ma', ['.maxrows'])
+        """
+        m = _WORD.search(before)
+        w = m.group(0) if m else ""
+        head = before[: len(before) - len(w)]
+        if not earlier.strip() and before.lstrip().startswith("."):
+            return self._complete_command(head, w, before)
+        statement = f"{earlier}\n{before}{after}" if earlier else before + after
+        return w, self._complete_sql(head, w, statement)
+
+    def _complete_command(self, head: str, w: str, before: str) -> tuple[str, list[str]]:
+        cmd, _, rest = head.strip().partition(" ")
+        if not head.strip():
+            return w, _matching(w, COMMANDS)
+        if cmd == ".describe":
+            return w, _matching(w, self._table_names())
+        if cmd == ".mode":
+            return w, _matching(w, ["table", *self.formats])
+        if cmd == ".timer":
+            return w, _matching(w, ["on", "off"])
+        if cmd == ".explain":
+            sql = before.strip()[len(".explain") :]
+            return w, self._complete_sql(sql[: len(sql) - len(w)], w, sql)
+        return w, []
+
+    def _table_names(self) -> list[str]:
+        return [n for t in self._catalog() for n in (t.name, f"{t.agency}.{t.name}")]
+
+    def _resolve(self, name: str) -> list[TableInfo]:
+        parts = name.lower().split(".")
+        return [
+            t
+            for t in self._catalog()
+            if parts[-1] == t.name.lower()
+            and (len(parts) == 1 or parts[0] == t.agency.lower())
+            and (len(parts) < 3 or parts[1] == t.schema.lower())
+        ]
+
+    def _complete_sql(self, head: str, w: str, statement: str) -> list[str]:
+        _, table_next = table_refs(head)
+        if table_next:  # after FROM or JOIN (or a comma in a FROM list)
+            return _matching(w, self._table_names())
+        refs, _ = table_refs(statement)
+        if "." in w:  # alias.column, table.column, agency.table
+            prefix, _, _ = w.rpartition(".")
+            p = prefix.lower()
+            named = [n for n, a in refs if (a or "").lower() == p] or [
+                n for n, _ in refs if n.lower() == p or n.lower().endswith("." + p)
+            ]
+            cols = {c for n in named for t in self._resolve(n) for c in t.columns.names}
+            tables = [f"{t.agency}.{t.name}" for t in self._catalog() if t.agency.lower() == p]
+            return _matching(w, [f"{prefix}.{c}" for c in cols] + tables)
+        named_tables = [t for n, _ in refs for t in self._resolve(n)]
+        lower = w == w.lower() and any(c.isalpha() for c in w)
+        words = {k.lower() if lower else k for k in KEYWORDS}
+        if named_tables:
+            words |= {c for t in named_tables for c in t.columns.names}
+        else:  # no FROM yet: any table's columns, and the tables
+            words |= {c for t in self._catalog() for c in t.columns.names}
+            words |= set(self._table_names())
+        return _matching(w, words)
 
     # -- one input ----------------------------------------------------------
     def handle(self, text: str) -> bool:
@@ -186,7 +359,10 @@ class Shell:
             self._query(text.rstrip(";").strip())
         except FedSQLError as e:
             self._clear_progress()
-            print(f"error: {e}", file=self.err, flush=True)
+            message = str(e)
+            if "purpose" in message and not self.backend.purpose:
+                message += " (in the shell: .purpose TEXT)"
+            print(f"error: {message}", file=self.err, flush=True)
         except KeyboardInterrupt:
             self._clear_progress()
             print("interrupted", file=self.err, flush=True)
@@ -208,7 +384,7 @@ class Shell:
                     "columns": [len(t.columns) for t in tables],
                 }
             )
-            print(self.format_table(shown), file=self.out)
+            print(self.format_table(shown, max_rows=len(tables)), file=self.out)
         elif cmd == ".describe":
             t = self._find(arg)
             shown = pa.table(
@@ -219,27 +395,101 @@ class Shell:
                 }
             )
             print(f"{t.agency}.{t.name}", file=self.out)
-            print(self.format_table(shown), file=self.out)
+            print(self.format_table(shown, max_rows=len(t.columns)), file=self.out)
         elif cmd == ".explain":
             if not arg:
                 raise FedSQLError("usage: .explain SQL")
             print(self.backend.explain(arg), file=self.out)
+        elif cmd == ".mode":
+            self._set_mode(arg)
+        elif cmd == ".output":
+            self._set_output(arg)
+        elif cmd == ".timer":
+            self._set_timer(arg)
+        elif cmd == ".maxrows":
+            self._set_maxrows(arg)
+        elif cmd == ".purpose":
+            self._set_purpose(arg)
         else:
             raise FedSQLError(f"unknown command {cmd}; .help lists the commands")
         self.out.flush()
         return True
 
+    def _set_mode(self, arg: str) -> None:
+        modes = ["table", *self.formats]
+        if not arg:
+            print(f"mode: {self.mode} (choices: {', '.join(modes)})", file=self.out)
+        elif arg.lower() in modes:
+            self.mode = arg.lower()
+        else:
+            raise FedSQLError(f"unknown mode '{arg}'; choose from {', '.join(modes)}")
+
+    def _set_output(self, arg: str) -> None:
+        if not arg:
+            if self._output is not None:
+                self._close_output()
+                print("results: back to the terminal", file=self.out)
+            else:
+                print("results: to the terminal (.output FILE: to a file)", file=self.out)
+            return
+        path = Path(arg).expanduser()
+        try:
+            f = path.open("w", encoding="utf-8")
+        except OSError as e:
+            raise FedSQLError(f"cannot write {path}: {e.strerror or e}") from None
+        self._close_output()
+        self._output, self._output_path = f, str(path)
+        print(
+            f"results: to {path}, every row (.output alone: back to the terminal)",
+            file=self.out,
+        )
+
+    def _close_output(self) -> None:
+        if self._output is not None:
+            self._output.close()
+        self._output, self._output_path = None, ""
+
+    def _set_timer(self, arg: str) -> None:
+        if arg.lower() in ("on", "off"):
+            self.timer = arg.lower() == "on"
+        elif arg:
+            raise FedSQLError("usage: .timer on|off")
+        else:
+            print(f"timer: {'on' if self.timer else 'off'}", file=self.out)
+
+    def _set_maxrows(self, arg: str) -> None:
+        if not arg:
+            shown = "all" if self.maxrows == 0 else str(self.maxrows)
+            print(f"maxrows: {shown} (rows shown per result; 0 shows all)", file=self.out)
+            return
+        try:
+            n = int(arg.replace(",", "").replace("_", ""))
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise FedSQLError("usage: .maxrows N (rows shown per result; 0 shows all)")
+        self.maxrows = n
+
+    def _set_purpose(self, arg: str) -> None:
+        if arg:
+            self.backend.purpose = arg
+            print(f"purpose: {self.backend.purpose} (sent with every query)", file=self.out)
+        elif self.backend.purpose:
+            print(f"purpose: {self.backend.purpose}", file=self.out)
+        else:
+            print(
+                "no purpose set; .purpose TEXT sets one (agencies with require_purpose = true "
+                "refuse queries without one)",
+                file=self.out,
+            )
+
+    def close(self) -> None:
+        self._close_output()
+
     def _find(self, name: str) -> TableInfo:
         if not name:
             raise FedSQLError("usage: .describe TABLE (agency.table or table)")
-        parts = name.lower().split(".")
-        found = [
-            t
-            for t in self.tables()
-            if parts[-1] == t.name.lower()
-            and (len(parts) == 1 or parts[0] == t.agency.lower())
-            and (len(parts) < 3 or parts[1] == t.schema.lower())
-        ]
+        found = self._resolve(name) if self.tables() else []
         if len(found) == 1:
             return found[0]
         if not found:
@@ -270,15 +520,44 @@ class Shell:
             self.err.flush()
             self._progress_shown = False
 
+    def _render(self, table: pa.Table) -> str:
+        if self.mode == "table":  # without format_table's count line: ours says more
+            text: str = self.format_table(table, max_rows=table.num_rows)
+            return text.rsplit("\n", 1)[0]
+        return self.formats[self.mode](table)
+
     def _query(self, sql: str) -> None:
         t0 = time.perf_counter()
         self._progress_at = time.monotonic()
         table = self.backend.run(sql, self._progress)
         seconds = time.perf_counter() - t0
         self._clear_progress()
-        print(self.format_table(table), file=self.out)
-        stats = self.backend.stats()
-        print(f"Time: {seconds:.3f} s" + (f" ({stats})" if stats else ""), file=self.out)
+        sink = self._output
+        cut = sink is None and 0 < self.maxrows < table.num_rows
+        shown = table.slice(0, self.maxrows) if cut else table
+        body = self._render(shown)
+        if body:
+            (sink or self.out).write(body if body.endswith("\n") else body + "\n")
+        # The count and time beside a table; on stderr beside CSV/JSON/Markdown on the
+        # terminal, which stay clean to copy or pipe.
+        notes = self.out if sink is not None or self.mode == "table" else self.err
+        n = table.num_rows
+        count = f"{n:,} row{'s' if n != 1 else ''}"
+        if sink is not None:
+            sink.flush()
+            print(f"({count} written to {self._output_path})", file=notes)
+        elif cut:
+            print(
+                f"… {shown.num_rows:,} of {n:,} rows shown; .maxrows N (0: all) "
+                "or .output FILE for all",
+                file=notes,
+            )
+        else:
+            print(f"({count})", file=notes)
+        if self.timer:
+            stats = self.backend.stats()
+            print(f"Time: {seconds:.3f} s" + (f" ({stats})" if stats else ""), file=notes)
+        notes.flush()
         self.out.flush()
 
 
@@ -303,30 +582,54 @@ def statements(lines: Iterable[str]) -> Iterable[str]:
         yield "\n".join(buf)
 
 
+def _completer(shell: Shell, pending: list[str]) -> Any:
+    from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+    from prompt_toolkit.document import Document
+
+    class ShellCompleter(Completer):  # type: ignore[misc]
+        """Completion from :meth:`Shell.complete`; ``pending``: the statement's earlier lines."""
+
+        def get_completions(
+            self, document: Document, complete_event: CompleteEvent
+        ) -> Iterator[Completion]:
+            word, candidates = shell.complete(
+                document.text_before_cursor, "\n".join(pending), document.text_after_cursor
+            )
+            for c in candidates:
+                yield Completion(c, start_position=-len(word))
+
+    return ShellCompleter()
+
+
 def run(shell: Shell, banner: str) -> int:
     """The read-eval-print loop: prompt_toolkit on a terminal, plain lines otherwise."""
+    try:
+        return _loop(shell, banner)
+    finally:
+        shell.close()
+
+
+def _loop(shell: Shell, banner: str) -> int:
     if not sys.stdin.isatty():
         for stmt in statements(line.rstrip("\n") for line in sys.stdin):
             if not shell.handle(stmt):
                 break
         return 0
     from prompt_toolkit import PromptSession
-    from prompt_toolkit.completion import WordCompleter
     from prompt_toolkit.history import FileHistory
 
     print(banner, file=shell.out)
-    completer = WordCompleter(
-        lambda: shell.words(), ignore_case=True, sentence=False, pattern=_WORD
-    )
-    session: PromptSession[str] = PromptSession(
-        history=FileHistory(str(HISTORY_FILE)), completer=completer, complete_while_typing=False
-    )
     buf: list[str] = []
+    session: PromptSession[str] = PromptSession(
+        history=FileHistory(str(HISTORY_FILE)),
+        completer=_completer(shell, buf),
+        complete_while_typing=False,
+    )
     while True:
         try:
             line = session.prompt("fedsql> " if not buf else "   ...> ")
         except KeyboardInterrupt:
-            buf = []
+            buf.clear()
             continue
         except EOFError:
             print(file=shell.out)
@@ -340,4 +643,4 @@ def run(shell: Shell, banner: str) -> int:
         buf.append(line)
         if line.rstrip().endswith(";"):
             shell.handle("\n".join(buf))
-            buf = []
+            buf.clear()

@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 
 import pyarrow as pa
+from google.protobuf.message import DecodeError
 
+from fedsql.audit.receipts import RECEIPT_METADATA, Receipt
 from fedsql.capabilities import Capabilities, from_kinds
 from fedsql.v1 import connector_pb2 as pb
 
@@ -68,6 +70,7 @@ class RemoteCatalog:
     dialect: str = "duckdb"  # informational: what the node transpiles to
     capabilities: Capabilities = Capabilities()
     fragment_language: str = "1"  # the version of the fragment language it accepts
+    default_schema: str = "main"  # the backend's own name for its default schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +126,9 @@ def stamped(
     out = type(request)()
     out.CopyFrom(request)
     out.principal.issued_unix_ms = issued_unix_ms
-    out.principal.nonce = nonce
+    # A nonce the caller chose is kept: the coordinator matches the connector's
+    # receipt (which repeats it) to the request it sent.
+    out.principal.nonce = request.principal.nonce or nonce
     out.principal.ClearField("signature")
     out.principal.signature = sign(signed_payload(connector, out))
     return out
@@ -132,6 +137,58 @@ def stamped(
 def principal_proof(p: pb.Principal) -> tuple[int, bytes, bytes]:
     """(issued_unix_ms, nonce, signature) of a principal as received."""
     return p.issued_unix_ms, p.nonce, p.signature
+
+
+def receipt_to_proto(r: Receipt) -> pb.Receipt:
+    return pb.Receipt(
+        connector=r.connector,
+        query_id=r.query_id,
+        sql_sha256=r.sql_sha256,
+        outcome=r.outcome,
+        rows=r.rows,
+        ipc_bytes=r.ipc_bytes,
+        audit_seq=r.audit_seq,
+        audit_hash=r.audit_hash,
+        time_unix_ms=r.time_unix_ms,
+        coordinator=r.coordinator,
+        user=r.user,
+        nonce=bytes.fromhex(r.nonce),
+        algorithm=r.algorithm,
+        certificate=r.certificate,
+        signature=r.signature,
+    )
+
+
+def receipt_from_proto(m: pb.Receipt) -> Receipt:
+    return Receipt(
+        connector=m.connector,
+        query_id=m.query_id,
+        sql_sha256=m.sql_sha256,
+        outcome=m.outcome,
+        rows=m.rows,
+        ipc_bytes=m.ipc_bytes,
+        audit_seq=m.audit_seq,
+        audit_hash=m.audit_hash,
+        time_unix_ms=m.time_unix_ms,
+        coordinator=m.coordinator,
+        user=m.user,
+        nonce=m.nonce.hex(),
+        algorithm=m.algorithm,
+        certificate=m.certificate,
+        signature=m.signature,
+    )
+
+
+def receipt_from_metadata(metadata: object) -> Receipt | None:
+    """The receipt in a failed call's trailing metadata, if any (None also when it
+    does not parse: the coordinator then holds no receipt for the call)."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == RECEIPT_METADATA and isinstance(value, bytes):
+            try:
+                return receipt_from_proto(pb.Receipt.FromString(value))
+            except DecodeError:
+                return None
+    return None
 
 
 def schema_to_bytes(schema: pa.Schema) -> bytes:
@@ -145,6 +202,7 @@ def catalog_to_proto(cat: RemoteCatalog) -> pb.Catalog:
         backend=cat.backend,
         dialect=cat.dialect,
         fragment_language=cat.fragment_language,
+        default_schema=cat.default_schema,
         capabilities=pb.Capabilities(
             version=cat.capabilities.version, features=sorted(cat.capabilities.features)
         ),
@@ -197,6 +255,7 @@ def catalog_from_proto(msg: pb.Catalog) -> RemoteCatalog:
             else from_kinds(msg.unsupported)
         ),
         fragment_language=msg.fragment_language or "1",
+        default_schema=msg.default_schema or "main",
     )
 
 

@@ -74,7 +74,7 @@ def waves(runs: tuple[object, ...]) -> int:
 
     def d(fid: str) -> int:
         if fid not in depth:
-            depth[fid] = 1 + max((d(r.build) for r in frags[fid].reduce_by), default=-1)
+            depth[fid] = 1 + max((d(r.build) for r in frags[fid].keys), default=-1)
         return depth[fid]
 
     return 1 + max((d(f) for f in frags), default=0)

@@ -24,6 +24,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
+from fedsql.lang import syntax
 from fedsql.lang.errors import BadSyntax, NotInLanguage, TooComplex
 
 MAX_SQL_BYTES = 1 << 20  # a fragment or a query; key sets travel as Arrow, not SQL
@@ -112,7 +113,9 @@ def parse(sql: str, what: str, dialect: str = "duckdb", max_bytes: int = MAX_SQL
     try:
         parser = sqlglot.Dialect.get_or_raise(dialect).parser()
         statements = [s for s in parser.parse(tokens, sql) if s is not None]
-    except (ParseError, TokenError) as e:
+    except ParseError as e:
+        raise BadSyntax(syntax.explain(e, sql)) from None
+    except TokenError as e:
         raise BadSyntax(f"{what} is not valid SQL: {_first_line(e)}") from None
     except RecursionError:  # cannot happen within the bounds above; refuse all the same
         raise TooComplex(f"{what} is nested too deeply") from None

@@ -43,6 +43,16 @@ class ShapeBinder:
                 con.unregister("__fedsql_empty")
                 if unique[t.name.lower()] == 1:
                     con.execute(f"CREATE VIEW main.{_q(t.name)} AS SELECT * FROM {full}")
+            # agency.table names a table of any schema, as fedsql resolves it (the
+            # default schema first): DuckDB looks for it in the agency's "main".
+            mains = {(t.agency, t.name.lower()) for t in catalog.tables if t.schema_key == "main"}
+            for t in sorted(catalog.tables, key=lambda t: t.schema != ""):
+                if (t.agency, t.name.lower()) in mains:
+                    continue
+                mains.add((t.agency, t.name.lower()))
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(t.agency)}.main")
+                full = f"{_q(t.agency)}.{_q(t.schema_key)}.{_q(t.name)}"
+                con.execute(f"CREATE VIEW {_q(t.agency)}.main.{_q(t.name)} AS SELECT * FROM {full}")
 
         # It binds analysts' queries: locked like every other engine (no files, no
         # settings), and small (its tables are empty).

@@ -8,7 +8,6 @@ that ADBC, JDBC and ODBC drivers read them.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pyarrow as pa
@@ -184,24 +183,77 @@ def sql_info_table(info: dict[int, Any], wanted: list[int]) -> pa.Table:
     return pa.Table.from_arrays([pa.array(ids, pa.uint32()), value], schema=SQL_INFO)
 
 
-def like(pattern: str | None) -> re.Pattern[str] | None:
-    """A Flight SQL filter pattern (``%`` any run, ``_`` one character, ``\\`` escapes).
+MAX_PATTERN = 256  # characters of a catalog, schema or table filter (names are shorter)
 
-    >>> like("line%").fullmatch("lineitem") is not None, like("l_ne").fullmatch("lne")
-    (True, None)
+_ANY = None  # ``_``: one character
+
+
+class Like:
+    r"""A Flight SQL filter pattern: ``%`` any run, ``_`` one character, ``\`` escapes
+    (SqlInfo SQL_SEARCH_STRING_ESCAPE), matched case-insensitively against the whole name.
+
+    No regular expression: ``%%%...%Z`` as a regex backtracks exponentially on a
+    name without a ``Z`` (issue 17). The pattern is cut at each ``%`` into pieces
+    of literal characters and ``_``; the first piece must start the name, the
+    last must end it, and each piece between is found leftmost after the one
+    before, which is enough (a piece found further right leaves less room for the
+    rest). Time: at most len(name) x len(pattern) character comparisons.
+
+    >>> Like("line%").matches("LineItem"), Like("l_ne").matches("lne")
+    (True, False)
+    >>> Like("%" * 24 + "Z").matches("a" * 40), Like("50\\%%").matches("50%off")
+    (False, True)
     """
-    if pattern is None:
-        return None
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
-        i += 1
-    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, pattern: str) -> None:
+        if len(pattern) > MAX_PATTERN:
+            raise ProtocolError(
+                f"a filter pattern may have at most {MAX_PATTERN} characters "
+                f"(this one has {len(pattern)})"
+            )
+        pieces: list[list[str | None]] = [[]]
+        i = 0
+        while i < len(pattern):
+            c = pattern[i]
+            if c == "\\" and i + 1 < len(pattern):
+                pieces[-1].append(pattern[i + 1].lower())
+                i += 2
+                continue
+            if c == "%":
+                pieces.append([])
+            else:
+                pieces[-1].append(_ANY if c == "_" else c.lower())
+            i += 1
+        self.pieces = pieces
+
+    def matches(self, name: str) -> bool:
+        s = [c.lower() for c in name]
+        first, last = self.pieces[0], self.pieces[-1]
+        if len(self.pieces) == 1:
+            return len(s) == len(first) and _at(first, s, 0)
+        if len(first) + len(last) > len(s):
+            return False
+        if not _at(first, s, 0) or not _at(last, s, len(s) - len(last)):
+            return False
+        pos, end = len(first), len(s) - len(last)
+        for piece in self.pieces[1:-1]:
+            while pos + len(piece) <= end and not _at(piece, s, pos):
+                pos += 1
+            if pos + len(piece) > end:
+                return False
+            pos += len(piece)
+        return True
+
+
+def _at(piece: list[str | None], s: list[str], pos: int) -> bool:
+    return all(p is _ANY or p == s[pos + k] for k, p in enumerate(piece))
+
+
+def like(pattern: str | None) -> Like | None:
+    """The filter of an optional pattern field (None: no filter)."""
+    return None if pattern is None else Like(pattern)
 
 
 # CommandGetXdbcTypeInfo (JDBC getTypeInfo, ODBC SQLGetTypeInfo): the types results carry.

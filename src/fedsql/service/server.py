@@ -8,17 +8,24 @@ in the embedded API, and every fragment carries their name to the agencies'
 audit logs.
 
 A statement runs when the client asks for its FlightInfo (GetFlightInfo);
-the result waits under a one-time ticket for DoGet. Flight SQL catalogs are
-the agencies; schemas and tables are what each agency exposes to this analyst.
+the result waits under a one-time ticket for DoGet, within the user's caps
+(results.py). Flight SQL catalogs are the agencies; schemas and tables are what
+each agency exposes to this analyst.
+
+Every RPC goes through :func:`_edge`: it checks the sign-in, and whatever goes
+wrong leaves as a Flight status with a stable code and fedsql's own message
+(status.py), never a traceback.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,29 +35,33 @@ import pyarrow.flight as flight
 from fedsql import __version__
 from fedsql.client import Federation
 from fedsql.config import FederationConfig
-from fedsql.errors import (
-    CatalogError,
-    ConfigError,
-    ConnectorError,
-    FedSQLError,
-    FragmentRefused,
-    PlanError,
-    PolicyError,
-    QueryCancelled,
-    QueryTimeout,
-)
+from fedsql.errors import ConfigError, FedSQLError, QueryCancelled
 from fedsql.keywords import SQL_KEYWORDS
 from fedsql.service import protocol as proto
-from fedsql.service.auth import SignIn
+from fedsql.service import status
+from fedsql.service.auth import Session, SignIn, SignInRefused
 from fedsql.service.params import bind, parameter_schema, parse_with_placeholders
 from fedsql.service.queries import QueryBoard
+from fedsql.service.results import ResultStore, too_big
+from fedsql.service.status import (
+    CANCELLED,
+    INTERNAL,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    RESOURCE_EXHAUSTED,
+    UNAUTHENTICATED,
+    UNIMPLEMENTED,
+    Refused,
+)
 from fedsql.trust import read_secret
 from fedsql.v1 import flight_sql_pb2 as sql_pb
 
 log = logging.getLogger(__name__)
 
-RESULT_TTL = 600.0  # seconds an unread result waits for its DoGet
 PREPARED_TTL = 3600.0  # seconds an unused prepared statement lives
+MAX_PREPARED_PER_USER = 64  # open prepared statements; over it the user's oldest closes
+MAX_PARAMETER_BYTES = 16 << 20  # Arrow bytes of one DoPut's parameters
+REAP_SECONDS = 5.0  # how often expired results and statements are dropped
 TABLE_TYPE = "TABLE"
 
 # Custom actions (DoAction) beside the Flight SQL ones.
@@ -58,6 +69,7 @@ LIST_QUERIES = "fedsql.list_queries"
 CANCEL = "fedsql.cancel"
 EXPLAIN = "fedsql.explain"
 NO_TRANSACTIONS = "transactions are not supported (the federation is read-only)"
+READ_ONLY = "the federation is read-only: only SELECT queries run here"
 
 # CommandGetSqlInfo answers (SqlInfo ids from format/FlightSql.proto).
 KEYWORDS = sorted(SQL_KEYWORDS)
@@ -99,13 +111,6 @@ def sql_info() -> dict[int, Any]:
 
 
 @dataclass(slots=True)
-class _Result:
-    user: str
-    table: pa.Table
-    expires: float
-
-
-@dataclass(slots=True)
 class _Prepared:
     user: str
     sql: str
@@ -115,46 +120,62 @@ class _Prepared:
 
 
 class _Auth(flight.ServerMiddleware):  # type: ignore[misc]
-    def __init__(self, user: str, token: str | None = None) -> None:
-        self.user = user
+    def __init__(self, session: Session, token: str, new: bool) -> None:
+        self.session = session
         self.token = token
+        self.new = new  # a sign-in: the token goes back to the client
 
     def sending_headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.token}"} if self.token else {}
+        return {"authorization": f"Bearer {self.token}"} if self.new else {}
 
 
 class _AuthFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
     """Every call: ``Authorization: Basic`` (sign in, answered with a bearer token)
-    or ``Authorization: Bearer`` (a token from an earlier sign-in)."""
+    or ``Authorization: Bearer`` (a token from an earlier sign-in). The password
+    itself is checked by the call's handler (:meth:`SignIn.check`), which knows the
+    client's address."""
 
     def __init__(self, signin: SignIn) -> None:
         self.signin = signin
 
     def start_call(self, info: flight.CallInfo, headers: dict[str, list[str]]) -> _Auth:
+        try:
+            return self._start(headers)
+        except SignInRefused as e:
+            raise status.to_flight(e.code, str(e)) from None
+        except flight.FlightError:
+            raise
+        except Exception:  # noqa: BLE001 - a server edge: nothing else may leave
+            log.exception("sign-in failed")
+            raise status.to_flight(
+                INTERNAL, "internal error at sign-in; see the service log"
+            ) from None
+
+    def _start(self, headers: dict[str, list[str]]) -> _Auth:
         values = next((v for k, v in headers.items() if k.lower() == "authorization"), [])
-        if not values:
-            raise flight.FlightUnauthenticatedError(
+        if not values or not isinstance(values[0], str):
+            raise status.to_flight(
+                UNAUTHENTICATED,
                 "sign in with a user name and password (the users are [user.NAME] entries "
-                "with a password_hash in the service's federation config)"
+                "with a password_hash in the service's federation config)",
             )
         scheme, _, cred = values[0].partition(" ")
         if scheme.lower() == "basic":
-            ok = self.signin.basic(cred.strip())
-            if ok is None:
-                raise flight.FlightUnauthenticatedError("wrong user name or password")
-            return _Auth(*ok)
+            session, token = self.signin.basic(cred.strip())
+            return _Auth(session, token, new=True)
         if scheme.lower() == "bearer":
-            user = self.signin.bearer(cred.strip())
-            if user is None:
-                raise flight.FlightUnauthenticatedError(
-                    "the session token is unknown or expired; sign in again"
+            token = cred.strip()
+            found = self.signin.bearer(token)
+            if found is None:
+                raise status.to_flight(
+                    UNAUTHENTICATED, "the session token is unknown or expired; sign in again"
                 )
-            return _Auth(user)
-        raise flight.FlightUnauthenticatedError(f"unsupported authorization scheme {scheme!r}")
+            return _Auth(found, token, new=False)
+        raise status.to_flight(UNAUTHENTICATED, "unsupported authorization scheme")
 
 
 class _Handshake(flight.ServerAuthHandler):  # type: ignore[misc]
-    """Handshake succeeds; the middleware above has already checked the credentials."""
+    """Handshake succeeds; the middleware above has taken the credentials."""
 
     def authenticate(self, outgoing: Any, incoming: Any) -> None:
         pass
@@ -163,26 +184,20 @@ class _Handshake(flight.ServerAuthHandler):  # type: ignore[misc]
         return ""
 
 
-def _refused(message: str) -> Exception:
-    """A request the service turns down. Not pa.ArrowInvalid: pyarrow would send the
-    server's Python traceback along to the client as the status detail."""
-    return flight.FlightServerError(message)
+def _edge(method: Callable[..., Any]) -> Callable[..., Any]:
+    """An RPC handler as Flight calls it: the caller's sign-in checked, and every
+    failure turned into a Flight status with fedsql's message (status.py)."""
 
+    @functools.wraps(method)
+    def call(self: FlightSqlService, context: flight.ServerCallContext, *args: Any) -> Any:
+        user: str | None = None
+        try:
+            user = self._user(context)
+            return method(self, user, *args)
+        except Exception as e:  # noqa: BLE001 - a server edge: nothing else may leave
+            raise self._failure(e, user, method.__name__) from None
 
-def _flight_error(e: FedSQLError) -> Exception:
-    """A FedSQLError as the Flight status a client shows (one place)."""
-    msg = str(e)
-    if isinstance(e, QueryCancelled):
-        return flight.FlightCancelledError(msg)
-    if isinstance(e, QueryTimeout):
-        return flight.FlightTimedOutError(msg)
-    if isinstance(e, PolicyError):
-        return flight.FlightUnauthorizedError(msg)
-    if isinstance(e, (PlanError, CatalogError, FragmentRefused, ConfigError)):
-        return _refused(msg)
-    if isinstance(e, ConnectorError):
-        return flight.FlightUnavailableError(msg)
-    return flight.FlightServerError(msg)
+    return call
 
 
 class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
@@ -201,18 +216,55 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         )
         self.config = config
         self.board = QueryBoard(config.service.history)
+        svc = config.service
+        self.results = ResultStore(
+            svc.max_results_per_user, svc.max_result_bytes_per_user, svc.result_ttl_seconds
+        )
         self._feds: dict[str, Federation] = {}
-        self._results: dict[bytes, _Result] = {}
         self._prepared: dict[bytes, _Prepared] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        threading.Thread(target=self._reap, name="fedsql-reaper", daemon=True).start()
 
     # -- helpers ------------------------------------------------------------
-    @staticmethod
-    def _user(context: flight.ServerCallContext) -> str:
+    def _user(self, context: flight.ServerCallContext) -> str:
         mw = context.get_middleware("auth")
         if mw is None:  # cannot happen: the middleware refuses unauthenticated calls
-            raise flight.FlightUnauthenticatedError("not signed in")
-        return str(mw.user)
+            raise Refused(UNAUTHENTICATED, "not signed in")
+        try:
+            return self.signin.check(mw.session, mw.token, context.peer())
+        except SignInRefused as e:
+            raise Refused(e.code, str(e)) from None
+
+    def _failure(self, e: Exception, user: str | None, where: str) -> flight.FlightError:
+        """The Flight error a failed call answers with (the one place)."""
+        if isinstance(e, Refused):
+            return status.to_flight(e.code, e.message)
+        if isinstance(e, FedSQLError):
+            return status.to_flight(*status.from_fedsql(e, self._known(user)))
+        if isinstance(e, proto.ProtocolError):
+            return status.to_flight(INVALID_ARGUMENT, str(e))
+        if isinstance(e, flight.FlightError):  # from pyarrow itself, e.g. a client gone
+            code = next((c for c, cls in status.CLEAN.items() if isinstance(e, cls)), INTERNAL)
+            log.info("%s: %s", where, e)
+            return status.to_flight(code, f"the call failed ({code.lower()})")
+        ref = secrets.token_hex(4)
+        log.exception("internal error %s in %s (user %s)", ref, where, user)
+        return status.to_flight(INTERNAL, f"internal error (reference {ref}); see the service log")
+
+    def _known(self, user: str | None) -> set[str]:
+        """Names an error message may quote: the user's, their roles, the agencies,
+        schemas, tables and columns they see."""
+        if user is None:
+            return set()
+        names = {user, *self.config.users[user].roles} if user in self.config.users else {user}
+        try:
+            for t in self._federation(user).catalog.tables:
+                names.update((t.agency, t.schema_key, t.name, f"{t.agency}.{t.name}"))
+                names.update(t.arrow_schema.names)
+        except Exception:  # noqa: BLE001 - fewer names kept, never a failure
+            log.debug("no catalog names for error redaction", exc_info=True)
+        return names
 
     def _federation(self, user: str) -> Federation:
         with self._lock:
@@ -221,62 +273,70 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
                 fed = self._feds[user] = Federation(self.config, user=user)
             return fed
 
-    def _store(self, user: str, table: pa.Table) -> bytes:
-        handle = secrets.token_bytes(16)
-        now = time.monotonic()
-        with self._lock:
-            for h in [h for h, r in self._results.items() if r.expires < now]:
-                del self._results[h]
-            self._results[handle] = _Result(user, table, now + RESULT_TTL)
-        return handle
-
     def _info(self, descriptor: flight.FlightDescriptor, user: str, table: pa.Table) -> Any:
-        handle = self._store(user, table)
+        handle = self.results.put(user, table)
         endpoint = flight.FlightEndpoint(proto.ticket(handle), [])
         return flight.FlightInfo(table.schema, descriptor, [endpoint], table.num_rows, table.nbytes)
 
     def _run(self, user: str, sqls: list[str], shown: str) -> pa.Table:
         """Run the statement(s) as ``user``, listed on the query board while running."""
         fed = self._federation(user)
+        cap = self.config.service.max_result_bytes_per_user
         entry = self.board.start(user, shown)
         log.info("query %s: user %s", entry.id, user)
+        tables: list[pa.Table] = []
         try:
-            tables = [fed.sql(s, watch=entry.watch, query_id=entry.id) for s in sqls]
+            for s in sqls:
+                tables.append(fed.sql(s, watch=entry.watch, query_id=entry.id))
+                total = sum(t.nbytes for t in tables)
+                if total > cap:  # stop early: later parameter rows would only add
+                    raise too_big(total, cap)
+            table = (
+                tables[0]
+                if len(tables) == 1
+                else pa.concat_tables(tables, promote_options="default")
+            )
+        except Refused as e:
+            self.board.end(entry, "failed", None, e.message)
+            raise
         except FedSQLError as e:
-            cancelled = isinstance(e, QueryCancelled)
-            self.board.end(entry, "cancelled" if cancelled else "failed", None, str(e))
-            if cancelled:
-                raise flight.FlightCancelledError(f"query {entry.id} was cancelled") from None
-            raise _flight_error(e) from None
-        except Exception as e:
+            if isinstance(e, QueryCancelled):
+                self.board.end(entry, "cancelled", None, str(e))
+                raise Refused(CANCELLED, f"query {entry.id} was cancelled") from None
+            self.board.end(entry, "failed", None, status.from_fedsql(e, self._known(user))[1])
+            raise
+        except Exception:
             self.board.end(entry, "failed", None, "internal error")
             log.exception("query %s failed", entry.id)
-            raise flight.FlightInternalError(
-                f"internal error in query {entry.id}; see the service log"
-            ) from e
-        table = (
-            tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
-        )
+            raise Refused(
+                INTERNAL, f"internal error in query {entry.id}; see the service log"
+            ) from None
         self.board.end(entry, "done", table.num_rows, None)
         return table
+
+    def _reap(self) -> None:
+        every = min(REAP_SECONDS, self.config.service.result_ttl_seconds / 4)
+        while not self._stopping.wait(every):
+            self.results.purge()
+            now = time.monotonic()
+            with self._lock:
+                for h in [h for h, p in self._prepared.items() if p.expires < now]:
+                    del self._prepared[h]
 
     def _prepared_for(self, handle: bytes, user: str) -> _Prepared:
         with self._lock:
             p = self._prepared.get(handle)
         if p is None or p.user != user:
-            raise _refused("unknown or closed prepared statement; prepare it again")
+            raise Refused(NOT_FOUND, "unknown or closed prepared statement; prepare it again")
         p.expires = time.monotonic() + PREPARED_TTL
         return p
 
     # -- metadata -----------------------------------------------------------
     def _tables(self, user: str, cmd: Any) -> pa.Table:
         catalog = self._federation(user).catalog
-        schema_re = proto.like(
-            cmd.db_schema_filter_pattern if cmd.HasField("db_schema_filter_pattern") else None
-        )
-        table_re = proto.like(
-            cmd.table_name_filter_pattern if cmd.HasField("table_name_filter_pattern") else None
-        )
+        schema_re = _pattern(cmd, "db_schema_filter_pattern")
+        table_re = _pattern(cmd, "table_name_filter_pattern")
+        _exact(cmd, "catalog")
         if cmd.table_types and TABLE_TYPE not in cmd.table_types:
             rows = []
         else:
@@ -285,8 +345,8 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
                     t
                     for t in catalog.tables
                     if (not cmd.HasField("catalog") or cmd.catalog == t.agency)
-                    and (schema_re is None or schema_re.fullmatch(t.schema_key))
-                    and (table_re is None or table_re.fullmatch(t.name))
+                    and (schema_re is None or schema_re.matches(t.schema_key))
+                    and (table_re is None or table_re.matches(t.name))
                 ),
                 key=lambda t: (t.agency, t.schema_key, t.name),
             )
@@ -309,15 +369,14 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
             agencies = sorted(self._federation(user).catalog.agencies)
             return pa.table({"catalog_name": agencies}, schema=proto.CATALOGS)
         if isinstance(cmd, sql_pb.CommandGetDbSchemas):
-            pattern = proto.like(
-                cmd.db_schema_filter_pattern if cmd.HasField("db_schema_filter_pattern") else None
-            )
+            pattern = _pattern(cmd, "db_schema_filter_pattern")
+            _exact(cmd, "catalog")
             pairs = sorted(
                 {
                     (t.agency, t.schema_key)
                     for t in self._federation(user).catalog.tables
                     if (not cmd.HasField("catalog") or cmd.catalog == t.agency)
-                    and (pattern is None or pattern.fullmatch(t.schema_key))
+                    and (pattern is None or pattern.matches(t.schema_key))
                 }
             )
             return pa.table(
@@ -335,78 +394,120 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         if isinstance(cmd, (sql_pb.CommandGetExportedKeys, sql_pb.CommandGetImportedKeys)):
             return proto.FOREIGN_KEYS.empty_table()
         if isinstance(cmd, (sql_pb.CommandStatementUpdate, sql_pb.CommandPreparedStatementUpdate)):
-            raise _refused("the federation is read-only: only SELECT queries run here")
-        raise _refused(f"{type(cmd).__name__} is not supported by fedsql")
+            raise Refused(INVALID_ARGUMENT, READ_ONLY)
+        raise Refused(UNIMPLEMENTED, f"{type(cmd).__name__} is not supported by fedsql")
 
-    # -- Flight RPCs --------------------------------------------------------
-    def get_flight_info(
-        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
-    ) -> Any:
-        user = self._user(context)
-        cmd = self._command(descriptor)
+    # -- Flight RPCs (each through _edge) -----------------------------------
+    def _statement(self, user: str, cmd: Any) -> pa.Table | None:
+        """The result of a statement command (None: not one)."""
         if isinstance(cmd, sql_pb.CommandStatementQuery):
             if cmd.HasField("transaction_id"):
-                raise _refused(NO_TRANSACTIONS)
-            return self._info(descriptor, user, self._run(user, [cmd.query], cmd.query))
+                raise Refused(INVALID_ARGUMENT, NO_TRANSACTIONS)
+            return self._run(user, [cmd.query], cmd.query)
         if isinstance(cmd, sql_pb.CommandPreparedStatementQuery):
             p = self._prepared_for(cmd.prepared_statement_handle, user)
             if p.n_params and p.params is None:
-                raise _refused(
-                    f"the prepared statement has {p.n_params} parameter(s); bind them first"
+                raise Refused(
+                    INVALID_ARGUMENT,
+                    f"the prepared statement has {p.n_params} parameter(s); bind them first",
                 )
             params = p.params if p.params is not None else pa.table({})
             sqls = bind(p.sql, params) if p.n_params or params.num_columns else [p.sql]
-            return self._info(descriptor, user, self._run(user, sqls, p.sql))
-        return self._info(descriptor, user, self._guard(lambda: self._metadata(user, cmd)))
+            return self._run(user, sqls, p.sql)
+        return None
 
-    def get_schema(
-        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
-    ) -> Any:
-        user = self._user(context)
+    @_edge
+    def get_flight_info(self, user: str, descriptor: flight.FlightDescriptor) -> Any:
         cmd = self._command(descriptor)
-        if isinstance(cmd, (sql_pb.CommandStatementQuery, sql_pb.CommandPreparedStatementQuery)):
-            # The schema needs the result: run it, and drop the result nobody will fetch.
-            info = self.get_flight_info(context, descriptor)
-            handle = proto.unpack(info.endpoints[0].ticket.ticket).statement_handle  # type: ignore[attr-defined]
-            with self._lock:
-                self._results.pop(handle, None)
-            return flight.SchemaResult(info.schema)
-        return flight.SchemaResult(self._guard(lambda: self._metadata(user, cmd)).schema)
+        table = self._statement(user, cmd)
+        return self._info(
+            descriptor, user, table if table is not None else self._metadata(user, cmd)
+        )
 
-    def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> Any:
-        user = self._user(context)
-        try:
-            msg = proto.unpack(ticket.ticket)
-        except proto.ProtocolError as e:
-            raise _refused(str(e)) from None
+    @_edge
+    def get_schema(self, user: str, descriptor: flight.FlightDescriptor) -> Any:
+        # A statement's schema needs its result: run it, and keep nothing.
+        cmd = self._command(descriptor)
+        table = self._statement(user, cmd)
+        return flight.SchemaResult(
+            (table if table is not None else self._metadata(user, cmd)).schema
+        )
+
+    @_edge
+    def do_get(self, user: str, ticket: flight.Ticket) -> Any:
+        msg = proto.unpack(ticket.ticket)
         if not isinstance(msg, sql_pb.TicketStatementQuery):
-            raise _refused("this ticket is not one fedsql handed out")
-        with self._lock:
-            r = self._results.get(msg.statement_handle)
-            if r is not None and r.user == user:
-                del self._results[msg.statement_handle]
-        if r is None or r.user != user:
-            raise _refused("unknown, expired or already read result; run the query again")
-        return flight.RecordBatchStream(r.table)
+            raise Refused(INVALID_ARGUMENT, "this ticket is not one fedsql handed out")
+        table = self.results.take(user, msg.statement_handle)
+        if table is None:
+            raise Refused(
+                NOT_FOUND,
+                "unknown, expired or already read result (results wait "
+                f"{self.config.service.result_ttl_seconds:g} s for their DoGet, and a "
+                "user's oldest unread ones make way for new ones); run the query again",
+            )
+        return flight.RecordBatchStream(table)
 
+    @_edge
     def do_put(
         self,
-        context: flight.ServerCallContext,
+        user: str,
         descriptor: flight.FlightDescriptor,
         reader: flight.MetadataRecordBatchReader,
         writer: flight.FlightMetadataWriter,
     ) -> None:
-        user = self._user(context)
         cmd = self._command(descriptor)
         if isinstance(cmd, sql_pb.CommandPreparedStatementQuery):
             p = self._prepared_for(cmd.prepared_statement_handle, user)
-            p.params = reader.read_all()
+            p.params = self._parameters(reader)
             return
         if isinstance(cmd, (sql_pb.CommandStatementUpdate, sql_pb.CommandPreparedStatementUpdate)):
-            raise _refused("the federation is read-only: only SELECT queries run here")
-        raise _refused(f"DoPut with {type(cmd).__name__} is not supported")
+            raise Refused(INVALID_ARGUMENT, READ_ONLY)
+        raise Refused(UNIMPLEMENTED, f"DoPut with {type(cmd).__name__} is not supported")
 
-    def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
+    def _parameters(self, reader: flight.MetadataRecordBatchReader) -> pa.Table:
+        """The bound parameter rows, read batch by batch and refused past the caps:
+        each row is one federated query (issue 17)."""
+        most = self.config.service.max_parameter_rows
+        batches: list[pa.RecordBatch] = []
+        rows = nbytes = 0
+        try:
+            schema = reader.schema
+            for chunk in reader:
+                if chunk.data is None:
+                    continue
+                batches.append(chunk.data)
+                rows += chunk.data.num_rows
+                nbytes += chunk.data.nbytes
+                if rows > most:
+                    raise Refused(
+                        RESOURCE_EXHAUSTED,
+                        f"more than {most} parameter rows in one execution "
+                        "([service] max_parameter_rows); each row runs a federated query: "
+                        "send them in smaller batches",
+                    )
+                if nbytes > MAX_PARAMETER_BYTES:
+                    raise Refused(
+                        RESOURCE_EXHAUSTED,
+                        f"the parameters are over {MAX_PARAMETER_BYTES >> 20} MiB; "
+                        "send them in smaller batches",
+                    )
+        except pa.ArrowException as e:
+            if isinstance(e, flight.FlightError):
+                raise
+            raise Refused(INVALID_ARGUMENT, "the parameter batches cannot be read") from None
+        return pa.Table.from_batches(batches, schema=schema)
+
+    @_edge
+    def list_flights(self, user: str, criteria: bytes) -> Iterable[Any]:
+        return []  # Flight SQL clients list nothing: results come by command
+
+    @_edge
+    def do_exchange(self, user: str, descriptor: Any, reader: Any, writer: Any) -> None:
+        raise Refused(UNIMPLEMENTED, "DoExchange is not supported by fedsql")
+
+    @_edge
+    def list_actions(self, user: str) -> list[tuple[str, str]]:
         return [
             ("CreatePreparedStatement", "Flight SQL: prepare a query (parameters: ?, $1)"),
             ("ClosePreparedStatement", "Flight SQL: release a prepared statement"),
@@ -415,8 +516,8 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
             (EXPLAIN, "the plan of a query: fragments per agency, residual (body: the SQL)"),
         ]
 
-    def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> Any:
-        user = self._user(context)
+    @_edge
+    def do_action(self, user: str, action: flight.Action) -> Any:
         kind = action.type
         body = action.body.to_pybytes() if action.body is not None else b""
         admin = user in self.config.service.admins
@@ -424,26 +525,25 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
             rows = self.board.list(None if admin else user)
             return [json.dumps(rows).encode()]
         if kind == EXPLAIN:
-            text = self._guard(lambda: self._federation(user).explain(body.decode()))
-            return [text.encode()]
+            return [self._federation(user).explain(_text(body, "the query")).encode()]
         if kind == CANCEL:
             qid = body.decode(errors="replace").strip()
             outcome = self.board.cancel(qid, None if admin else user)
-            log.info("user %s: cancel %s: %s", user, qid, outcome)
+            log.info("user %s: cancel %s: %s", user, qid[:64], outcome)
             return [json.dumps({"id": qid, "outcome": outcome}).encode()]
         if kind == "CreatePreparedStatement":
             req = self._unpack_body(body, sql_pb.ActionCreatePreparedStatementRequest)
             if req.HasField("transaction_id"):
-                raise _refused(NO_TRANSACTIONS)
-            _, placeholders = self._guard(lambda: parse_with_placeholders(req.query))
+                raise Refused(INVALID_ARGUMENT, NO_TRANSACTIONS)
+            _, placeholders = parse_with_placeholders(req.query)
             params = parameter_schema(placeholders)
             handle = secrets.token_bytes(16)
             with self._lock:
-                now = time.monotonic()
-                for h in [h for h, p in self._prepared.items() if p.expires < now]:
-                    del self._prepared[h]
+                mine = [h for h, p in self._prepared.items() if p.user == user]
+                for h in mine[: max(0, len(mine) - MAX_PREPARED_PER_USER + 1)]:
+                    del self._prepared[h]  # the user's oldest
                 self._prepared[handle] = _Prepared(
-                    user, req.query, len(params), None, now + PREPARED_TTL
+                    user, req.query, len(params), None, time.monotonic() + PREPARED_TTL
                 )
             return [proto.prepared_result(handle, None, params if len(params) else None)]
         if kind == "ClosePreparedStatement":
@@ -453,41 +553,49 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
                 if p is not None and p.user == user:
                     del self._prepared[req.prepared_statement_handle]
             return []
-        raise _refused(f"action {kind!r} is not supported by fedsql")
+        raise Refused(UNIMPLEMENTED, f"action {kind[:64]!r} is not supported by fedsql")
 
     # -- decoding -----------------------------------------------------------
     @staticmethod
     def _command(descriptor: flight.FlightDescriptor) -> Any:
         if descriptor.descriptor_type != flight.DescriptorType.CMD:
-            raise _refused("fedsql takes Flight SQL commands, not paths")
-        try:
-            return proto.unpack(descriptor.command)
-        except proto.ProtocolError as e:
-            raise _refused(str(e)) from None
+            raise Refused(INVALID_ARGUMENT, "fedsql takes Flight SQL commands, not paths")
+        return proto.unpack(descriptor.command)
 
     @staticmethod
     def _unpack_body(body: bytes, cls: type) -> Any:
-        try:
-            msg = proto.unpack(body)
-        except proto.ProtocolError as e:
-            raise _refused(str(e)) from None
+        msg = proto.unpack(body)
         if not isinstance(msg, cls):
-            raise _refused(f"expected {cls.__name__}, got {type(msg).__name__}")
+            raise Refused(INVALID_ARGUMENT, f"expected {cls.__name__}, got {type(msg).__name__}")
         return msg
 
-    @staticmethod
-    def _guard(fn: Any) -> Any:
-        try:
-            return fn()
-        except FedSQLError as e:
-            raise _flight_error(e) from None
-
     def shutdown_federations(self) -> None:
+        self._stopping.set()
         with self._lock:
             feds = list(self._feds.values())
             self._feds.clear()
         for f in feds:
             f.close()
+
+
+def _pattern(cmd: Any, name: str) -> proto.Like | None:
+    """A command's optional filter pattern field (capped in length, linear to match)."""
+    return proto.like(getattr(cmd, name) if cmd.HasField(name) else None)
+
+
+def _exact(cmd: Any, name: str) -> None:
+    """An exact-name filter field, held to the same length cap as patterns."""
+    if cmd.HasField(name) and len(getattr(cmd, name)) > proto.MAX_PATTERN:
+        raise Refused(
+            INVALID_ARGUMENT, f"a {name} filter may have at most {proto.MAX_PATTERN} characters"
+        )
+
+
+def _text(body: bytes, what: str) -> str:
+    try:
+        return body.decode()
+    except UnicodeDecodeError:
+        raise Refused(INVALID_ARGUMENT, f"{what} is not UTF-8 text") from None
 
 
 def tls_pair(config: FederationConfig) -> list[tuple[bytes, bytes]]:

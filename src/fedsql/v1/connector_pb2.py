@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64sql/v1/connector.proto\x12\tfedsql.v1\"s\n\tPrincipal\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x16\n\x0eissued_unix_ms\x18\x04 \x01(\x03\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"<\n\x11GetCatalogRequest\x12\'\n\tprincipal\x18\x01 \x01(\x0b\x32\x14.fedsql.v1.Principal\"^\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\narrow_type\x18\x02 \x01(\t\x12\x10\n\x08nullable\x18\x03 \x01(\x08\x12\x0c\n\x04mask\x18\x04 \x01(\t\x12\x12\n\nmask_rules\x18\x05 \x03(\t\"\xa6\x01\n\x05Table\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06schema\x18\x02 \x01(\t\x12\"\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x11.fedsql.v1.Column\x12\x14\n\x0c\x61rrow_schema\x18\x04 \x01(\x0c\x12\x1a\n\x12row_count_estimate\x18\x05 \x01(\x03\x12\x14\n\x0crow_filtered\x18\x06 \x01(\x08\x12\x13\n\x0brow_filters\x18\x07 \x03(\t\"\xd0\x01\n\x07\x43\x61talog\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12 \n\x06tables\x18\x04 \x03(\x0b\x32\x10.fedsql.v1.Table\x12\x0f\n\x07\x64ialect\x18\x05 \x01(\t\x12\x13\n\x0bunsupported\x18\x06 \x03(\t\x12\x19\n\x11\x66ragment_language\x18\x07 \x01(\t\x12-\n\x0c\x63\x61pabilities\x18\x08 \x01(\x0b\x32\x17.fedsql.v1.Capabilities\"1\n\x0c\x43\x61pabilities\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\"\xc1\x01\n\x0e\x45xecuteRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\'\n\tprincipal\x18\x03 \x01(\x0b\x32\x14.fedsql.v1.Principal\x12\x12\n\nbatch_rows\x18\x04 \x01(\x03\x12#\n\x08key_sets\x18\x05 \x03(\x0b\x32\x11.fedsql.v1.KeySet\x12\x13\n\x0b\x63ompression\x18\x06 \x01(\t\x12\x19\n\x11\x66ragment_language\x18\x07 \x01(\t\"\x82\x01\n\tErrorInfo\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x34\n\x08metadata\x18\x02 \x03(\x0b\x32\".fedsql.v1.ErrorInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x06KeySet\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tarrow_ipc\x18\x02 \x01(\x0c\"<\n\x0c\x45xecuteStats\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"L\n\x0f\x45xecuteResponse\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12&\n\x05stats\x18\x02 \x01(\x0b\x32\x17.fedsql.v1.ExecuteStats\"!\n\rCancelRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\"#\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x05\"\x12\n\x10GetStatusRequest\"\xba\x02\n\x06Status\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x0e\n\x06tables\x18\x04 \x01(\x05\x12\x18\n\x10\x61\x63tive_fragments\x18\x05 \x01(\x05\x12 \n\x18max_concurrent_fragments\x18\x06 \x01(\x05\x12\x16\n\x0euptime_seconds\x18\x07 \x01(\x01\x12\x33\n\tfragments\x18\x08 \x03(\x0b\x32 .fedsql.v1.Status.FragmentsEntry\x12\x0c\n\x04rows\x18\t \x01(\x03\x12\r\n\x05\x62ytes\x18\n \x01(\x03\x12\x13\n\x0bmetrics_url\x18\x0b \x01(\t\x1a\x30\n\x0e\x46ragmentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\x8b\x02\n\tConnector\x12>\n\nGetCatalog\x12\x1c.fedsql.v1.GetCatalogRequest\x1a\x12.fedsql.v1.Catalog\x12\x42\n\x07\x45xecute\x12\x19.fedsql.v1.ExecuteRequest\x1a\x1a.fedsql.v1.ExecuteResponse0\x01\x12=\n\x06\x43\x61ncel\x12\x18.fedsql.v1.CancelRequest\x1a\x19.fedsql.v1.CancelResponse\x12;\n\tGetStatus\x12\x1b.fedsql.v1.GetStatusRequest\x1a\x11.fedsql.v1.Statusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64sql/v1/connector.proto\x12\tfedsql.v1\"s\n\tPrincipal\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x16\n\x0eissued_unix_ms\x18\x04 \x01(\x03\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"<\n\x11GetCatalogRequest\x12\'\n\tprincipal\x18\x01 \x01(\x0b\x32\x14.fedsql.v1.Principal\"^\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\narrow_type\x18\x02 \x01(\t\x12\x10\n\x08nullable\x18\x03 \x01(\x08\x12\x0c\n\x04mask\x18\x04 \x01(\t\x12\x12\n\nmask_rules\x18\x05 \x03(\t\"\xa6\x01\n\x05Table\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06schema\x18\x02 \x01(\t\x12\"\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x11.fedsql.v1.Column\x12\x14\n\x0c\x61rrow_schema\x18\x04 \x01(\x0c\x12\x1a\n\x12row_count_estimate\x18\x05 \x01(\x03\x12\x14\n\x0crow_filtered\x18\x06 \x01(\x08\x12\x13\n\x0brow_filters\x18\x07 \x03(\t\"\xe8\x01\n\x07\x43\x61talog\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12 \n\x06tables\x18\x04 \x03(\x0b\x32\x10.fedsql.v1.Table\x12\x0f\n\x07\x64ialect\x18\x05 \x01(\t\x12\x13\n\x0bunsupported\x18\x06 \x03(\t\x12\x19\n\x11\x66ragment_language\x18\x07 \x01(\t\x12-\n\x0c\x63\x61pabilities\x18\x08 \x01(\x0b\x32\x17.fedsql.v1.Capabilities\x12\x16\n\x0e\x64\x65\x66\x61ult_schema\x18\t \x01(\t\"1\n\x0c\x43\x61pabilities\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\"\xc1\x01\n\x0e\x45xecuteRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\'\n\tprincipal\x18\x03 \x01(\x0b\x32\x14.fedsql.v1.Principal\x12\x12\n\nbatch_rows\x18\x04 \x01(\x03\x12#\n\x08key_sets\x18\x05 \x03(\x0b\x32\x11.fedsql.v1.KeySet\x12\x13\n\x0b\x63ompression\x18\x06 \x01(\t\x12\x19\n\x11\x66ragment_language\x18\x07 \x01(\t\"\x82\x01\n\tErrorInfo\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x34\n\x08metadata\x18\x02 \x03(\x0b\x32\".fedsql.v1.ErrorInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x06KeySet\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tarrow_ipc\x18\x02 \x01(\x0c\"<\n\x0c\x45xecuteStats\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"q\n\x0f\x45xecuteResponse\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12&\n\x05stats\x18\x02 \x01(\x0b\x32\x17.fedsql.v1.ExecuteStats\x12#\n\x07receipt\x18\x03 \x01(\x0b\x32\x12.fedsql.v1.Receipt\"\x9e\x02\n\x07Receipt\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x10\n\x08query_id\x18\x02 \x01(\t\x12\x12\n\nsql_sha256\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x0c\n\x04rows\x18\x05 \x01(\x03\x12\x11\n\tipc_bytes\x18\x06 \x01(\x03\x12\x11\n\taudit_seq\x18\x07 \x01(\x03\x12\x12\n\naudit_hash\x18\x08 \x01(\t\x12\x14\n\x0ctime_unix_ms\x18\t \x01(\x03\x12\x13\n\x0b\x63oordinator\x18\n \x01(\t\x12\x0c\n\x04user\x18\x0b \x01(\t\x12\r\n\x05nonce\x18\x0c \x01(\x0c\x12\x11\n\talgorithm\x18\r \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x0e \x01(\x0c\x12\x11\n\tsignature\x18\x0f \x01(\x0c\"!\n\rCancelRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\"#\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x05\"\x12\n\x10GetStatusRequest\"\xba\x02\n\x06Status\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x0e\n\x06tables\x18\x04 \x01(\x05\x12\x18\n\x10\x61\x63tive_fragments\x18\x05 \x01(\x05\x12 \n\x18max_concurrent_fragments\x18\x06 \x01(\x05\x12\x16\n\x0euptime_seconds\x18\x07 \x01(\x01\x12\x33\n\tfragments\x18\x08 \x03(\x0b\x32 .fedsql.v1.Status.FragmentsEntry\x12\x0c\n\x04rows\x18\t \x01(\x03\x12\r\n\x05\x62ytes\x18\n \x01(\x03\x12\x13\n\x0bmetrics_url\x18\x0b \x01(\t\x1a\x30\n\x0e\x46ragmentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\x8b\x02\n\tConnector\x12>\n\nGetCatalog\x12\x1c.fedsql.v1.GetCatalogRequest\x1a\x12.fedsql.v1.Catalog\x12\x42\n\x07\x45xecute\x12\x19.fedsql.v1.ExecuteRequest\x1a\x1a.fedsql.v1.ExecuteResponse0\x01\x12=\n\x06\x43\x61ncel\x12\x18.fedsql.v1.CancelRequest\x1a\x19.fedsql.v1.CancelResponse\x12;\n\tGetStatus\x12\x1b.fedsql.v1.GetStatusRequest\x1a\x11.fedsql.v1.Statusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,31 +44,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TABLE']._serialized_start=316
   _globals['_TABLE']._serialized_end=482
   _globals['_CATALOG']._serialized_start=485
-  _globals['_CATALOG']._serialized_end=693
-  _globals['_CAPABILITIES']._serialized_start=695
-  _globals['_CAPABILITIES']._serialized_end=744
-  _globals['_EXECUTEREQUEST']._serialized_start=747
-  _globals['_EXECUTEREQUEST']._serialized_end=940
-  _globals['_ERRORINFO']._serialized_start=943
-  _globals['_ERRORINFO']._serialized_end=1073
-  _globals['_ERRORINFO_METADATAENTRY']._serialized_start=1026
-  _globals['_ERRORINFO_METADATAENTRY']._serialized_end=1073
-  _globals['_KEYSET']._serialized_start=1075
-  _globals['_KEYSET']._serialized_end=1116
-  _globals['_EXECUTESTATS']._serialized_start=1118
-  _globals['_EXECUTESTATS']._serialized_end=1178
-  _globals['_EXECUTERESPONSE']._serialized_start=1180
-  _globals['_EXECUTERESPONSE']._serialized_end=1256
-  _globals['_CANCELREQUEST']._serialized_start=1258
-  _globals['_CANCELREQUEST']._serialized_end=1291
-  _globals['_CANCELRESPONSE']._serialized_start=1293
-  _globals['_CANCELRESPONSE']._serialized_end=1328
-  _globals['_GETSTATUSREQUEST']._serialized_start=1330
-  _globals['_GETSTATUSREQUEST']._serialized_end=1348
-  _globals['_STATUS']._serialized_start=1351
-  _globals['_STATUS']._serialized_end=1665
-  _globals['_STATUS_FRAGMENTSENTRY']._serialized_start=1617
-  _globals['_STATUS_FRAGMENTSENTRY']._serialized_end=1665
-  _globals['_CONNECTOR']._serialized_start=1668
-  _globals['_CONNECTOR']._serialized_end=1935
+  _globals['_CATALOG']._serialized_end=717
+  _globals['_CAPABILITIES']._serialized_start=719
+  _globals['_CAPABILITIES']._serialized_end=768
+  _globals['_EXECUTEREQUEST']._serialized_start=771
+  _globals['_EXECUTEREQUEST']._serialized_end=964
+  _globals['_ERRORINFO']._serialized_start=967
+  _globals['_ERRORINFO']._serialized_end=1097
+  _globals['_ERRORINFO_METADATAENTRY']._serialized_start=1050
+  _globals['_ERRORINFO_METADATAENTRY']._serialized_end=1097
+  _globals['_KEYSET']._serialized_start=1099
+  _globals['_KEYSET']._serialized_end=1140
+  _globals['_EXECUTESTATS']._serialized_start=1142
+  _globals['_EXECUTESTATS']._serialized_end=1202
+  _globals['_EXECUTERESPONSE']._serialized_start=1204
+  _globals['_EXECUTERESPONSE']._serialized_end=1317
+  _globals['_RECEIPT']._serialized_start=1320
+  _globals['_RECEIPT']._serialized_end=1606
+  _globals['_CANCELREQUEST']._serialized_start=1608
+  _globals['_CANCELREQUEST']._serialized_end=1641
+  _globals['_CANCELRESPONSE']._serialized_start=1643
+  _globals['_CANCELRESPONSE']._serialized_end=1678
+  _globals['_GETSTATUSREQUEST']._serialized_start=1680
+  _globals['_GETSTATUSREQUEST']._serialized_end=1698
+  _globals['_STATUS']._serialized_start=1701
+  _globals['_STATUS']._serialized_end=2015
+  _globals['_STATUS_FRAGMENTSENTRY']._serialized_start=1967
+  _globals['_STATUS_FRAGMENTSENTRY']._serialized_end=2015
+  _globals['_CONNECTOR']._serialized_start=2018
+  _globals['_CONNECTOR']._serialized_end=2285
 # @@protoc_insertion_point(module_scope)

@@ -61,7 +61,7 @@ class Table(_message.Message):
     def __init__(self, name: _Optional[str] = ..., schema: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., arrow_schema: _Optional[bytes] = ..., row_count_estimate: _Optional[int] = ..., row_filtered: _Optional[bool] = ..., row_filters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Catalog(_message.Message):
-    __slots__ = ("connector", "version", "backend", "tables", "dialect", "unsupported", "fragment_language", "capabilities")
+    __slots__ = ("connector", "version", "backend", "tables", "dialect", "unsupported", "fragment_language", "capabilities", "default_schema")
     CONNECTOR_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class Catalog(_message.Message):
     UNSUPPORTED_FIELD_NUMBER: _ClassVar[int]
     FRAGMENT_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     connector: str
     version: str
     backend: str
@@ -78,7 +79,8 @@ class Catalog(_message.Message):
     unsupported: _containers.RepeatedScalarFieldContainer[str]
     fragment_language: str
     capabilities: Capabilities
-    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., dialect: _Optional[str] = ..., unsupported: _Optional[_Iterable[str]] = ..., fragment_language: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ...) -> None: ...
+    default_schema: str
+    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., dialect: _Optional[str] = ..., unsupported: _Optional[_Iterable[str]] = ..., fragment_language: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., default_schema: _Optional[str] = ...) -> None: ...
 
 class Capabilities(_message.Message):
     __slots__ = ("version", "features")
@@ -140,12 +142,48 @@ class ExecuteStats(_message.Message):
     def __init__(self, rows: _Optional[int] = ..., bytes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
-    __slots__ = ("arrow_ipc", "stats")
+    __slots__ = ("arrow_ipc", "stats", "receipt")
     ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
     arrow_ipc: bytes
     stats: ExecuteStats
-    def __init__(self, arrow_ipc: _Optional[bytes] = ..., stats: _Optional[_Union[ExecuteStats, _Mapping]] = ...) -> None: ...
+    receipt: Receipt
+    def __init__(self, arrow_ipc: _Optional[bytes] = ..., stats: _Optional[_Union[ExecuteStats, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ...) -> None: ...
+
+class Receipt(_message.Message):
+    __slots__ = ("connector", "query_id", "sql_sha256", "outcome", "rows", "ipc_bytes", "audit_seq", "audit_hash", "time_unix_ms", "coordinator", "user", "nonce", "algorithm", "certificate", "signature")
+    CONNECTOR_FIELD_NUMBER: _ClassVar[int]
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    SQL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    IPC_BYTES_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HASH_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    connector: str
+    query_id: str
+    sql_sha256: str
+    outcome: str
+    rows: int
+    ipc_bytes: int
+    audit_seq: int
+    audit_hash: str
+    time_unix_ms: int
+    coordinator: str
+    user: str
+    nonce: bytes
+    algorithm: str
+    certificate: bytes
+    signature: bytes
+    def __init__(self, connector: _Optional[str] = ..., query_id: _Optional[str] = ..., sql_sha256: _Optional[str] = ..., outcome: _Optional[str] = ..., rows: _Optional[int] = ..., ipc_bytes: _Optional[int] = ..., audit_seq: _Optional[int] = ..., audit_hash: _Optional[str] = ..., time_unix_ms: _Optional[int] = ..., coordinator: _Optional[str] = ..., user: _Optional[str] = ..., nonce: _Optional[bytes] = ..., algorithm: _Optional[str] = ..., certificate: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("query_id",)
