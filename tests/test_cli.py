@@ -144,7 +144,10 @@ def test_bad_query_is_one_clear_line(tpch_local: LocalFederation) -> None:
     cfg = str(tpch_local.config_path)
     for sql, why in [
         ("SELECT * FROM lineitems", "unknown table 'lineitems'; did you mean"),
-        ("SELEC 1", "syntax error at line 1, column 1"),
+        (
+            "SELEC 1",
+            "syntax error at line 1, column 1: 'SELEC' starts no query (did you mean SELECT?)",
+        ),
         ("SELECT nope FROM orders", "nope"),
         ("DROP TABLE orders", "only SELECT"),
     ]:

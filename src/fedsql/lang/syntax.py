@@ -15,6 +15,7 @@ syntax error at line 1, column 17: WHERE needs something after it
 
 from __future__ import annotations
 
+import difflib
 import re
 
 from sqlglot.errors import ParseError
@@ -27,8 +28,21 @@ _OPERATORS = {
 }  # fmt: skip
 
 
+_STARTS = ("SELECT", "WITH", "VALUES", "FROM", "TABLE", "SHOW", "DESCRIBE", "EXPLAIN")
+_FIRST_WORD = re.compile(r"\s*([A-Za-z_]\w*)")
+
+
 def explain(e: ParseError, sql: str) -> str:
-    """``e`` as a message an analyst can act on."""
+    """``e`` as a message an analyst can act on.
+
+    >>> print(explain(ParseError("x"), "SELEC 1"))
+    syntax error at line 1, column 1: 'SELEC' starts no query (did you mean SELECT?)
+      SELEC 1
+      ^
+    """
+    first = _first_word(sql)
+    if first is not None:
+        return first
     if not e.errors:
         return f"syntax error: {str(e).splitlines()[0] if str(e) else 'not valid SQL'}"
     err = e.errors[0]
@@ -49,6 +63,21 @@ def explain(e: ParseError, sql: str) -> str:
     start = col - len(highlight) + 1 if highlight else col
     return f"syntax error at line {line}, column {max(start, 1)}: {problem}\n" + _caret(
         sql, line, max(start, 1)
+    )
+
+
+def _first_word(sql: str) -> str | None:
+    """The message for a query whose first word starts no statement, else None."""
+    m = _FIRST_WORD.match(sql)
+    if m is None or m.group(1).upper() in _STARTS:
+        return None
+    word = m.group(1)
+    close = difflib.get_close_matches(word.upper(), _STARTS, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else " (a query starts with SELECT or WITH)"
+    line = sql.count("\n", 0, m.start(1)) + 1
+    col = m.start(1) - (sql.rfind("\n", 0, m.start(1)) + 1) + 1
+    return f"syntax error at line {line}, column {col}: {word!r} starts no query{hint}\n" + _caret(
+        sql, line, col
     )
 
 
