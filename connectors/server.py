@@ -299,11 +299,6 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             **self.evidence.of_request(request, context),
         }
         context = _Explained(context, record)  # every abort also says why, for programs
-        if bad_id:
-            msg = "a query id is 1 to 128 letters, digits or - _ . : (fedsql makes them so)"
-            record.update(outcome="refused", error=msg)
-            self._record(record)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
         try:
             yield from self._execute(request, context, record)
         except Exception:
@@ -346,6 +341,11 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             purpose=principal.purpose,
             authenticated=caller.authenticated,
         )
+        if not QUERY_ID.fullmatch(request.query_id or "-"):  # the caller known: its mistake
+            msg = "a query id is 1 to 128 letters, digits or - _ . : (fedsql makes them so)"
+            record.update(outcome="refused", error=msg)
+            self._record(record)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
         try:
             keys = dict(key_set_from_proto(k) for k in request.key_sets)
         except ValueError as e:

@@ -293,8 +293,9 @@ class _Channels:
         with self._lock:
             gen.inflight -= 1
             done = gen.retired and gen.inflight <= 0
-        if done:
-            self._close_gen(gen)
+        if done:  # from the call's done callback, on gRPC's own thread: closing the
+            # channel there waits for that very thread, so another thread closes it
+            threading.Thread(target=self._close_gen, args=(gen,), daemon=True).start()
 
     def _close_gen(self, gen: _Generation) -> None:
         with self._lock:
