@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -91,6 +92,17 @@ class Federation:
         self._last_stats: QueryStats | None = None
         # [coordinator] audit_log: every query, signed, with the agencies' receipts.
         self._audit = CoordinatorAudit.open(config)
+
+    def with_purpose(self, purpose: str) -> Federation:
+        """This analyst's federation asking for another purpose: the same channels,
+        catalog and plans; the new purpose goes with every fragment it sends."""
+        p = self.principal
+        if purpose.strip() == p.purpose:
+            return self
+        other = copy.copy(self)
+        other.principal = Principal(p.user, p.roles, purpose.strip())
+        other._thread = threading.local()
+        return other
 
     @property
     def last_stats(self) -> QueryStats | None:

@@ -38,7 +38,7 @@ from fedsql.config import FederationConfig
 from fedsql.errors import ConfigError, FedSQLError, QueryCancelled
 from fedsql.keywords import SQL_KEYWORDS
 from fedsql.service import protocol as proto
-from fedsql.service import status
+from fedsql.service import purpose, status
 from fedsql.service.auth import Session, SignIn, SignInRefused
 from fedsql.service.params import bind, parameter_schema, parse_with_placeholders
 from fedsql.service.queries import QueryBoard
@@ -120,10 +120,11 @@ class _Prepared:
 
 
 class _Auth(flight.ServerMiddleware):  # type: ignore[misc]
-    def __init__(self, session: Session, token: str, new: bool) -> None:
+    def __init__(self, session: Session, token: str, new: bool, purpose: str = "") -> None:
         self.session = session
         self.token = token
         self.new = new  # a sign-in: the token goes back to the client
+        self.purpose = purpose  # this call's x-fedsql-purpose (purpose.py)
 
     def sending_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.token}"} if self.new else {}
@@ -152,6 +153,15 @@ class _AuthFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
             ) from None
 
     def _start(self, headers: dict[str, list[str]]) -> _Auth:
+        auth = self._signed_in(headers)
+        values = next((v for k, v in headers.items() if k.lower() == purpose.PURPOSE_HEADER), [])
+        try:
+            auth.purpose = purpose.read(values)
+        except ValueError as e:
+            raise status.to_flight(INVALID_ARGUMENT, str(e)) from None
+        return auth
+
+    def _signed_in(self, headers: dict[str, list[str]]) -> _Auth:
         values = next((v for k, v in headers.items() if k.lower() == "authorization"), [])
         if not values or not isinstance(values[0], str):
             raise status.to_flight(
@@ -232,9 +242,11 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         if mw is None:  # cannot happen: the middleware refuses unauthenticated calls
             raise Refused(UNAUTHENTICATED, "not signed in")
         try:
-            return self.signin.check(mw.session, mw.token, context.peer())
+            user = self.signin.check(mw.session, mw.token, context.peer())
         except SignInRefused as e:
             raise Refused(e.code, str(e)) from None
+        purpose.current.set(mw.purpose)  # this call's queries ask with it
+        return user
 
     def _failure(self, e: Exception, user: str | None, where: str) -> flight.FlightError:
         """The Flight error a failed call answers with (the one place)."""
@@ -271,7 +283,7 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
             fed = self._feds.get(user)
             if fed is None:
                 fed = self._feds[user] = Federation(self.config, user=user)
-            return fed
+        return fed.with_purpose(purpose.current.get())
 
     def _info(self, descriptor: flight.FlightDescriptor, user: str, table: pa.Table) -> Any:
         handle = self.results.put(user, table)
