@@ -256,6 +256,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_catalog(args: argparse.Namespace) -> int:
     import fedsql
+    from fedsql.policy.shown import federation_rules
 
     with fedsql.connect(args.config, user=args.user) as fed:
         who = f"user {fed.principal.user}" + (
@@ -274,6 +275,12 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                 rules: dict[str, list[str]] = {}
                 for c, r in t.mask_rules:
                     rules.setdefault(c, []).append(r)
+                names = {f"{agency}.{t.full_name}", f"{agency}.{t.schema or cat.default_schema}."
+                         f"{t.name}"}  # fmt: skip
+                policy, roles = fed.config.policy, fed.principal.roles
+                columns = t.arrow_schema.names
+                for line in federation_rules(policy, roles, names, columns, masks, rules):
+                    print(f"  {line}")
                 rows = [
                     (f.name, str(f.type), masks.get(f.name, "-"), "; ".join(rules.get(f.name, [])))
                     for f in t.arrow_schema
