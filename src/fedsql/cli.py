@@ -666,6 +666,7 @@ def cmd_bench_tpch(args: argparse.Namespace) -> int:
         json_path=Path(args.json) if args.json else None,
         backend=args.backend,
         peers=_peers_arg(args),
+        pg_locale=None if args.pg_locale == "default" else args.pg_locale,
     )
     print()
     print(tpch.summary(report))
@@ -878,6 +879,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --backend postgres, also run the peers on the same agencies: "
         "attach (DuckDB 1.4 attaching them), fdw (postgres_fdw), comma-separated, or "
         "none; auto = both up to SF 0.1, attach beyond",
+    )
+    t.add_argument(
+        "--pg-locale",
+        default="default",
+        help="with --backend postgres, the server's initdb --locale: default (initdb's "
+        "default, the environment's locale, e.g. C.UTF-8: what agencies run) or C",
     )
     t.set_defaults(func=cmd_bench_tpch)
     sc = bsub.add_parser("scenario", help="the agency scenario: the cost of masks and row filters")

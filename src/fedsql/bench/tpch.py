@@ -156,8 +156,11 @@ def run(
     progress: Callable[[str], None] = print,
     backend: str = "duckdb",
     peers: tuple[str, ...] = (),
+    pg_locale: str | None = None,
 ) -> BenchReport:
-    """``peers`` (``attach``, ``fdw``) run only with ``backend="postgres"``."""
+    """``peers`` (``attach``, ``fdw``) run only with ``backend="postgres"``;
+    ``pg_locale`` is its server's ``initdb --locale`` (None: initdb's default, the
+    environment's locale, as agencies run it; ``"C"``: byte order)."""
     queries = queries or list(range(1, 23))
     tmp = None
     if work is None:
@@ -166,7 +169,7 @@ def run(
     work.mkdir(parents=True, exist_ok=True)
     data_dir = Path.home() / ".cache" / "fedsql" / f"tpch-sf{sf:g}"
     progress(f"preparing TPC-H SF {sf:g} on {backend} agencies (data cached in {data_dir}) ...")
-    pg = PostgresServer() if backend == "postgres" else None
+    pg = PostgresServer(locale=pg_locale) if backend == "postgres" else None
     try:
         fed_local, _ = tpch_federation(work, sf, backend=backend, data_dir=data_dir, pg=pg)
     except BaseException:
@@ -257,6 +260,8 @@ def run(
             "total_federated_seconds": report.total_federated,
             "total_bytes_moved": report.total_bytes,
         }
+        if pg is not None:  # what the agencies' server sorted text by
+            doc["pg_locale"] = pg_locale or "initdb default"
         json_path.write_text(json.dumps(doc, indent=2))
         json_path.with_suffix(".md").write_text(markdown(report))
         chart(report, json_path.with_suffix(".png"))
