@@ -34,12 +34,10 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -49,9 +47,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from fedsql.certs import RevocationList, common_name, load_crl
-from fedsql.config import AgencyConfig, Grant, ServerTLS
-from fedsql.errors import ConfigError, RefusedFragment
+from fedsql.certs import common_name
+from fedsql.config import AgencyConfig, Grant
+from fedsql.connectors.refusals import Refusals, bound_fields, claims
+from fedsql.connectors.revocation import Revocations
+from fedsql.errors import RefusedFragment
 from fedsql.trust import SKEW_SECONDS, WINDOW_SECONDS
 from fedsql.wire import Principal, principal_from_proto, principal_proof, signed_payload
 
@@ -59,17 +59,9 @@ log = logging.getLogger(__name__)
 
 PLAINTEXT = "(plaintext: unauthenticated)"
 # The revocation list file is looked at (stat) at most this often.
-CRL_CHECK_SECONDS = 2.0
 # Refusal lines per peer: a burst, then a steady rate; the rest go into one summary
 # line written this long after the first refusal that had no line of its own.
-REFUSAL_BURST = 20
-REFUSAL_LINES_PER_SECOND = 1.0
-REFUSAL_SUMMARY_SECONDS = 5.0
-_MAX_REFUSING_PEERS = 10_000
 # What a refused (unauthenticated) request may put in the audit log, in characters.
-_MAX_USER, _MAX_ROLE, _MAX_ROLES, _MAX_PURPOSE = 256, 128, 32, 1024
-_MAX_QUERY_ID = 128
-_MAX_FIELD = 4096  # any other text field of a refused call's line (its SQL: audited_sql)
 _MAX_NONCE = 64  # bytes; the coordinator sends 16
 
 
@@ -134,11 +126,11 @@ class Gate:
         self._replay_bound = cfg.replay_entries_per_coordinator
         self._lock = threading.Lock()
         self._crl = (
-            _Revocations(cfg.tls, f"{cfg.source}: [connector.tls].crl")
+            Revocations(cfg.tls, f"{cfg.source}: [connector.tls].crl")
             if cfg.tls is not None and cfg.tls.crl is not None
             else None
         )
-        self._refusals = _Refusals()
+        self._refusals = Refusals()
 
     def _peer(self, context: grpc.ServicerContext) -> _Peer:
         pems = context.auth_context().get("x509_pem_cert") or []
@@ -301,8 +293,8 @@ class Gate:
             error=str(error),
         )
         if request is not None and request.HasField("principal"):
-            rec.update(_claims(request.principal))
-        _bound_fields(rec)
+            rec.update(claims(request.principal))
+        bound_fields(rec)
         key = self._refusal_key(context)
         if self._refusals.admit(key, rec, summary or write):
             write(rec)
@@ -350,200 +342,3 @@ def _grants(g: Grant, table: str, p: Principal) -> bool:
     if g.table not in ("*", table.lower()):
         return False
     return p.user in g.users or any(r in g.roles for r in p.roles)
-
-
-def _cut(text: str, n: int) -> tuple[str, bool]:
-    return (text, False) if len(text) <= n else (text[:n], True)
-
-
-def _claims(p: Any) -> dict[str, Any]:
-    """What an unauthenticated request said about its analyst, bounded."""
-    user, cut_user = _cut(p.user, _MAX_USER)
-    purpose, cut_purpose = _cut(p.purpose, _MAX_PURPOSE)
-    roles = [_cut(r, _MAX_ROLE) for r in p.roles[:_MAX_ROLES]]
-    out: dict[str, Any] = {
-        "claimed_user": user,
-        "claimed_roles": [r for r, _ in roles],
-        "claimed_purpose": purpose,
-    }
-    if cut_user or cut_purpose or any(c for _, c in roles) or len(p.roles) > _MAX_ROLES:
-        out.update(claims_truncated=True, claimed_roles_count=len(p.roles))
-    return out
-
-
-def _bound_fields(rec: dict[str, Any]) -> None:
-    """Cut every other text field of a refused call's line (the request chose them:
-    query id, nonce, signature...); the SQL is already cut by audited_sql."""
-    cut = []
-    for k, v in list(rec.items()):
-        limit = _MAX_QUERY_ID if k in ("query_id", "cancel_query_id") else _MAX_FIELD
-        if k != "sql" and isinstance(v, str) and len(v) > limit:
-            rec[k] = v[:limit]
-            cut.append(k)
-    if cut:
-        rec["truncated_fields"] = sorted(cut)
-
-
-@dataclass(slots=True)
-class _Bucket:
-    """One peer's allowance of refusal lines, and the refusals it had no line for."""
-
-    coordinator: str
-    tokens: float
-    at: float  # time.monotonic() of the last refill
-    more: int = 0  # refused without a line of their own, since the last summary
-    errors: dict[str, int] = field(default_factory=dict)
-    rpcs: dict[str, int] = field(default_factory=dict)
-    first: str = ""
-    last: str = ""
-    timer: threading.Timer | None = None
-
-
-class _Refusals:
-    """Per-peer rate limit of refusal lines (a token bucket): a peer gets
-    REFUSAL_BURST lines at once and REFUSAL_LINES_PER_SECOND after that, so a
-    quiet peer's refusals, and any peer's first, are always written; the rest
-    are counted and written as one summary line REFUSAL_SUMMARY_SECONDS after
-    the first one without a line."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._buckets: dict[str, _Bucket] = {}
-
-    def admit(
-        self, peer: str, rec: dict[str, Any], summary: Callable[[dict[str, Any]], object]
-    ) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            b = self._buckets.get(peer)
-            if b is None:
-                if len(self._buckets) >= _MAX_REFUSING_PEERS:  # forget peers gone quiet
-                    self._buckets = {k: v for k, v in self._buckets.items() if v.more}
-                b = _Bucket(str(rec.get("coordinator", "-")), float(REFUSAL_BURST), now)
-                self._buckets[peer] = b
-            b.tokens = min(float(REFUSAL_BURST), b.tokens + (now - b.at) * REFUSAL_LINES_PER_SECOND)
-            b.at = now
-            if b.tokens >= 1.0:
-                b.tokens -= 1.0
-                return True
-            b.more += 1
-            reason = str(rec.get("error", ""))[:200]
-            if reason not in b.errors and len(b.errors) >= 5:
-                reason = "(other reasons)"
-            b.errors[reason] = b.errors.get(reason, 0) + 1
-            rpc = str(rec.get("rpc", "Execute"))[:32]
-            b.rpcs[rpc] = b.rpcs.get(rpc, 0) + 1
-            b.last = _utc_now()
-            b.first = b.first or b.last
-            if b.timer is None:
-                b.timer = threading.Timer(REFUSAL_SUMMARY_SECONDS, self._flush, (peer, b, summary))
-                b.timer.daemon = True
-                b.timer.start()
-            return False
-
-    def _flush(self, peer: str, b: _Bucket, summary: Callable[[dict[str, Any]], object]) -> None:
-        with self._lock:
-            n, errors, rpcs, first, last = b.more, b.errors, b.rpcs, b.first, b.last
-            b.more, b.errors, b.rpcs, b.first, b.last, b.timer = 0, {}, {}, "", "", None
-        if not n:
-            return
-        try:
-            summary(
-                {
-                    "kind": "refusals",
-                    "time": _utc_now(),
-                    "peer": peer,
-                    "coordinator": b.coordinator,
-                    "authenticated": False,
-                    "outcome": "refused",
-                    "refused_more": n,
-                    "summary": f"{n} more refused from {peer}",
-                    "errors": errors,
-                    "rpcs": rpcs,
-                    "first": first,
-                    "last": last,
-                }
-            )
-        except Exception:  # a timer thread: nobody else would see it
-            log.exception("the summary of %d refusals from %s was not audited", n, peer)
-
-
-class _Revocations:
-    """The CA's revocation list for a connector, checked against its signature
-    and reloaded when the file changes (looked at at most every CRL_CHECK_SECONDS).
-    A CRL that does not load keeps the last good one in force."""
-
-    def __init__(self, tls: ServerTLS, where: str) -> None:
-        assert tls.crl is not None
-        self.path: Path = tls.crl
-        self.client_ca = tls.client_ca
-        self.where = where
-        self._lock = threading.Lock()
-        try:
-            self._stamp = self._stat()
-        except FileNotFoundError:
-            raise ConfigError(
-                f"{where}: {self.path} not found; write it with `fedsql certs crl --ca CA_DIR`"
-            ) from None
-        self._list = self._load()
-        self._next = time.monotonic() + CRL_CHECK_SECONDS
-        log.info("%s: %d certificate(s) revoked", where, len(self._list.serials))
-
-    def _stat(self) -> tuple[int, int, int]:
-        st = os.stat(self.path)
-        return st.st_mtime_ns, st.st_size, st.st_ino
-
-    def _load(self) -> RevocationList:
-        try:
-            data, ca = self.path.read_bytes(), self.client_ca.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"{self.where}: cannot read {self.path} ({e.strerror})") from None
-        return load_crl(data, ca, self.where)
-
-    def revoked(self, serial: int) -> bool:
-        now = time.monotonic()
-        if now >= self._next and self._lock.acquire(blocking=False):
-            try:
-                self._next = now + CRL_CHECK_SECONDS
-                self._reload()
-            finally:
-                self._lock.release()
-        return serial in self._list.serials
-
-    def _reload(self) -> None:
-        try:
-            stamp = self._stat()
-        except OSError as e:
-            if self._stamp != (0, 0, 0):
-                log.error(
-                    "%s: %s (%s); the revocations loaded before stay in force",
-                    self.where,
-                    self.path,
-                    e.strerror,
-                )
-                self._stamp = (0, 0, 0)
-            return
-        if stamp == self._stamp:
-            return
-        self._stamp = stamp
-        try:
-            new = self._load()
-        except ConfigError as e:
-            log.error("%s; not reloaded: the revocations loaded before stay in force", e)
-            return
-        if new.number < self._list.number:
-            log.error(
-                "%s: CRL number %d is older than the one in force (%d); not reloaded",
-                self.where,
-                new.number,
-                self._list.number,
-            )
-            return
-        self._list = new
-        log.info("%s: reloaded, %d certificate(s) revoked", self.where, len(new.serials))
-        if new.next_update is not None and new.next_update < dt.datetime.now(dt.UTC):
-            log.warning(
-                "%s: past its next update (%s); write a new one",
-                self.where,
-                new.next_update.isoformat(),
-            )
