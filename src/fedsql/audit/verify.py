@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,8 @@ from fedsql.audit.chain import (
     canonical,
     digest,
     link_of,
-    read_tail,
 )
+from fedsql.audit.files import LOG_SUFFIXES, chains, log_files, parse_line, read_lines
 from fedsql.audit.signing import (
     Authority,
     common_name,
@@ -43,7 +42,6 @@ from fedsql.audit.signing import (
     verify_signature,
 )
 
-LOG_SUFFIXES = (".jsonl",)  # what a directory contributes (rotated files keep it)
 _DER = Encoding.DER
 
 
@@ -86,80 +84,6 @@ class Verdict:
     @property
     def signed(self) -> bool:
         return self.signed_lines > 0 and self.unsigned_lines == 0
-
-
-def log_files(paths: Iterable[Path]) -> list[Path]:
-    """The files named, with each directory replaced by the logs in it."""
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.is_file() and q.suffix in LOG_SUFFIXES)
-        else:
-            out.append(p)
-    return list(dict.fromkeys(out))
-
-
-def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with path.open("rb") as f:
-        for n, raw in enumerate(f, 1):
-            yield n, raw.rstrip(b"\n").decode("utf-8", "replace")
-
-
-def _parse(line: str) -> dict[str, Any] | None:
-    try:
-        rec = json.loads(line)
-    except ValueError:
-        return None
-    return rec if isinstance(rec, dict) else None
-
-
-@dataclass(frozen=True, slots=True)
-class _Ends:
-    path: Path
-    first: dict[str, Any]
-    link: str  # what follows the last line
-    last_seq: int
-
-
-def _ends(path: Path) -> _Ends:
-    with path.open("rb") as f:
-        first = _parse(f.readline().decode("utf-8", "replace")) or {}
-    link, seq, _ = read_tail(path)
-    return _Ends(path, first, link, seq)
-
-
-def chains(paths: Iterable[Path]) -> list[list[Path]]:
-    """Group log files into chains, each in order: a file follows another when its
-    first line continues that file's last (by hash, else by the file name its
-    ``rotate`` line gives)."""
-    ends = [_ends(p) for p in log_files(paths)]
-    by_name = {e.path.name: e for e in ends}
-    follows: dict[Path, Path] = {}
-    for e in ends:
-        if e.first.get("kind") != "rotate":
-            continue
-        before = [
-            o
-            for o in ends
-            if o is not e and o.link == e.first.get("prev") and o.last_seq + 1 == e.first.get("seq")
-        ]
-        named = by_name.get(str(e.first.get("prev_file", "")))
-        pick = before[0] if before else named
-        if pick is not None and pick is not e and pick.path not in follows.values():
-            follows[e.path] = pick.path
-    after = {v: k for k, v in follows.items()}
-    out = []
-    for e in ends:
-        if e.path in follows:
-            continue
-        chain, p = [e.path], e.path
-        while p in after and after[p] not in chain:
-            p = after[p]
-            chain.append(p)
-        out.append(chain)
-    placed = {p for c in out for p in c}
-    out += [[e.path] for e in ends if e.path not in placed]  # a cycle of renamed copies
-    return out
 
 
 def _time(rec: dict[str, Any]) -> dt.datetime | None:
@@ -349,7 +273,7 @@ def verify_chain(files: list[Path], authority: Authority | None = None) -> Verdi
     for index, path in enumerate(files):
         for n, line in read_lines(path):
             st.n += 1
-            rec = _parse(line)
+            rec = parse_line(line)
             if rec is None:
                 return verdict(path, n, "is not a JSON line (edited or truncated)")
             if not {"prev", "seq", "hash"} <= rec.keys() or not isinstance(rec["seq"], int):
@@ -377,7 +301,7 @@ def records(files: list[Path]) -> Iterator[tuple[Path, int, dict[str, Any]]]:
     """Every parsable line of a chain, in order (for reconcile and report)."""
     for path in files:
         for n, line in read_lines(path):
-            rec = _parse(line)
+            rec = parse_line(line)
             if rec is not None:
                 yield path, n, rec
 
@@ -449,3 +373,16 @@ def describe(v: Verdict, now: dt.datetime | None = None) -> list[str]:
         else:
             out.append(f"  last line {_ago(max(0.0, age))} ago: its node is running")
     return out + [f"  warning: {w}" for w in v.warnings]
+
+
+__all__ = [  # chains and log_files live in files.py; importers find them here too
+    "LOG_SUFFIXES",
+    "Checkpoint",
+    "Verdict",
+    "chains",
+    "describe",
+    "log_files",
+    "records",
+    "verify",
+    "verify_chain",
+]
