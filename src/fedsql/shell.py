@@ -186,6 +186,20 @@ class RemoteBackend:
         )
 
 
+def resolvable(t: TableInfo, tables: list[TableInfo]) -> str:
+    """The shortest name that resolves to ``t``: ``agency.table`` when no other schema
+    of the agency has a table of that name, else ``agency.schema.table``.
+
+    >>> s = pa.schema([])
+    >>> ts = [TableInfo("tax", "public", "r", s), TableInfo("tax", "archive", "r", s),
+    ...       TableInfo("tax", "archive", "old", s)]
+    >>> [resolvable(t, ts) for t in ts]
+    ['tax.public.r', 'tax.archive.r', 'tax.old']
+    """
+    same = sum(1 for o in tables if o.agency == t.agency and o.name.lower() == t.name.lower())
+    return f"{t.agency}.{t.name}" if same == 1 else f"{t.agency}.{t.schema}.{t.name}"
+
+
 def _schema(row: dict[str, Any]) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(row["table_schema"]))
 
@@ -379,7 +393,7 @@ class Shell:
             tables = sorted(self.tables(), key=lambda t: (t.agency, t.schema, t.name))
             shown = pa.table(
                 {
-                    "table": [f"{t.agency}.{t.name}" for t in tables],
+                    "table": [resolvable(t, tables) for t in tables],
                     "schema": [t.schema for t in tables],
                     "columns": [len(t.columns) for t in tables],
                 }
