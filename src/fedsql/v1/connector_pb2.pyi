@@ -202,7 +202,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("connector", "version", "backend", "tables", "active_fragments", "max_concurrent_fragments", "uptime_seconds", "fragments", "rows", "bytes", "metrics_url")
+    __slots__ = ("connector", "version", "backend", "tables", "active_fragments", "max_concurrent_fragments", "uptime_seconds", "fragments", "rows", "bytes", "metrics_url", "latency")
     class FragmentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,13 @@ class Status(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class LatencyEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: LatencyHistogram
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[LatencyHistogram, _Mapping]] = ...) -> None: ...
     CONNECTOR_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +228,7 @@ class Status(_message.Message):
     ROWS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     METRICS_URL_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
     connector: str
     version: str
     backend: str
@@ -232,4 +240,17 @@ class Status(_message.Message):
     rows: int
     bytes: int
     metrics_url: str
-    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[int] = ..., active_fragments: _Optional[int] = ..., max_concurrent_fragments: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., fragments: _Optional[_Mapping[str, int]] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ..., metrics_url: _Optional[str] = ...) -> None: ...
+    latency: _containers.MessageMap[str, LatencyHistogram]
+    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[int] = ..., active_fragments: _Optional[int] = ..., max_concurrent_fragments: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., fragments: _Optional[_Mapping[str, int]] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ..., metrics_url: _Optional[str] = ..., latency: _Optional[_Mapping[str, LatencyHistogram]] = ...) -> None: ...
+
+class LatencyHistogram(_message.Message):
+    __slots__ = ("upper_bounds", "cumulative_counts", "count", "sum_seconds")
+    UPPER_BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SUM_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    upper_bounds: _containers.RepeatedScalarFieldContainer[float]
+    cumulative_counts: _containers.RepeatedScalarFieldContainer[int]
+    count: int
+    sum_seconds: float
+    def __init__(self, upper_bounds: _Optional[_Iterable[float]] = ..., cumulative_counts: _Optional[_Iterable[int]] = ..., count: _Optional[int] = ..., sum_seconds: _Optional[float] = ...) -> None: ...
