@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: all install demo test lint typecheck proto bench bench-sf1 clean
+.PHONY: all install demo test lint layers typecheck proto bench bench-sf1 clean
 
 all: install
 
@@ -22,11 +22,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy src/fedsql connectors
+	$(BIN)/python scripts/lint_imports.py  # import-linter: the layers (pyproject.toml)
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check src connectors tests
+
+layers: $(STAMP)
+	$(BIN)/python scripts/lint_imports.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src/fedsql connectors

@@ -33,7 +33,6 @@ from typing import Any
 import pyarrow as pa
 from sqlglot import exp
 
-from fedsql import __version__
 from fedsql.audit.chain import (
     GENESIS,
     MAX_AUDITED_SQL,
@@ -48,6 +47,7 @@ from fedsql.audit.chain import (
 from fedsql.audit.signing import SigningKey
 from fedsql.audit.verify import Verdict, verify
 from fedsql.connectors.guard import EXPOSED_META
+from fedsql.version import __version__
 
 __all__ = [
     "GENESIS",

@@ -12,6 +12,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from fedsql.capabilities import Capabilities
+from fedsql.connectors.typemap import arrow_type_of_declared, conform, plain_strings
 from fedsql.wire import RemoteTable
 
 
@@ -107,6 +108,10 @@ TRANSPILED: tuple[type[exp.Expr], ...] = (
 class Backend(Protocol):
     kind: str
     dialect: str  # sqlglot dialect fragments are transpiled to
+    # It runs the fragment language as written (DuckDB's SQL), Arrow key sets joined
+    # in place; otherwise fragments are transpiled to ``dialect`` and key sets are
+    # written by ``key_condition``.
+    runs_as_written: bool
     # Schema names that mean "the default schema" in fragments ("" always does).
     default_schemas: tuple[str, ...]
     # What it runs exactly as DuckDB does (fedsql.capabilities); declared, then proven
@@ -132,6 +137,10 @@ class Backend(Protocol):
         ``tables`` (DuckDB backends only): extra tables visible to this query alone.
         ``interrupter``: armed with the query's cancel before the query starts.
         """
+        ...
+
+    def key_condition(self, probe: exp.Expr, values: list[Any]) -> exp.Expr:
+        """A shipped key set as a condition in its SQL (``keys.in_list`` for most)."""
         ...
 
     def close(self) -> None: ...
@@ -243,86 +252,6 @@ def check_listed(wanted: set[str] | None, found: set[str]) -> None:
         raise ValueError(f"tables listed in [backend].tables not found: {', '.join(missing)}")
 
 
-def arrow_type_of_declared(decl: str) -> pa.DataType:
-    """Arrow type for a SQL type as a database declares it (SQLite, PostgreSQL names).
-
-    >>> arrow_type_of_declared("DECIMAL(15,2)")
-    Decimal128Type(decimal128(15, 2))
-    >>> arrow_type_of_declared("character varying(25)")
-    DataType(string)
-    """
-    d = decl.strip().lower()
-    base = d.split("(")[0].strip()
-    args = d[len(base) :].strip("() ").split(",") if "(" in d else []
-    if base in ("decimal", "numeric"):
-        if len(args) == 2 and all(a.strip().isdigit() for a in args):
-            return pa.decimal128(int(args[0]), int(args[1]))
-        if len(args) == 1 and args[0].strip().isdigit():
-            return pa.decimal128(int(args[0]), 0)
-        return pa.float64()
-    table = {  # SQL's INTEGER is 32 bits (PostgreSQL int4); BIGINT is 64
-        "bigint": pa.int64(),
-        "int8": pa.int64(),
-        "integer": pa.int32(),
-        "int": pa.int32(),
-        "int4": pa.int32(),
-        "smallint": pa.int16(),
-        "int2": pa.int16(),
-        "tinyint": pa.int8(),
-        "real": pa.float32(),
-        "float4": pa.float32(),
-        "double": pa.float64(),
-        "double precision": pa.float64(),
-        "float": pa.float64(),
-        "float8": pa.float64(),
-        "date": pa.date32(),
-        "timestamp": pa.timestamp("us"),
-        "datetime": pa.timestamp("us"),
-        "timestamp without time zone": pa.timestamp("us"),
-        "timestamptz": pa.timestamp("us", tz="UTC"),
-        "timestamp with time zone": pa.timestamp("us", tz="UTC"),
-        "boolean": pa.bool_(),
-        "bool": pa.bool_(),
-        "blob": pa.binary(),
-        "bytea": pa.binary(),
-        "time": pa.time64("us"),
-    }
-    if base in table:
-        return table[base]
-    if any(k in base for k in ("char", "text", "clob", "string", "uuid", "json")):
-        return pa.string()
-    if "int" in base:
-        return pa.int64()
-    return pa.string()
-
-
-def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Cast a backend's batch to the schema one DuckDB would produce for the fragment.
-
-    Backends type results their own way (PostgreSQL NUMERIC arrives as text,
-    SQLite has no DATE or DECIMAL); this makes a federated result equal the
-    central one, column names included.
-    """
-    cols = []
-    for arr, field in zip(batch.columns, schema, strict=True):
-        if isinstance(arr.type, pa.ExtensionType):
-            arr = arr.storage
-        if arr.type != field.type:
-            if pa.types.is_null(arr.type):
-                arr = pa.nulls(len(arr), field.type)
-            elif pa.types.is_null(field.type) and arr.null_count == len(arr):
-                arr = pa.nulls(len(arr))  # a NULL literal the backend typed its own way
-            elif pa.types.is_decimal(field.type) and pa.types.is_floating(arr.type):
-                # Round to the scale first: a binary double is rarely an exact decimal.
-                import pyarrow.compute as pc
-
-                arr = pc.round(arr, field.type.scale).cast(field.type)
-            else:
-                arr = arr.cast(field.type)
-        cols.append(arr)
-    return pa.RecordBatch.from_arrays(cols, schema=schema)
-
-
 def adbc_running(
     con: Any,
     sql: str,
@@ -364,3 +293,18 @@ def _quietly(fn: Callable[[], object]) -> None:
         fn()
     except Exception:  # a cursor already closed or a cancel too late: nothing to do
         pass
+
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "GuardedReader",
+    "Interrupter",
+    "Running",
+    "adbc_running",
+    "arrow_type_of_declared",
+    "check_listed",
+    "conform",
+    "exposed_names",
+    "plain_strings",
+]

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from sqlglot import exp
 
 from fedsql.capabilities import Capabilities
 from fedsql.connectors.backend import (
@@ -24,6 +25,8 @@ from fedsql.connectors.backend import (
     Running,
     check_listed,
 )
+from fedsql.connectors.keys import in_list
+from fedsql.connectors.kind import BackendConfig, BackendKind, Sample
 from fedsql.lockdown import Setup, open_locked
 from fedsql.wire import RemoteTable
 
@@ -35,6 +38,7 @@ class DuckDBEngine:
 
     kind = "duckdb"
     dialect = "duckdb"
+    runs_as_written = True  # the fragment language is DuckDB's SQL
     default_schemas = ("", "main")
     capabilities = Capabilities()  # it is DuckDB: everything
     max_scans = 64
@@ -91,6 +95,9 @@ class DuckDBEngine:
             cancel=cur.interrupt,
             close=cur.close,
         )
+
+    def key_condition(self, probe: exp.Expr, values: list[Any]) -> exp.Expr:
+        return in_list(probe, values)  # not used: key sets are joined as Arrow tables
 
     def close(self) -> None:
         self._con.close()
@@ -194,3 +201,71 @@ def open_duckdb(
 
     con = open_locked(path, read_only=True, setup=prepare, **limits)
     return DuckDBEngine(con, found[0], "duckdb")
+
+
+def _path_only(where: str, base: Path, d: dict[str, Any]) -> None:
+    return None  # ``path`` is BackendConfig.path; nothing else of its own
+
+
+def sql_type(t: pa.DataType) -> str:
+    """DuckDB's column type for an Arrow type (sample data).
+
+    >>> sql_type(pa.decimal128(15, 2)), sql_type(pa.date32()), sql_type(pa.string())
+    ('DECIMAL(15,2)', 'DATE', 'VARCHAR')
+    """
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision},{t.scale})"
+    if pa.types.is_integer(t):
+        return "BIGINT" if t.bit_width == 64 else "INTEGER"
+    if pa.types.is_floating(t):
+        return "DOUBLE"
+    if pa.types.is_date(t):
+        return "DATE"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMP"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    return "VARCHAR"
+
+
+def write_database(path: Path, tables: dict[str, Path]) -> Path:
+    """A DuckDB file at ``path`` holding each ``name -> parquet file`` as a table
+    (written next to it, then moved, so a reader never sees half of it)."""
+    import pyarrow.parquet as pq
+
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+
+    def load(con: duckdb.DuckDBPyConnection) -> None:
+        for name, src in tables.items():
+            con.register("__fedsql_sample", pq.read_table(src))
+            con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM __fedsql_sample')
+            con.unregister("__fedsql_sample")
+
+    open_locked(tmp, setup=load).close()
+    tmp.replace(path)
+    return path
+
+
+def _sample(s: Sample) -> str:
+    db = s.work / f"{s.agency}.duckdb"
+    if not db.exists():
+        write_database(db, {t: s.parquet / f"{t}.parquet" for t in s.tables})
+    return str(db)
+
+
+def _open(cfg: BackendConfig, setup: Setup | None, limits: dict[str, Any]) -> DuckDBEngine:
+    assert cfg.path is not None
+    return open_duckdb(cfg.path, cfg.tables, setup, **limits)
+
+
+KIND = BackendKind(
+    name="duckdb",
+    what="a DuckDB database file, opened read-only",
+    keys={"path": str},
+    required=("path",),
+    options=_path_only,
+    open=_open,
+    sql_type=sql_type,
+    sample=_sample,
+)

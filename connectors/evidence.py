@@ -22,7 +22,7 @@ import grpc
 from fedsql.audit.chain import Peer, sql_sha256
 from fedsql.audit.receipts import RECEIPT_METADATA, Receipt, sign
 from fedsql.audit.signing import KeyFiles, common_name, current, fingerprint, load_cert
-from fedsql.config import AgencyConfig
+from fedsql.connectors.config import AgencyConfig
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.wire import receipt_to_proto
 

@@ -52,7 +52,7 @@ from fedsql.connectors.backend import (
 )
 from fedsql.connectors.duckdb import DEFAULT_BATCH_ROWS, backend_error
 from fedsql.connectors.guard import EXPOSED_META, table_lookup
-from fedsql.connectors.keys import with_keys
+from fedsql.connectors.keys import KeyCondition, in_list, with_keys
 from fedsql.connectors.runs import (
     POLICY_VIEW_META,
     NotWhatWasChecked,
@@ -105,7 +105,7 @@ class FragmentRunner:
         limits: dict[str, Any] | None = None,
     ) -> None:
         self.backend = backend
-        self._native = backend.dialect == lang.DIALECT  # runs fragments as written
+        self._native = backend.runs_as_written
         self._tables = {t.full_name.lower(): t for t in backend.tables()}
         self._exposed = {
             (t.schema.lower(), t.name.lower()): (t.schema, t.name) for t in backend.tables()
@@ -169,10 +169,10 @@ class FragmentRunner:
         assert self._mirror is not None
         target = self.target(covered)
 
-        def keyed(dialect: str | None) -> exp.Expr:
-            """The tree with its key-set conditions written for ``dialect``'s engine."""
+        def keyed(render: KeyCondition | None) -> exp.Expr:
+            """The tree with its key-set conditions written by ``render``."""
             try:
-                return with_keys(tree, keys, dialect) if keys else tree
+                return with_keys(tree, keys, render) if keys else tree
             except ValueError as e:
                 raise BackendError(str(e), user_error=False, unsupported=True) from None
 
@@ -196,10 +196,10 @@ class FragmentRunner:
                     user_error=False,
                     unsupported=True,  # the coordinator sends smaller fragments
                 )
-            return self._run_locally(keyed("duckdb"), covered, expected, batch_rows, interrupter)
+            return self._run_locally(keyed(in_list), covered, expected, batch_rows, interrupter)
         if self._compute_locally(shape):
-            return self._run_locally(keyed("duckdb"), covered, expected, batch_rows, interrupter)
-        native = keyed(self.backend.dialect)
+            return self._run_locally(keyed(in_list), covered, expected, batch_rows, interrupter)
+        native = keyed(self.backend.key_condition)
         if lacking:
             raise BackendError(
                 f"{self.backend.kind} cannot run {lacking} exactly as DuckDB does",
@@ -347,17 +347,18 @@ def _scan_target(scanned: dict[str, str], covered: frozenset[str]) -> Target:
 def _checked(
     tree: exp.Expr,
     target: Target,
-    dialect: str = "duckdb",
+    dialect: str | None = None,
     kinds: Any = None,
     transpiled: tuple[type[exp.Expr], ...] = (),
 ) -> str:
-    """:func:`runs.verified`, in the backend's terms. A fragment's construct that
-    does not read back is refused; DuckDB SQL that fails otherwise is the node's
-    own bug; SQL transpiled to another dialect that fails it is
-    something that dialect cannot say the way it was checked: unsupported, so a
-    smaller fragment may work."""
+    """:func:`runs.verified`, in the backend's terms (``dialect``: the backend's, for
+    SQL transpiled to it; None: the fragment language as written, run by DuckDB). A
+    fragment's construct that does not read back is refused; SQL as written that
+    fails otherwise is the node's own bug; SQL transpiled to another dialect that
+    fails it is something that dialect cannot say the way it was checked:
+    unsupported, so a smaller fragment may work."""
     views = None
-    if dialect != "duckdb":
+    if dialect is not None:
         try:
             views = [
                 lang.parse(v.sql(dialect=dialect), "policy view", dialect)
@@ -372,8 +373,8 @@ def _checked(
     except lang.NotInLanguage as e:  # the fragment's own construct does not read back
         raise RefusedFragment(str(e)) from None
     except NotWhatWasChecked as e:
-        log.error("fragment not run (%s): %s", dialect, e)
-        if dialect != "duckdb":
+        log.error("fragment not run (%s): %s", dialect or lang.DIALECT, e)
+        if dialect is not None:
             raise BackendError(
                 f"the fragment cannot be written in {dialect} as it was checked", False, True
             ) from None

@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from fedsql.certs import common_name
-from fedsql.config import AgencyConfig, Grant
+from fedsql.connectors.config import AgencyConfig, Grant
 from fedsql.connectors.refusals import Refusals, bound_fields, claims
 from fedsql.connectors.revocation import Revocations
 from fedsql.errors import RefusedFragment

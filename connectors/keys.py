@@ -3,19 +3,17 @@
 The coordinator sends many join keys (semi-join reduction) as an Arrow key set
 named in the fragment as ``EXISTS (SELECT 1 FROM __fedsql_keysN WHERE
 __fedsql_keysN.k = probe)``. A DuckDB backend joins the Arrow table itself; for
-PostgreSQL the node rewrites the condition into ``probe = ANY(CAST('{...}' AS
-type[]))`` — one literal, parsed in microseconds, probed through a hash table
-(PostgreSQL hashes large ``= ANY`` arrays) or an index — and for SQLite and the
-node's own DuckDB into ``probe IN (...)``. Only integer, string and date keys
+other backends the node rewrites the condition as the backend says
+(``Backend.key_condition``: PostgreSQL's ``probe = ANY(CAST('{...}' AS type[]))``,
+one literal probed through a hash table or an index; SQLite's and the node's own
+DuckDB's ``probe IN (...)``, :func:`in_list`). Only integer, string and date keys
 travel this way (the coordinator sends others as a range).
 
 >>> import pyarrow as pa, sqlglot
 >>> tree = sqlglot.parse_one("SELECT o.a FROM o WHERE EXISTS "
 ...     "(SELECT 1 FROM __fedsql_keys0 WHERE __fedsql_keys0.k = o.b)", dialect="duckdb")
 >>> keys = {"__fedsql_keys0": pa.table({"k": pa.array([3, 1, 2])})}
->>> print(with_keys(tree, keys, "postgres").sql(dialect="postgres"))
-SELECT o.a FROM o WHERE o.b = ANY(CAST('{3,1,2}' AS BIGINT[]))
->>> print(with_keys(tree, keys, "sqlite").sql(dialect="sqlite"))
+>>> print(with_keys(tree, keys, in_list).sql(dialect="sqlite"))
 SELECT o.a FROM o WHERE o.b IN (3, 1, 2)
 >>> print(with_keys(tree, keys, None).sql(dialect="duckdb"))
 SELECT o.a FROM o WHERE TRUE
@@ -23,34 +21,36 @@ SELECT o.a FROM o WHERE TRUE
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
-import sqlglot
 from sqlglot import exp
 
 from fedsql.connectors.guard import KEY_SET_META
 from fedsql.joinkeys import inlinable_keys, key_literal
 
+KeyCondition = Callable[[exp.Expr, list[Any]], exp.Expr]  # (probe, keys) -> a condition
 
-def with_keys(tree: exp.Expr, keys: dict[str, pa.Table], dialect: str | None) -> exp.Expr:
-    """A copy of ``tree`` whose key-set conditions are written for ``dialect``
-    (``postgres``: ``= ANY(array)``; anything else: ``IN`` list; None: TRUE, for
-    computing the result's schema)."""
+
+def in_list(probe: exp.Expr, values: list[Any]) -> exp.Expr:
+    """``probe IN (v1, v2, ...)``: how most engines take a set of keys."""
+    return exp.In(this=probe.copy(), expressions=[key_literal(v) for v in values])
+
+
+def with_keys(tree: exp.Expr, keys: dict[str, pa.Table], render: KeyCondition | None) -> exp.Expr:
+    """A copy of ``tree`` whose key-set conditions are written by ``render`` (the
+    backend's ``key_condition``; None: TRUE, for computing the result's schema)."""
     tree = tree.copy()
     for node in list(tree.find_all(exp.Exists)):
         found = _key_condition(node, keys)
         if found is None:
             continue
         probe, column = found
-        if dialect is None:  # no need to read the keys
+        if render is None:  # no need to read the keys
             node.replace(exp.true())
             continue
-        values = column.to_pylist()
-        if dialect == "postgres":
-            node.replace(_any_array(probe, values))
-        else:
-            node.replace(exp.In(this=probe.copy(), expressions=[key_literal(v) for v in values]))
+        node.replace(render(probe, column.to_pylist()))
     for table in tree.find_all(exp.Table):
         if table.meta.get(KEY_SET_META):
             raise ValueError(
@@ -87,18 +87,3 @@ def _key_condition(
     if not inlinable_keys(column.type):
         raise ValueError(f"join keys of type {column.type} cannot be inlined")
     return probe, column
-
-
-def _any_array(probe: exp.Expr, values: list) -> exp.Expr:  # type: ignore[type-arg]
-    if values and isinstance(values[0], str):
-        items = ['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]
-        typ = "TEXT"
-    elif values and isinstance(values[0], dt.date):
-        items, typ = [v.isoformat() for v in values], "DATE"
-    else:
-        items, typ = [str(v) for v in values], "BIGINT"
-    literal = exp.Literal.string("{" + ",".join(items) + "}")
-    cond = sqlglot.parse_one(f"x = ANY(CAST('{{}}' AS {typ}[]))", read="postgres")
-    cond.this.replace(probe.copy())
-    cond.expression.this.this.set("this", literal)
-    return cond

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from fedsql.certs import RevocationList, load_crl
-from fedsql.config import ServerTLS
+from fedsql.tomlconf import ServerTLS
 from fedsql.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -95,24 +95,27 @@ class Target:
 def verified(
     tree: exp.Expr,
     target: Target,
-    dialect: str = "duckdb",
+    dialect: str | None = None,
     views: Iterable[exp.Select] | None = None,
     kinds: Kinds | None = None,
 ) -> str:
     """The SQL of ``tree`` in ``dialect``, after checking it as described above.
 
+    ``dialect``: the backend's, for SQL transpiled to it; None: the fragment
+    language itself (DuckDB's SQL), which must parse back to the very same tree.
     ``views``: the policy views ``tree`` holds, in ``dialect``'s own parsed form
-    when that is not DuckDB (default: :func:`policy_views` of ``tree``).
+    when transpiled (default: :func:`policy_views` of ``tree``).
     ``kinds``: for SQL transpiled to another dialect, the node kinds it may hold
     (those of the checked tree it was transpiled from, and what the transpiler
     writes for them) instead of the fragment language, which is DuckDB's.
     """
-    sql = tree.sql(dialect=dialect)
+    written = dialect or lang.DIALECT
+    sql = tree.sql(dialect=written)
     try:
-        again = lang.parse(sql, "generated fragment", dialect=dialect, max_bytes=_GENERATED_BYTES)
+        again = lang.parse(sql, "generated fragment", dialect=written, max_bytes=_GENERATED_BYTES)
     except lang.Refused as e:
         raise NotWhatWasChecked(f"the SQL to run does not parse back: {e}") from None
-    if dialect == "duckdb":
+    if dialect is None:
         where = first_difference(tree, again)
         if where is not None:
             _not_the_same(where)

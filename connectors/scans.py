@@ -136,8 +136,10 @@ def portable(pred: exp.Expr, schema: pa.Schema) -> bool:
             )
         if isinstance(e, exp.In):
             k = column_kind(e.this)
-            return k in ("integer", "string") and not e.args.get("query") and all(
-                literal_kind(x) == k for x in e.expressions
+            return (
+                k in ("integer", "string")
+                and not e.args.get("query")
+                and all(literal_kind(x) == k for x in e.expressions)
             )
         return False
 

@@ -18,10 +18,11 @@ import pyarrow as pa
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlglot import exp
 
-from fedsql import __version__, lang, reasons
-from fedsql.config import AgencyConfig, Limits
+from fedsql import lang, reasons
 from fedsql.connectors.audit import AuditLog, Rotation, audited_sql, public_message, touched
+from fedsql.connectors import registry
 from fedsql.connectors.backend import Backend, BackendError, Interrupter
+from fedsql.connectors.config import AgencyConfig, Limits
 from fedsql.connectors.evidence import Evidence
 from fedsql.connectors.execution import FragmentRunner
 from fedsql.connectors.guard import check_fragment
@@ -40,6 +41,7 @@ from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key, masked_type, regist
 from fedsql.trust import server_credentials
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
+from fedsql.version import __version__
 from fedsql.wire import (
     COMPRESSIONS,
     GRPC_OPTIONS,
@@ -60,31 +62,15 @@ def engine_limits(cfg: AgencyConfig) -> dict[str, Any]:
 
 
 def open_backend(cfg: AgencyConfig, hash_key: bytes | None = None) -> Backend:
-    b = cfg.backend
+    """The configured backend, opened by its kind (``registry.py``)."""
 
     def setup(con: Any) -> None:
         register_hash(con, hash_key)
 
     try:
-        if b.kind == "duckdb":
-            from fedsql.connectors.duckdb import open_duckdb
-
-            return open_duckdb(b.path, b.tables, setup, **engine_limits(cfg))
-        if b.kind == "files":
-            from fedsql.connectors.files import open_files
-
-            return open_files(b.path, b.tables, setup, **engine_limits(cfg))
-        if b.kind == "sqlite":
-            from fedsql.connectors.sqlite import SQLiteBackend
-
-            return SQLiteBackend(b.path, b.tables)
-        if b.kind == "postgres":
-            from fedsql.connectors.postgres import PostgresBackend
-
-            return PostgresBackend(b)
-    except (FileNotFoundError, ValueError, BackendError) as e:
-        raise ConfigError(f"{cfg.source}: [backend]: {e}") from None
-    raise ConfigError(f"{cfg.source}: unknown backend kind {b.kind}")
+        return registry.open_backend(cfg.backend, setup, engine_limits(cfg))
+    except ConfigError as e:
+        raise ConfigError(f"{cfg.source}: {e}") from None
 
 
 def load_policy(cfg: AgencyConfig, backend: Backend, hash_key: bytes | None) -> None:

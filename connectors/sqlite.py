@@ -23,7 +23,11 @@ from fedsql.connectors.backend import (
     adbc_running,
     arrow_type_of_declared,
     check_listed,
+    plain_strings,
 )
+from fedsql.connectors.keys import in_list
+from fedsql.connectors.kind import BackendConfig, BackendKind, Sample
+from fedsql.lockdown import Setup
 from fedsql.wire import RemoteTable
 
 # SQLite has no DATE or DECIMAL type (dates are ISO text, decimals binary doubles),
@@ -35,6 +39,7 @@ CAPABILITIES = Capabilities(frozenset({"text_ordering", "correlated_subqueries"}
 class SQLiteBackend:
     kind = "sqlite"
     dialect = "sqlite"
+    runs_as_written = False  # transpiled; key sets as IN lists
     default_schemas = ("", "main")
     capabilities = CAPABILITIES
     max_scans = 64  # a connection per query
@@ -102,6 +107,9 @@ class SQLiteBackend:
 
         return adbc_running(con, sql, interrupter, _backend_error, release)
 
+    def key_condition(self, probe: exp.Expr, values: list[Any]) -> exp.Expr:
+        return in_list(probe, values)
+
     def close(self) -> None:
         pass
 
@@ -114,3 +122,84 @@ def _backend_error(e: Exception) -> BackendError:
     return BackendError(
         f"SQLite: {msg.split('] ', 1)[-1]}", user_error=True, unsupported=unsupported
     )
+
+
+def sql_type(t: pa.DataType) -> str:
+    """The type a SQLite column declares for an Arrow type: the names
+    :func:`~fedsql.connectors.backend.arrow_type_of_declared` reads back as it
+    (SQLite itself stores decimals as doubles and dates as ISO text).
+
+    >>> sql_type(pa.decimal128(15, 2)), sql_type(pa.date32()), sql_type(pa.string())
+    ('DECIMAL(15,2)', 'DATE', 'VARCHAR')
+    """
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision},{t.scale})"
+    if pa.types.is_integer(t):
+        return "BIGINT" if t.bit_width == 64 else "INTEGER"
+    if pa.types.is_floating(t):
+        return "DOUBLE"
+    for test, name in ((pa.types.is_date, "DATE"), (pa.types.is_timestamp, "TIMESTAMP")):
+        if test(t):
+            return name
+    return "BOOLEAN" if pa.types.is_boolean(t) else "VARCHAR"
+
+
+def _values(col: pa.Array) -> list[object]:
+    if pa.types.is_decimal(col.type):
+        return [None if v is None else float(v) for v in col.to_pylist()]
+    if pa.types.is_date(col.type) or pa.types.is_timestamp(col.type):
+        return [
+            None if v is None else v.isoformat(sep=" ") if hasattr(v, "hour") else v.isoformat()
+            for v in col.to_pylist()
+        ]
+    return list(col.to_pylist())
+
+
+def write_database(path: Path, tables: dict[str, Path]) -> Path:
+    """A SQLite file at ``path`` holding each ``name -> parquet file``, with the column
+    types of :func:`sql_type`."""
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    con = sqlite3.connect(tmp)
+    try:
+        for name, src in tables.items():
+            t = plain_strings(pq.read_table(src))
+            cols = ", ".join(f'"{f.name}" {sql_type(f.type)}' for f in t.schema)
+            con.execute(f'CREATE TABLE "{name}" ({cols})')
+            marks = ", ".join("?" for _ in t.schema)
+            for batch in t.to_batches(50_000):
+                rows = zip(*(_values(c) for c in batch.columns), strict=True)
+                con.executemany(f'INSERT INTO "{name}" VALUES ({marks})', rows)
+        con.commit()
+    finally:
+        con.close()
+    tmp.replace(path)
+    return path
+
+
+def _sample(s: Sample) -> str:
+    db = s.work / f"{s.agency}.sqlite"
+    if not db.exists():
+        write_database(db, {t: s.parquet / f"{t}.parquet" for t in s.tables})
+    return str(db)
+
+
+def _open(cfg: BackendConfig, setup: Setup | None, limits: dict[str, Any]) -> SQLiteBackend:
+    assert cfg.path is not None
+    return SQLiteBackend(cfg.path, cfg.tables)
+
+
+KIND = BackendKind(
+    name="sqlite",
+    what="a SQLite database file, opened read-only",
+    keys={"path": str},
+    required=("path",),
+    options=lambda where, base, d: None,
+    open=_open,
+    sql_type=sql_type,
+    sample=_sample,
+)

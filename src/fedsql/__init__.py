@@ -3,9 +3,16 @@
 >>> import fedsql
 >>> fed = fedsql.connect("federation.toml", user="alice")  # doctest: +SKIP
 >>> fed.sql("SELECT count(*) FROM lineitem")                # doctest: +SKIP
+
+Lazy (PEP 562): ``connect`` and ``Federation`` load the coordinator (client,
+planner, executor) when first asked for, so importing any ``fedsql.*`` module —
+the connector's above all — does not (``tests/test_layers.py`` proves it).
 """
 
-from fedsql.client import Federation, connect
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from fedsql.errors import (
     CatalogError,
     ConfigError,
@@ -18,8 +25,23 @@ from fedsql.errors import (
     PolicyError,
     QueryTimeout,
 )
+from fedsql.version import __version__
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from fedsql.client import Federation, connect
+
+_COORDINATOR = ("Federation", "connect")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _COORDINATOR:
+        from fedsql import client
+
+        value = getattr(client, name)
+        globals()[name] = value  # once loaded, a plain attribute
+        return value
+    raise AttributeError(f"module 'fedsql' has no attribute {name!r}")
+
 
 __all__ = [
     "CatalogError",

@@ -301,11 +301,9 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_connector(args: argparse.Namespace) -> int:
-    from fedsql.config import load_agency
-    from fedsql.connectors.server import serve
+    from fedsql.connectors.main import run  # the connector's own entry (fedsql-connector)
 
-    serve(load_agency(args.agency_config))
-    return 0
+    return run(args.agency_config)
 
 
 def cmd_certs_init(args: argparse.Namespace) -> int:

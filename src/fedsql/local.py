@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-
 from fedsql.errors import ConfigError, FedSQLError
 from fedsql.pgserver import PostgresServer
 
@@ -84,112 +82,26 @@ def split_agencies(
     split: dict[str, tuple[str, ...]] = TPCH_SPLIT,
     pg: PostgresServer | None = None,
 ) -> dict[str, tuple[str, str]]:
-    """Give each agency its own data in its backend; returns agency → (kind, path or DSN).
+    """Give each agency its own data in its backend; returns agency → (kind, location).
 
-    ``backend`` is one kind for all agencies or a kind per agency (duckdb, files,
-    sqlite, postgres); PostgreSQL agencies get a database each on ``pg``, loaded by
-    the superuser and read by a least-privilege role ``<agency>_reader`` (CONNECT,
-    USAGE on ``public``, SELECT on exactly the agency's tables: what the connector's
-    start-up check asks of agencies), whose DSN is returned.
+    ``backend`` is one kind for all agencies or a kind per agency, any registered
+    (``fedsql.connectors.registry``); each kind makes its own sample data (its
+    ``KIND.sample``) and says where it is: a path, or for PostgreSQL a database
+    of its own on ``pg``, loaded by the superuser and read by a least-privilege
+    role ``<agency>_reader`` (what the connector's start-up check asks of agencies).
     """
+    from fedsql.connectors.kind import Sample
+    from fedsql.connectors.registry import make_sample
+
     out: dict[str, tuple[str, str]] = {}
     for agency, tables in split.items():
         kind = backend if isinstance(backend, str) else backend[agency]
-        if kind == "duckdb":
-            db = work / f"{agency}.duckdb"
-            if not db.exists():
-                central_duckdb(parquet_dir, db, tables)
-            out[agency] = (kind, str(db))
-        elif kind == "files":
-            d = work / f"{agency}-files"
-            d.mkdir(parents=True, exist_ok=True)
-            for t in tables:
-                dst = d / f"{t}.parquet"
-                if not dst.exists():
-                    try:
-                        os.link(parquet_dir / f"{t}.parquet", dst)
-                    except OSError:
-                        shutil.copyfile(parquet_dir / f"{t}.parquet", dst)
-            out[agency] = (kind, str(d))
-        elif kind == "sqlite":
-            db = work / f"{agency}.sqlite"
-            if not db.exists():
-                load_sqlite(parquet_dir, db, tables)
-            out[agency] = (kind, str(db))
-        elif kind == "postgres":
-            if pg is None:
-                raise ConfigError("a PostgreSQL agency needs a server (pg=PostgresServer())")
-            dsn = pg.create_database(agency)
-            load_postgres(parquet_dir, dsn, tables)
-            out[agency] = (kind, pg.create_reader(agency, tables))
-        else:
-            raise ConfigError(f"unknown backend kind {kind}")
+        sample = Sample(parquet_dir, tables, work, agency, pg, TPCH_INDEXES)
+        try:
+            out[agency] = (kind, make_sample(kind, sample))
+        except ValueError as e:
+            raise ConfigError(f"agency {agency}: {e} (pg=PostgresServer())") from None
     return out
-
-
-def _plain(t: pa.Table) -> pa.Table:
-    """string_view (as tpchgen writes) → string, which every driver takes."""
-    return t.cast(
-        pa.schema(
-            [
-                pa.field(
-                    f.name, pa.string() if pa.types.is_string_view(f.type) else f.type, f.nullable
-                )
-                for f in t.schema
-            ]
-        )
-    )
-
-
-def _sql_type(t: pa.DataType, dialect: str) -> str:
-    if pa.types.is_decimal(t):
-        return f"{'NUMERIC' if dialect == 'postgres' else 'DECIMAL'}({t.precision},{t.scale})"
-    if pa.types.is_integer(t):
-        return "BIGINT" if t.bit_width == 64 else "INTEGER"
-    if pa.types.is_floating(t):
-        return "DOUBLE PRECISION" if dialect == "postgres" else "DOUBLE"
-    if pa.types.is_date(t):
-        return "DATE"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMP"
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    return "TEXT" if dialect == "postgres" else "VARCHAR"
-
-
-def load_sqlite(parquet_dir: Path, db: Path, tables: tuple[str, ...]) -> None:
-    """Load parquet tables into a new SQLite file, declaring DuckDB-like column types."""
-    import sqlite3
-
-    import pyarrow.parquet as pq
-
-    tmp = db.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    con = sqlite3.connect(tmp)
-    try:
-        for name in tables:
-            t = _plain(pq.read_table(parquet_dir / f"{name}.parquet"))
-            cols = ", ".join(f'"{f.name}" {_sql_type(f.type, "sqlite")}' for f in t.schema)
-            con.execute(f'CREATE TABLE "{name}" ({cols})')
-            marks = ", ".join("?" for _ in t.schema)
-            for batch in t.to_batches(50_000):
-                rows = zip(*(_sqlite_values(c) for c in batch.columns), strict=True)
-                con.executemany(f'INSERT INTO "{name}" VALUES ({marks})', rows)
-        con.commit()
-    finally:
-        con.close()
-    tmp.replace(db)
-
-
-def _sqlite_values(col: pa.Array) -> list[object]:
-    if pa.types.is_decimal(col.type):
-        return [None if v is None else float(v) for v in col.to_pylist()]
-    if pa.types.is_date(col.type) or pa.types.is_timestamp(col.type):
-        return [
-            None if v is None else v.isoformat(sep=" ") if hasattr(v, "hour") else v.isoformat()
-            for v in col.to_pylist()
-        ]
-    return list(col.to_pylist())
 
 
 # Keys an agency's real database would have (TPC-H spec 1.4.2: primary keys; plus
@@ -210,39 +122,11 @@ TPCH_INDEXES = {
 }
 
 
-def load_postgres(parquet_dir: Path, dsn: str, tables: tuple[str, ...]) -> None:
-    """Load parquet tables into a PostgreSQL database (binary COPY through ADBC),
-    with the keys and indexes of :data:`TPCH_INDEXES`."""
-    import adbc_driver_postgresql.dbapi as pgdb
-    import pyarrow.parquet as pq
-
-    with pgdb.connect(dsn) as con:
-        with con.cursor() as cur:
-            for name in tables:
-                t = _plain(pq.read_table(parquet_dir / f"{name}.parquet"))
-                cols = ", ".join(
-                    f'"{f.name}" {_sql_type(f.type, "postgres")}'
-                    + ("" if f.nullable else " NOT NULL")
-                    for f in t.schema
-                )
-                cur.execute(f'CREATE TABLE "{name}" ({cols})')
-                cur.adbc_ingest(name, t, mode="append")
-                for i, ddl in enumerate(TPCH_INDEXES.get(name, [])):
-                    if ddl.startswith("PRIMARY KEY"):
-                        cur.execute(f'ALTER TABLE "{name}" ADD {ddl}')
-                    else:
-                        cols_ = ddl.removeprefix("INDEX ")
-                        cur.execute(f'CREATE INDEX "{name}_idx{i}" ON "{name}" {cols_}')
-        con.commit()
-        con.adbc_connection.set_autocommit(True)
-        with con.cursor() as cur:
-            cur.execute("ANALYZE")
-
-
 def write_agency_toml(
     path: Path, name: str, backend: str, data: Path | str, extra: str = ""
 ) -> Path:
-    where = f'dsn = "{data}"' if backend == "postgres" else f'path = "{data}"'
+    from fedsql.connectors.registry import kind
+
     path.write_text(
         f"""[connector]
 name = "{name}"
@@ -252,7 +136,7 @@ audit_log = "{name}-audit.jsonl"
 
 [backend]
 kind = "{backend}"
-{where}
+{kind(backend).location} = "{data}"
 {extra}"""
     )
     return path

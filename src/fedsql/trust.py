@@ -41,7 +41,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedsql.config import ClientTLS, ConnectorRef, ServerTLS
+from fedsql.tomlconf import ClientTLS, ConnectorRef, ServerTLS
 from fedsql.errors import ConfigError
 from fedsql.wire import GRPC_OPTIONS, stamped
 
