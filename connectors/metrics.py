@@ -1,17 +1,26 @@
 """Load and health of a connector node: admission (a bounded number of fragments
-at once), counters, and Prometheus text metrics on an optional HTTP port.
+at once), counters, latency histograms, and Prometheus text metrics on an
+optional HTTP port.
 
 Prometheus text exposition format 0.0.4:
-https://prometheus.io/docs/instrumenting/exposition_formats/
+https://prometheus.io/docs/instrumenting/exposition_formats/ ; histograms as
+Prometheus client libraries write them (cumulative ``_bucket{le=...}``, ``_sum``,
+``_count``): https://prometheus.io/docs/concepts/metric_types/#histogram
 """
 
 from __future__ import annotations
 
+import bisect
+import datetime as dt
 import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from fedsql.wire import LatencyHistogram
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +32,25 @@ SLOT_WAIT_SECONDS = 2.0
 # sends, to simulate a slow agency in the reliability tests. Never set it in
 # production; the connector warns at start when it is set.
 TEST_DELAY_ENV = "FEDSQL_TEST_DELAY_SECONDS"
+# Upper bounds (seconds) of the fragment latency buckets: Prometheus' default
+# buckets (5 ms to 10 s), then on to the default [limits] max_seconds (300 s).
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+)
 
 
 def test_delay_seconds() -> float:
@@ -50,6 +78,8 @@ class NodeMetrics:
         self._by_user: dict[str, int] = {}
         self._by_coordinator: dict[str, int] = {}
         self.outcomes: dict[str, int] = {}
+        # outcome -> (fragments per bucket, one more for +Inf; sum of seconds)
+        self._latency: dict[str, tuple[list[int], list[float]]] = {}
         self.rows = 0
         self.bytes = 0
 
@@ -91,15 +121,45 @@ class NodeMetrics:
                     del counts[key]
             self._freed.notify_all()
 
-    def finished(self, outcome: str, rows: int = 0, nbytes: int = 0) -> None:
+    def finished(
+        self, outcome: str, rows: int = 0, nbytes: int = 0, seconds: float | None = None
+    ) -> None:
+        """Count one finished fragment (``seconds``: its latency, None: not measured)."""
         with self._lock:
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
             self.rows += rows
             self.bytes += nbytes
+            if seconds is not None:
+                counts, total = self._latency.setdefault(
+                    outcome, ([0] * (len(LATENCY_BUCKETS) + 1), [0.0])
+                )
+                counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # le: v <= bound
+                total[0] += seconds
+
+    def record(self, line: Mapping[str, Any]) -> None:
+        """Count the fragment an audit line (see ``server.py``) records."""
+        self.finished(
+            line["outcome"], line.get("rows", 0), line.get("bytes", 0), fragment_seconds(line)
+        )
 
     def snapshot(self) -> tuple[int, dict[str, int], int, int]:
         with self._lock:
             return self.active, dict(self.outcomes), self.rows, self.bytes
+
+    def latency(self) -> dict[str, LatencyHistogram]:
+        """Latency histograms by outcome (cumulative, as Prometheus has them)."""
+        with self._lock:
+            raw = {o: (list(c), t[0]) for o, (c, t) in self._latency.items()}
+        out = {}
+        for outcome, (counts, total) in sorted(raw.items()):
+            cumulative, n = [], 0
+            for c in counts[:-1]:
+                n += c
+                cumulative.append(n)
+            out[outcome] = LatencyHistogram(
+                LATENCY_BUCKETS, tuple(cumulative), n + counts[-1], total
+            )
+        return out
 
     def prometheus(self) -> str:
         active, outcomes, rows, nbytes = self.snapshot()
@@ -135,8 +195,37 @@ class NodeMetrics:
             "# HELP fedsql_uptime_seconds Seconds since the node started.",
             "# TYPE fedsql_uptime_seconds gauge",
             f"fedsql_uptime_seconds{{{label}}} {time.time() - self.started:.3f}",
+            "# HELP fedsql_fragment_seconds Fragment latency, from the call's arrival to its "
+            "audit line, by outcome.",
+            "# TYPE fedsql_fragment_seconds histogram",
         ]
+        for outcome, h in self.latency().items():
+            tag = f'{label},outcome="{_escape(outcome)}"'
+            lines += [
+                f'fedsql_fragment_seconds_bucket{{{tag},le="{b:g}"}} {n}'
+                for b, n in zip(h.upper_bounds, h.cumulative_counts, strict=True)
+            ]
+            lines += [
+                f'fedsql_fragment_seconds_bucket{{{tag},le="+Inf"}} {h.count}',
+                f"fedsql_fragment_seconds_sum{{{tag}}} {h.sum_seconds:.6f}",
+                f"fedsql_fragment_seconds_count{{{tag}}} {h.count}",
+            ]
         return "\n".join(lines) + "\n"
+
+
+def fragment_seconds(line: Mapping[str, Any]) -> float | None:
+    """A fragment's latency from its audit line: ``seconds`` where it ran (measured
+    from its arrival), else from the line's ``time`` (its arrival, in milliseconds)
+    to now; None when the line has neither."""
+    if "seconds" in line:
+        return max(0.0, float(line["seconds"]))
+    try:
+        arrived = dt.datetime.fromisoformat(str(line["time"]))
+    except (KeyError, ValueError):
+        return None
+    if arrived.tzinfo is None:
+        return None
+    return max(0.0, (dt.datetime.now(dt.UTC) - arrived).total_seconds())
 
 
 def _escape(v: str) -> str:

@@ -130,7 +130,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         """The fragment's audit line, its counters and its structured log line."""
         sealed = self.audit.write(record, self.evidence.peers(record))
         record.update(audit_seq=sealed.seq, audit_hash=sealed.hash)  # for its receipt
-        self.metrics.finished(record["outcome"], record.get("rows", 0), record.get("bytes", 0))
+        self.metrics.record(record)
         log.debug(
             "fragment query_id=%s outcome=%s rows=%s bytes=%s seconds=%s",
             record["query_id"],
@@ -161,6 +161,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 rows=rows,
                 bytes=nbytes,
                 metrics_url=self.metrics_url,
+                latency=self.metrics.latency(),
             )
         )
 

@@ -235,6 +235,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         }
     )
     print(format_table(table).rsplit("\n", 1)[0])
+    if args.latency:
+        from fedsql.latency import latency_table
+
+        lat = latency_table((r.name, r.status) for r in rows)
+        print("\nfragment latency since each connector started (from its histogram):")
+        print(format_table(lat, lat.num_rows).rsplit("\n", 1)[0] if lat.num_rows else "none yet")
     down = [r.name for r in rows if not r.up]
     if down:
         print(
@@ -737,6 +743,9 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="each connector's health, version, latency and load")
     st.add_argument("-c", "--config", required=True, help="FEDERATION.toml")
     st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait per connector")
+    st.add_argument(
+        "--latency", action="store_true", help="fragment latency per agency and outcome"
+    )
     st.set_defaults(func=cmd_status)
 
     c = sub.add_parser("connector", help="connector node commands")

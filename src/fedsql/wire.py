@@ -11,7 +11,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import pyarrow as pa
 from google.protobuf.message import DecodeError
@@ -367,6 +367,16 @@ def ipc_chunks_to_reader(chunks: Iterable[bytes]) -> pa.RecordBatchReader:
 
 
 @dataclass(frozen=True, slots=True)
+class LatencyHistogram:
+    """Fragment latencies of one outcome, as Prometheus histograms count them."""
+
+    upper_bounds: tuple[float, ...]  # seconds, ascending; +Inf implied
+    cumulative_counts: tuple[int, ...]  # fragments within each bound
+    count: int  # all fragments measured (the +Inf bucket)
+    sum_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class NodeStatus:
     """A connector's answer to GetStatus."""
 
@@ -381,12 +391,24 @@ class NodeStatus:
     rows: int
     bytes: int
     metrics_url: str = ""
+    # by outcome; empty from connectors older than the field
+    latency: dict[str, LatencyHistogram] = field(default_factory=dict)
 
 
 def status_to_proto(s: NodeStatus) -> pb.Status:
-    return pb.Status(**asdict(s))
+    values = {f.name: getattr(s, f.name) for f in fields(NodeStatus) if f.name != "latency"}
+    return pb.Status(
+        **values,
+        latency={o: pb.LatencyHistogram(**asdict(h)) for o, h in s.latency.items()},
+    )
 
 
 def status_from_proto(msg: pb.Status) -> NodeStatus:
     values = {f.name: getattr(msg, f.name) for f in fields(NodeStatus)}
-    return NodeStatus(**(values | {"fragments": dict(msg.fragments)}))
+    latency = {
+        o: LatencyHistogram(
+            tuple(h.upper_bounds), tuple(h.cumulative_counts), h.count, h.sum_seconds
+        )
+        for o, h in msg.latency.items()
+    }
+    return NodeStatus(**(values | {"fragments": dict(msg.fragments), "latency": latency}))
