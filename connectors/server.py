@@ -36,6 +36,8 @@ from fedsql.connectors.metrics import (
 )
 from fedsql.connectors.runs import apply_policies
 from fedsql.errors import ConfigError, RefusedFragment
+from fedsql.hashkey import fingerprint
+from fedsql.listen import check_free, failed
 from fedsql.policy.load import validate
 from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key, masked_type, register_hash
 from fedsql.trust import server_credentials
@@ -90,6 +92,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         self.cfg = cfg
         self.backend = backend
         self.runner = FragmentRunner(backend, hash_key, cfg.backend.engine, engine_limits(cfg))
+        self.key_fingerprint = fingerprint(hash_key)  # names the key, never shows it
         self.policy = cfg.policy
         # Signed with the node's TLS key (unsigned, hash-chained only, without TLS).
         self.evidence = Evidence(cfg)
@@ -162,6 +165,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 bytes=nbytes,
                 metrics_url=self.metrics_url,
                 latency=self.metrics.latency(),
+                hash_key_fingerprint=self.key_fingerprint,
             )
         )
 
@@ -217,6 +221,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 self.backend.capabilities,
                 lang.VERSION,
                 next((s for s in self.backend.default_schemas if s), "main"),
+                hash_key_fingerprint=self.key_fingerprint,
             )
         )
         with self._lock:
@@ -631,6 +636,9 @@ def build_server(cfg: AgencyConfig) -> tuple[grpc.Server, int, ConnectorService]
             # dead peers); allow it, or gRPC answers pings on a quiet call with
             # GOAWAY "too_many_pings" and the fragment fails (gRPC doc A8).
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            # gRPC sets SO_REUSEPORT by default: a second connector on the same port
+            # would start beside the first and share its calls. One node per port.
+            ("grpc.so_reuseport", 0),
         ],
         # Calls beyond this are refused with RESOURCE_EXHAUSTED by gRPC itself
         # instead of queueing without bound behind busy worker threads.
@@ -642,16 +650,18 @@ def build_server(cfg: AgencyConfig) -> tuple[grpc.Server, int, ConnectorService]
     health_servicer.set("fedsql.v1.Connector", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     host, _, port = cfg.listen.rpartition(":")
+    setting = "[connector].listen"
     try:
+        check_free(str(cfg.source), cfg.listen, setting)  # in words, before gRPC logs
         if cfg.tls is not None:
             creds = server_credentials(cfg.tls, str(cfg.source))
             bound = server.add_secure_port(f"{host}:{port}", creds)
         else:
             bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError as e:
-        raise ConfigError(f"{cfg.source}: cannot listen on {cfg.listen}: {e}") from None
-    if bound == 0:
-        raise ConfigError(f"{cfg.source}: cannot listen on {cfg.listen} (address in use?)")
+        if bound == 0:
+            raise failed(str(cfg.source), cfg.listen, setting)
+    except RuntimeError:
+        raise failed(str(cfg.source), cfg.listen, setting) from None
     return server, bound, service
 
 

@@ -50,6 +50,11 @@ class FragmentRefused(ConnectorError):
     """The connector refused a fragment (not a read-only SELECT, unknown table, ...)."""
 
 
+class FragmentNotPermitted(FragmentRefused):
+    """The connector refused the caller, not the fragment: no grant opens a table to
+    them, or a purpose it requires is missing (the connector's PERMISSION_DENIED)."""
+
+
 class FragmentLimitExceeded(ConnectorError):
     """The fragment went over the agency's per-fragment limits (rows, bytes, seconds)."""
 
@@ -85,9 +90,13 @@ def from_rpc_error(agency: str, err: grpc.RpcError) -> FedSQLError:
             return FragmentLimitExceeded(agency, details)
         if info.reason == reasons.UNSUPPORTED:
             return FragmentUnsupported(agency, f"its backend cannot run the fragment: {details}")
-        if info.reason in (reasons.REFUSED, reasons.NOT_PERMITTED):
+        if info.reason == reasons.NOT_PERMITTED:
+            return FragmentNotPermitted(agency, f"refused the fragment: {details}")
+        if info.reason == reasons.REFUSED:
             return FragmentRefused(agency, f"refused the fragment: {details}")
-    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED):
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return FragmentNotPermitted(agency, f"refused the fragment: {details}")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
         return FragmentRefused(agency, f"refused the fragment: {details}")
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return FragmentRefused(agency, f"did not accept this coordinator's request: {details}")

@@ -7,6 +7,13 @@ Flight SQL clients (ADBC, JDBC) sign in the same way: the first call carries
 memory and expire; a restart signs everyone out. Failed sign-ins are throttled
 per user and per client address, and password checks run a few at a time
 (issue 17: 240 wrong passwords in 12 s from one client, each a full scrypt).
+
+A user is never locked out from where they have signed in before: an address a
+user has signed in from (within ``TRUSTED_SECONDS``) is held only to that user's
+failures from that address, not to the user's failures elsewhere nor to the
+address's failures with other names. So an attacker guessing alice's password
+from anywhere else can slow alice down at a new address, but not at her usual
+one, however long the attack goes on.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ MAX_ADDRESSES = 10_000  # addresses (and unknown user names) remembered at once
 SIGNIN_QUEUE_SECONDS = 5.0  # wait for a free password-check slot at most this long
 PENDING_SECONDS = 120.0  # a handshake's token must be used (and checked) this soon
 MAX_PENDING = 4096
+TRUSTED_SECONDS = 7 * 86400.0  # an address a user signed in from stays theirs this long
 
 
 class SignInRefused(Exception):
@@ -179,12 +187,16 @@ def client_address(peer: str) -> str:
 class Session:
     """A bearer token's sign-in. ``password`` is held from the handshake until
     the first call checks it (the call, unlike the handshake, knows the client's
-    address); ``None`` once checked."""
+    address). Then the session is either ``verified`` or ``refused`` (the reason,
+    which every later call with the token gets too, until the token expires): a
+    client's parallel first calls cannot slip past a failed check."""
 
     user: str
     expires: float  # time.monotonic()
     password: str | None = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    verified: bool = False
+    refused: str | None = None
 
 
 class SignIn:
@@ -211,6 +223,8 @@ class SignIn:
         pinned = frozenset(f"user:{u}" for u in self._hashes)
         self._by_user = Throttle(s.signin_free_failures, s.signin_max_delay_seconds, pinned)
         self._by_address = Throttle(s.signin_free_failures_per_address, s.signin_max_delay_seconds)
+        self._by_pair = Throttle(s.signin_free_failures, s.signin_max_delay_seconds)
+        self._trusted: dict[str, float] = {}  # "user@address" -> until (oldest first)
 
     @property
     def users(self) -> list[str]:
@@ -227,9 +241,8 @@ class SignIn:
             user, sep, password = "", "", ""
         if not sep or not user:
             raise SignInRefused("UNAUTHENTICATED", "wrong user name or password")
-        wait = self._by_user.wait(f"user:{user}")
-        if wait > 0:  # refused before anything is stored
-            raise SignInRefused("UNAUTHENTICATED", _throttled(wait))
+        # Throttling waits for the first call: only it knows the client's address,
+        # and a locked user may still sign in from an address of theirs.
         token = secrets.token_urlsafe(32)
         now = time.monotonic()
         session = Session(user, now + min(self._ttl, PENDING_SECONDS), password)
@@ -237,13 +250,14 @@ class SignIn:
             self._tokens[token] = session
             if len(self._tokens) > MAX_PENDING:
                 self._tokens = {t: x for t, x in self._tokens.items() if x.expires > now}
-                pending = [t for t, x in self._tokens.items() if x.password is not None]
+                pending = [t for t, x in self._tokens.items() if not x.verified]
                 for t in pending[: max(0, len(pending) - MAX_PENDING)]:
                     del self._tokens[t]
         return session, token
 
     def bearer(self, token: str) -> Session | None:
-        """The session of a bearer token, or None (unknown or expired)."""
+        """The session of a bearer token, or None (unknown or expired); a refused
+        session is returned too, and :meth:`check` refuses it."""
         with self._lock:
             s = self._tokens.get(token)
         if s is None or s.expires <= time.monotonic():
@@ -252,24 +266,29 @@ class SignIn:
 
     def check(self, session: Session, token: str | None, peer: str) -> str:
         """The session's user, its password checked first if it has not been yet."""
-        if session.password is None:
+        if session.verified:
             return session.user
         with session.lock:  # a client's parallel first calls check once
-            if session.password is None:
+            if session.verified:
                 return session.user
-            return self._verify(session, token, client_address(peer))
+            if session.refused is not None:
+                raise SignInRefused("UNAUTHENTICATED", session.refused)
+            return self._verify(session, client_address(peer))
 
-    def _verify(self, session: Session, token: str | None, address: str) -> str:
+    def _verify(self, session: Session, address: str) -> str:
         user, password = session.user, session.password or ""
-        session.password = None
-        keys = f"user:{user}", f"address:{address}"
-        wait = max(self._by_user.wait(keys[0]), self._by_address.wait(keys[1]))
+        keys = f"user:{user}", f"address:{address}", f"pair:{user}@{address}"
+        trusted = self._is_trusted(user, address)
+        if trusted:  # only this user's failures from this address count
+            wait = self._by_pair.wait(keys[2])
+        else:
+            wait = max(self._by_user.wait(keys[0]), self._by_address.wait(keys[1]))
         if wait > 0:
-            self._forget(token)
             log.info("sign-in throttled for user %r from %s", user, address)
-            raise SignInRefused("UNAUTHENTICATED", _throttled(wait))
+            session.password, session.refused = None, _throttled(wait)
+            raise SignInRefused("UNAUTHENTICATED", session.refused)
         if not self._checks.acquire(timeout=SIGNIN_QUEUE_SECONDS):
-            self._forget(token)
+            # Still unchecked: the client may retry with the same token.
             raise SignInRefused(
                 "UNAVAILABLE", "too many sign-ins at once; try again in a few seconds"
             )
@@ -278,21 +297,34 @@ class SignIn:
             ok = verify_password(password, stored or _DUMMY) and stored is not None
         finally:
             self._checks.release()
+        session.password = None
         if not ok:
-            self._forget(token)
-            self._by_user.failed(keys[0])
-            self._by_address.failed(keys[1])
+            for throttle, key in zip(
+                (self._by_user, self._by_address, self._by_pair), keys, strict=True
+            ):
+                throttle.failed(key)
             log.info("sign-in refused for user %r from %s", user, address)
-            raise SignInRefused("UNAUTHENTICATED", "wrong user name or password")
-        self._by_user.succeeded(keys[0])
+            session.refused = "wrong user name or password"
+            raise SignInRefused("UNAUTHENTICATED", session.refused)
+        self._by_pair.succeeded(keys[2])
+        self._trust(user, address)
         session.expires = time.monotonic() + self._ttl
+        session.verified = True
         log.info("user %s signed in from %s", user, address)
         return user
 
-    def _forget(self, token: str | None) -> None:
-        if token is not None:
-            with self._lock:
-                self._tokens.pop(token, None)
+    def _is_trusted(self, user: str, address: str) -> bool:
+        with self._lock:
+            until = self._trusted.get(f"{user}@{address}")
+        return until is not None and until > time.monotonic()
+
+    def _trust(self, user: str, address: str) -> None:
+        key = f"{user}@{address}"
+        with self._lock:
+            self._trusted.pop(key, None)  # re-inserted last: most recent
+            self._trusted[key] = time.monotonic() + TRUSTED_SECONDS
+            while len(self._trusted) > MAX_ADDRESSES:
+                del self._trusted[next(iter(self._trusted))]
 
 
 def _throttled(wait: float) -> str:

@@ -45,9 +45,7 @@ def read(values: list[str] | list[bytes]) -> str:
     try:
         text = unquote(raw, errors="strict")
     except UnicodeDecodeError:
-        raise ValueError(
-            f"the {PURPOSE_HEADER} header is not UTF-8 once percent-decoded"
-        ) from None
+        raise ValueError(f"the {PURPOSE_HEADER} header is not UTF-8 once percent-decoded") from None
     if len(text) > MAX_PURPOSE:
         raise ValueError(f"the purpose is longer than {MAX_PURPOSE} characters; say it shorter")
     if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):

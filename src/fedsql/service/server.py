@@ -10,7 +10,7 @@ audit logs.
 A statement runs when the client asks for its FlightInfo (GetFlightInfo);
 the result waits under a one-time ticket for DoGet, within the user's caps
 (results.py). Flight SQL catalogs are the agencies; schemas and tables are what
-each agency exposes to this analyst.
+each agency exposes to this analyst (metadata.py).
 
 Every RPC goes through :func:`_edge`: it checks the sign-in, and whatever goes
 wrong leaves as a Flight status with a stable code and fedsql's own message
@@ -32,14 +32,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from fedsql import __version__
+from fedsql import interrupt
 from fedsql.client import Federation
 from fedsql.config import FederationConfig
 from fedsql.errors import ConfigError, FedSQLError, QueryCancelled
-from fedsql.keywords import SQL_KEYWORDS
+from fedsql.listen import check_free, failed
 from fedsql.service import protocol as proto
 from fedsql.service import purpose, status
 from fedsql.service.auth import Session, SignIn, SignInRefused
+from fedsql.service.metadata import READ_ONLY, metadata
 from fedsql.service.params import bind, parameter_schema, parse_with_placeholders
 from fedsql.service.queries import QueryBoard
 from fedsql.service.results import ResultStore, too_big
@@ -60,54 +61,16 @@ log = logging.getLogger(__name__)
 
 PREPARED_TTL = 3600.0  # seconds an unused prepared statement lives
 MAX_PREPARED_PER_USER = 64  # open prepared statements; over it the user's oldest closes
-MAX_PARAMETER_BYTES = 16 << 20  # Arrow bytes of one DoPut's parameters
+# Arrow bytes of one DoPut's parameters: max_parameter_rows rows of values are far
+# less, and a user's 64 prepared statements then hold at most 64 MiB of them.
+MAX_PARAMETER_BYTES = 1 << 20
 REAP_SECONDS = 5.0  # how often expired results and statements are dropped
-TABLE_TYPE = "TABLE"
 
 # Custom actions (DoAction) beside the Flight SQL ones.
 LIST_QUERIES = "fedsql.list_queries"
 CANCEL = "fedsql.cancel"
 EXPLAIN = "fedsql.explain"
 NO_TRANSACTIONS = "transactions are not supported (the federation is read-only)"
-READ_ONLY = "the federation is read-only: only SELECT queries run here"
-
-# CommandGetSqlInfo answers (SqlInfo ids from format/FlightSql.proto).
-KEYWORDS = sorted(SQL_KEYWORDS)
-
-
-def sql_info() -> dict[int, Any]:
-    return {
-        0: "fedsql",  # FLIGHT_SQL_SERVER_NAME
-        1: __version__,  # FLIGHT_SQL_SERVER_VERSION
-        2: pa.__version__,  # FLIGHT_SQL_SERVER_ARROW_VERSION
-        3: True,  # FLIGHT_SQL_SERVER_READ_ONLY
-        4: True,  # FLIGHT_SQL_SERVER_SQL
-        5: False,  # FLIGHT_SQL_SERVER_SUBSTRAIT
-        8: ("bitmask", 0),  # FLIGHT_SQL_SERVER_TRANSACTION: none
-        9: False,  # FLIGHT_SQL_SERVER_CANCEL: by id (fedsql.cancel), not CancelQuery
-        100: ("bitmask", 0),  # FLIGHT_SQL_SERVER_STATEMENT_TIMEOUT: none
-        101: ("bitmask", 0),  # FLIGHT_SQL_SERVER_TRANSACTION_TIMEOUT
-        500: False,  # SQL_DDL_CATALOG
-        501: False,  # SQL_DDL_SCHEMA
-        502: False,  # SQL_DDL_TABLE
-        503: ("bitmask", 1),  # SQL_IDENTIFIER_CASE: case-insensitive
-        504: '"',  # SQL_IDENTIFIER_QUOTE_CHAR
-        505: ("bitmask", 1),  # SQL_QUOTED_IDENTIFIER_CASE: case-insensitive (DuckDB)
-        506: True,  # SQL_ALL_TABLES_ARE_SELECTABLE
-        507: ("bitmask", 3),  # SQL_NULL_ORDERING: nulls sorted at end (DuckDB default)
-        508: KEYWORDS,  # SQL_KEYWORDS
-        513: "\\",  # SQL_SEARCH_STRING_ESCAPE
-        514: "",  # SQL_EXTRA_NAME_CHARACTERS
-        515: True,  # SQL_SUPPORTS_COLUMN_ALIASING
-        516: True,  # SQL_NULL_PLUS_NULL_IS_NULL
-        520: True,  # SQL_SUPPORTS_EXPRESSIONS_IN_ORDER_BY
-        525: ("bitmask", 0b011),  # SQL_SUPPORTED_GRAMMAR: minimum + core
-        526: ("bitmask", 0b001),  # SQL_ANSI92_SUPPORTED_LEVEL: entry
-        528: ("bitmask", 2),  # SQL_OUTER_JOINS_SUPPORT_LEVEL: full
-        529: "schema",  # SQL_SCHEMA_TERM
-        531: "agency",  # SQL_CATALOG_TERM
-        532: True,  # SQL_CATALOG_AT_START
-    }
 
 
 @dataclass(slots=True)
@@ -246,6 +209,7 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         except SignInRefused as e:
             raise Refused(e.code, str(e)) from None
         purpose.current.set(mw.purpose)  # this call's queries ask with it
+        interrupt.client_gone.set(context.is_cancelled)  # a gone client stops its query
         return user
 
     def _failure(self, e: Exception, user: str | None, where: str) -> flight.FlightError:
@@ -299,7 +263,8 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         tables: list[pa.Table] = []
         try:
             for s in sqls:
-                tables.append(fed.sql(s, watch=entry.watch, query_id=entry.id))
+                with interrupt.stop_when_gone(interrupt.client_gone.get(), entry.watch):
+                    tables.append(fed.sql(s, watch=entry.watch, query_id=entry.id))
                 total = sum(t.nbytes for t in tables)
                 if total > cap:  # stop early: later parameter rows would only add
                     raise too_big(total, cap)
@@ -343,75 +308,9 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         p.expires = time.monotonic() + PREPARED_TTL
         return p
 
-    # -- metadata -----------------------------------------------------------
-    def _tables(self, user: str, cmd: Any) -> pa.Table:
-        catalog = self._federation(user).catalog
-        schema_re = _pattern(cmd, "db_schema_filter_pattern")
-        table_re = _pattern(cmd, "table_name_filter_pattern")
-        _exact(cmd, "catalog")
-        if cmd.table_types and TABLE_TYPE not in cmd.table_types:
-            rows = []
-        else:
-            rows = sorted(
-                (
-                    t
-                    for t in catalog.tables
-                    if (not cmd.HasField("catalog") or cmd.catalog == t.agency)
-                    and (schema_re is None or schema_re.matches(t.schema_key))
-                    and (table_re is None or table_re.matches(t.name))
-                ),
-                key=lambda t: (t.agency, t.schema_key, t.name),
-            )
-        cols: dict[str, list[Any]] = {
-            "catalog_name": [t.agency for t in rows],
-            "db_schema_name": [t.schema_key for t in rows],
-            "table_name": [t.name for t in rows],
-            "table_type": [TABLE_TYPE] * len(rows),
-        }
-        schema = proto.TABLES
-        if cmd.include_schema:
-            schema = proto.TABLES_WITH_SCHEMA
-            cols["table_schema"] = [t.arrow_schema.serialize().to_pybytes() for t in rows]
-        return pa.table(cols, schema=schema)
-
-    def _metadata(self, user: str, cmd: Any) -> pa.Table:
-        if isinstance(cmd, sql_pb.CommandGetSqlInfo):
-            return proto.sql_info_table(sql_info(), list(cmd.info))
-        if isinstance(cmd, sql_pb.CommandGetCatalogs):
-            agencies = sorted(self._federation(user).catalog.agencies)
-            return pa.table({"catalog_name": agencies}, schema=proto.CATALOGS)
-        if isinstance(cmd, sql_pb.CommandGetDbSchemas):
-            pattern = _pattern(cmd, "db_schema_filter_pattern")
-            _exact(cmd, "catalog")
-            pairs = sorted(
-                {
-                    (t.agency, t.schema_key)
-                    for t in self._federation(user).catalog.tables
-                    if (not cmd.HasField("catalog") or cmd.catalog == t.agency)
-                    and (pattern is None or pattern.matches(t.schema_key))
-                }
-            )
-            return pa.table(
-                {"catalog_name": [a for a, _ in pairs], "db_schema_name": [s for _, s in pairs]},
-                schema=proto.DB_SCHEMAS,
-            )
-        if isinstance(cmd, sql_pb.CommandGetTables):
-            return self._tables(user, cmd)
-        if isinstance(cmd, sql_pb.CommandGetXdbcTypeInfo):
-            return proto.xdbc_type_info(cmd.data_type if cmd.HasField("data_type") else None)
-        if isinstance(cmd, sql_pb.CommandGetTableTypes):
-            return pa.table({"table_type": [TABLE_TYPE]}, schema=proto.TABLE_TYPES)
-        if isinstance(cmd, sql_pb.CommandGetPrimaryKeys):
-            return proto.PRIMARY_KEYS.empty_table()  # agencies do not publish keys
-        if isinstance(cmd, (sql_pb.CommandGetExportedKeys, sql_pb.CommandGetImportedKeys)):
-            return proto.FOREIGN_KEYS.empty_table()
-        if isinstance(cmd, (sql_pb.CommandStatementUpdate, sql_pb.CommandPreparedStatementUpdate)):
-            raise Refused(INVALID_ARGUMENT, READ_ONLY)
-        raise Refused(UNIMPLEMENTED, f"{type(cmd).__name__} is not supported by fedsql")
-
     # -- Flight RPCs (each through _edge) -----------------------------------
-    def _statement(self, user: str, cmd: Any) -> pa.Table | None:
-        """The result of a statement command (None: not one)."""
+    def _result(self, user: str, cmd: Any) -> pa.Table:
+        """The result of a statement or metadata command."""
         if isinstance(cmd, sql_pb.CommandStatementQuery):
             if cmd.HasField("transaction_id"):
                 raise Refused(INVALID_ARGUMENT, NO_TRANSACTIONS)
@@ -426,24 +325,16 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
             params = p.params if p.params is not None else pa.table({})
             sqls = bind(p.sql, params) if p.n_params or params.num_columns else [p.sql]
             return self._run(user, sqls, p.sql)
-        return None
+        return metadata(self._federation(user).catalog, cmd)
 
     @_edge
     def get_flight_info(self, user: str, descriptor: flight.FlightDescriptor) -> Any:
-        cmd = self._command(descriptor)
-        table = self._statement(user, cmd)
-        return self._info(
-            descriptor, user, table if table is not None else self._metadata(user, cmd)
-        )
+        return self._info(descriptor, user, self._result(user, self._command(descriptor)))
 
     @_edge
     def get_schema(self, user: str, descriptor: flight.FlightDescriptor) -> Any:
         # A statement's schema needs its result: run it, and keep nothing.
-        cmd = self._command(descriptor)
-        table = self._statement(user, cmd)
-        return flight.SchemaResult(
-            (table if table is not None else self._metadata(user, cmd)).schema
-        )
+        return flight.SchemaResult(self._result(user, self._command(descriptor)).schema)
 
     @_edge
     def do_get(self, user: str, ticket: flight.Ticket) -> Any:
@@ -590,19 +481,6 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
             f.close()
 
 
-def _pattern(cmd: Any, name: str) -> proto.Like | None:
-    """A command's optional filter pattern field (capped in length, linear to match)."""
-    return proto.like(getattr(cmd, name) if cmd.HasField(name) else None)
-
-
-def _exact(cmd: Any, name: str) -> None:
-    """An exact-name filter field, held to the same length cap as patterns."""
-    if cmd.HasField(name) and len(getattr(cmd, name)) > proto.MAX_PATTERN:
-        raise Refused(
-            INVALID_ARGUMENT, f"a {name} filter may have at most {proto.MAX_PATTERN} characters"
-        )
-
-
 def _text(body: bytes, what: str) -> str:
     try:
         return body.decode()
@@ -637,7 +515,13 @@ def check_servable(config: FederationConfig) -> None:
 def start(config: FederationConfig, listen: str | None = None) -> FlightSqlService:
     """Start the service (serving in background threads); ``.port`` is the bound port."""
     check_servable(config)
-    host, _, port = (listen or config.service.listen).rpartition(":")
+    address = listen or config.service.listen
+    where, setting = str(config.source or "fedsql serve"), "--listen HOST:PORT or [service].listen"
+    check_free(where, address, setting)  # said in words before gRPC logs its own
+    host, _, port = address.rpartition(":")
     tls = tls_pair(config)
     scheme = "grpc+tls" if tls else "grpc+tcp"
-    return FlightSqlService(config, f"{scheme}://{host}:{port}", tls)
+    try:
+        return FlightSqlService(config, f"{scheme}://{host}:{port}", tls)
+    except pa.ArrowException:  # taken meanwhile, or a reason the probe did not see
+        raise failed(where, address, setting) from None

@@ -30,6 +30,7 @@ from fedsql.errors import (
     ExecutionError,
     FedSQLError,
     FragmentLimitExceeded,
+    FragmentNotPermitted,
     PlanError,
     PolicyError,
     QueryCancelled,
@@ -79,9 +80,9 @@ def to_flight(code: str, message: str) -> flight.FlightError:
     >>> type(to_flight("PERMISSION_DENIED", "no")).__name__
     'FlightUnauthorizedError'
     """
+    if len(message) > MAX_MESSAGE:  # cut first: the path pattern then scans little
+        message = message[: MAX_MESSAGE - 3] + "..."
     text = blank_paths(message)
-    if len(text) > MAX_MESSAGE:
-        text = text[: MAX_MESSAGE - 3] + "..."
     cls = CLEAN.get(code)
     if cls is None:
         return flight.FlightServerError(f"{code}: {text}")
@@ -119,6 +120,8 @@ def from_fedsql(e: FedSQLError, known: Iterable[str] = ()) -> tuple[str, str]:
         return INTERNAL, msg
     if isinstance(e, FragmentLimitExceeded):
         return RESOURCE_EXHAUSTED, redact(msg, known)
+    if isinstance(e, FragmentNotPermitted):  # a grant, a required purpose
+        return PERMISSION_DENIED, redact(msg, known)
     if isinstance(e, ConnectorError):
         code = UNAVAILABLE if type(e) is ConnectorError else INVALID_ARGUMENT
         return code, redact(msg, known)
