@@ -84,7 +84,8 @@ class PostgresBackend:
     # (exact_expressions), and key sets are written into its SQL.
     # Left out: what PostgreSQL computes or names its own way (LIKE's default
     # backslash escape and POSIX regular expressions, substr's count from a start
-    # below 1, hashes as bytes, NULLs in greatest(), DuckDB-only functions).
+    # below 1, hashes as bytes, NULLs in greatest(), DuckDB-only functions, EXTRACT
+    # parts beyond year..minute, which sqlglot writes as DuckDB names them).
     capabilities = Capabilities(
         ALL_FEATURES
         - {
@@ -97,6 +98,7 @@ class PostgresBackend:
             "extended_aggregates",
             "math_functions",
             "duckdb_functions",
+            "date_parts",
         }
     )
 

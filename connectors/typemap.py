@@ -71,10 +71,11 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         if isinstance(arr.type, pa.ExtensionType):
             arr = arr.storage
         if arr.type != field.type:
-            if pa.types.is_null(arr.type):
+            if pa.types.is_null(arr.type) or arr.null_count == len(arr):
+                # NULLs the backend typed its own way (a NULL literal; SQLite types an
+                # all-NULL column, as the empty side of an outer join, as an integer,
+                # which does not cast to DECIMAL(15, 2): issue 14's fuzzer)
                 arr = pa.nulls(len(arr), field.type)
-            elif pa.types.is_null(field.type) and arr.null_count == len(arr):
-                arr = pa.nulls(len(arr))  # a NULL literal the backend typed its own way
             elif pa.types.is_decimal(field.type) and pa.types.is_floating(arr.type):
                 # Round to the scale first: a binary double is rarely an exact decimal.
                 import pyarrow.compute as pc

@@ -60,6 +60,18 @@ def _negative_start(node: exp.Expr) -> bool:
                 and int(start.name) >= 1)
 
 
+# EXTRACT parts named and counted alike by DuckDB and SQL's other engines.
+_PORTABLE_PARTS = frozenset({"YEAR", "QUARTER", "MONTH", "WEEK", "DAY", "HOUR", "MINUTE"})
+
+
+def _other_part(node: exp.Expr) -> bool:
+    """EXTRACT of a part beyond :data:`_PORTABLE_PARTS`: sqlglot writes DuckDB's
+    ``doy``/``dow`` as DAYOFYEAR/DAYOFWEEK, names PostgreSQL does not know
+    (issue 14's fuzzer: ``unit "dayofyear" not recognized for type date``)."""
+    unit = node.this
+    return not (isinstance(unit, exp.Var) and unit.name.upper() in _PORTABLE_PARTS)
+
+
 FEATURES: dict[str, Feature] = {
     f.name: f
     for f in (
@@ -78,6 +90,13 @@ FEATURES: dict[str, Feature] = {
              "DayOfWeekIso", "DayOfMonth", "Hour", "Minute", "Second", "Dayname", "Monthname",
              "LastDay", "DateFromParts", "TimestampFromParts", "StrToTime", "TimeToStr",
              "TimeToUnix", "UnixToTime", "DateBin", "ToDays"),
+        ),
+        Feature(
+            "date_parts",
+            "EXTRACT of parts beyond year, quarter, month, week, day, hour and minute (day "
+            "of week or year, ISO parts, epoch, seconds...) named and counted as DuckDB does",
+            ("Extract",),
+            applies=_other_part,
         ),
         Feature("casts", "CAST and TRY_CAST with DuckDB's conversions", ("Cast", "TryCast")),
         Feature(

@@ -50,14 +50,16 @@ def eager_aggregate(
     for a in aggs:
         if not isinstance(a, (exp.Sum, exp.Min, exp.Max, exp.Count, exp.Avg)):
             return
-        if any(n is not a for n in a.find_all(exp.AggFunc, exp.Subquery)):
+        if any(n is not a for n in _whole(a).find_all(exp.AggFunc, exp.Subquery)):
             return
         if isinstance(a.this, exp.Distinct):
+            if isinstance(a.parent, exp.Filter):
+                return  # its FILTER stays in the residual, over the aggregated rows
             (col,) = a.this.expressions if len(a.this.expressions) == 1 else (None,)
             if not isinstance(col, exp.Column):
                 return
             distinct[col.name] = None
-        cols = {c.table for c in a.find_all(exp.Column)}
+        cols = {c.table for c in _whole(a).find_all(exp.Column)}
         if len(cols) > 1:
             return
         owners |= cols
@@ -90,7 +92,7 @@ def eager_aggregate(
             continue  # another table's, or in a condition already pushed down
         if col.find_ancestor(exp.Select) is not select:
             return  # read by a correlated subquery too
-        if not any(is_within(col, a) for a in aggs):
+        if not any(is_within(col, _whole(a)) for a in aggs):
             keys[col.name] = None
     keys.update(distinct)
     if not keys:
@@ -104,12 +106,13 @@ def eager_aggregate(
         partials.append(e)
         return exp.column(f"{names.PARTIAL}{len(partials) - 1}", table=alias, quoted=True)
 
-    final: list[tuple[exp.AggFunc, exp.Expr | None]] = []
+    final: list[tuple[exp.Expr, exp.Expr | None]] = []
     for a in aggs:
         if isinstance(a.this, exp.Distinct):
             final.append((a, None))  # its column travels as a grouping key
         else:
-            final.append((a, split_aggregate(a, partial)))
+            where = a.parent.expression if isinstance(a.parent, exp.Filter) else None
+            final.append((_whole(a), split_aggregate(a, partial, where)))
     for i, e in enumerate(partials):
         projs.append(exp.alias_(e, f"{names.PARTIAL}{i}", quoted=True))
     wrap = (
@@ -123,6 +126,12 @@ def eager_aggregate(
     st.fragments[index] = replace(f, wrap=wrap)
     st.outputs[fid] = {k: v for k, v in st.outputs[fid].items() if k in keys}
     st.est[fid] = cost.grouped(st.est.get(fid, 0.0))
-    for a, new in final:
+    for node, new in final:
         if new is not None:
-            a.replace(new)
+            node.replace(new)
+
+
+def _whole(agg: exp.AggFunc) -> exp.Expr:
+    """The aggregate with its FILTER (WHERE ...), if it has one: the FILTER's
+    columns are the aggregate's input too, computed by the part that aggregates."""
+    return agg.parent if isinstance(agg.parent, exp.Filter) else agg

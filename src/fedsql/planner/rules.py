@@ -151,11 +151,24 @@ def _find(parent: dict[tuple[str, str], tuple[str, str]], x: tuple[str, str]) ->
     return x
 
 
-def split_aggregate(agg: exp.AggFunc, partial: Callable[[exp.Expr], exp.Expr]) -> exp.Expr:
+def split_aggregate(
+    agg: exp.AggFunc,
+    partial: Callable[[exp.Expr], exp.Expr],
+    where: exp.Where | None = None,
+) -> exp.Expr:
     """What replaces ``agg`` (SUM, MIN, MAX, COUNT or AVG, not DISTINCT) once its
     input is aggregated in parts: ``partial(e)`` records an aggregate each part
     computes and returns the column that holds it. A COUNT is the sum of the
-    partial counts (0, not NULL, when there are none); AVG is SUM over COUNT."""
+    partial counts (0, not NULL, when there are none); AVG is SUM over COUNT.
+
+    ``where``: the aggregate's FILTER (WHERE ...), applied by every part (so what
+    replaces the FILTER as a whole combines the parts without one)."""
+    if where is not None:
+        inner = partial
+
+        def partial(e: exp.Expr) -> exp.Expr:
+            return inner(exp.Filter(this=e, expression=where.copy()))
+
     if isinstance(agg, exp.Avg):
         total = exp.Sum(this=partial(exp.Sum(this=agg.this.copy())))
         n = exp.Sum(this=partial(exp.Count(this=agg.this.copy())))
