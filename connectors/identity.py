@@ -43,8 +43,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from fedsql.certs import common_name
@@ -52,7 +51,13 @@ from fedsql.connectors.config import AgencyConfig, Grant
 from fedsql.connectors.refusals import Refusals, bound_fields, claims
 from fedsql.connectors.revocation import Revocations
 from fedsql.errors import RefusedFragment
-from fedsql.trust import SKEW_SECONDS, WINDOW_SECONDS
+from fedsql.trust import (
+    SKEW_SECONDS,
+    WINDOW_SECONDS,
+    NodePublicKey,
+    key_problem,
+    verify_principal,
+)
 from fedsql.wire import Principal, principal_from_proto, principal_proof, signed_payload
 
 log = logging.getLogger(__name__)
@@ -75,7 +80,7 @@ class Caller:
 @dataclass(frozen=True, slots=True)
 class _Peer:
     name: str
-    key: ec.EllipticCurvePublicKey | None
+    key: NodePublicKey | None
     problem: str  # why this certificate may not call (empty: it may)
     serial: int = 0  # 0: no readable certificate
     not_before: float = float("-inf")  # Unix seconds
@@ -174,8 +179,9 @@ class Gate:
                 **when,
             )
         key = cert.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            return _Peer(name, None, f"certificate '{name}' does not hold an EC key", **when)
+        problem = key_problem(key)
+        if problem or not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            return _Peer(name, None, f"certificate '{name}' holds {problem}", **when)
         return _Peer(name, key, "", **when)
 
     def _checked(self, context: grpc.ServicerContext) -> _Peer:
@@ -231,9 +237,7 @@ class Gate:
         if not 16 <= len(nonce) <= _MAX_NONCE:
             raise _unauthenticated("the signed principal has no nonce of 16 to 64 bytes")
         try:
-            peer.key.verify(
-                signature, signed_payload(self.cfg.name, request), ec.ECDSA(hashes.SHA256())
-            )
+            verify_principal(peer.key, signature, signed_payload(self.cfg.name, request))
         except InvalidSignature:
             raise _unauthenticated(
                 f"the principal's signature does not verify with coordinator '{peer.name}'s "

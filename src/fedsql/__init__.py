@@ -11,7 +11,13 @@ the connector's above all — does not (``tests/test_layers.py`` proves it).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# gRPC's C core writes its own log lines to stderr (a failed TLS handshake at INFO,
+# issue 15): fedsql's errors say the same in words, once. gRPC reads this when it is
+# first imported, which is just below; GRPC_VERBOSITY=INFO (or DEBUG) brings them back.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from fedsql.errors import (
     CatalogError,

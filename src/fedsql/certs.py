@@ -12,6 +12,10 @@ never leave the file they are written to.
   (coordinators verify that name, so a connector cannot pose as another
   agency), plus the extra hosts it is reached at; extended key usage
   ``serverAuth``.
+- A **service** certificate (``fedsql serve``, the analysts' Flight SQL front
+  door) has the service's name as CN and DNS name plus the hosts analysts reach
+  it at; ``serverAuth`` only, and its unit (OU ``fedsql service``) tells it from
+  a connector's: it never names an agency.
 - A **coordinator** certificate has the coordinator's identity as CN (what
   connectors list in ``allowed_coordinators`` and write in their audit logs);
   extended key usage ``clientAuth`` only, so it cannot serve as a connector.
@@ -23,6 +27,10 @@ asked for with ``local=True`` (``--local``: local development, where every
 connector is ``localhost``). Otherwise a connector certificate that also said
 ``localhost`` or ``*.gov.example`` would be accepted by a coordinator that
 expects a different agency under that name.
+
+Bring your own PKI: a CA made elsewhere (``ca.crt`` and ``ca.key`` in the CA
+directory) may hold an EC, RSA (2048+) or Ed25519 key; node keys issued here are
+always EC P-256 (gRPC cannot use Ed25519 node keys, see trust.py).
 
 Revocation: ``revoke`` records a serial in ``revoked.jsonl`` and ``write_crl``
 writes the CA's X.509 CRL (``ca.crl``); connectors name it in
@@ -45,9 +53,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedsql.certinfo import SERVICE_UNIT, common_name, describe, serial_hex
+from fedsql.crl import RevocationList, load_crl
 from fedsql.errors import ConfigError
 
 CA_CERT = "ca.crt"
@@ -55,7 +65,8 @@ CA_KEY = "ca.key"
 CA_CRL = "ca.crl"  # the CA's revocation list, written by write_crl
 INDEX = "issued.jsonl"  # one line per certificate issued: serial, kind, name, names
 REVOKED = "revoked.jsonl"  # one line per revoked serial
-KINDS = ("connector", "coordinator")
+KINDS = ("connector", "coordinator", "service")
+CAKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -90,7 +101,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+def _write_key(path: Path, key: CAKey) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -141,7 +152,11 @@ def init_ca(directory: Path, name: str = "fedsql federation CA", days: int = 365
     return Issued(cert_path, key_path, name, cert.not_valid_after_utc, serial_hex(cert))
 
 
-def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _digest(key: CAKey) -> hashes.SHA256 | None:
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, CAKey]:
     cert_path, key_path = ca_dir / CA_CERT, ca_dir / CA_KEY
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
@@ -154,8 +169,14 @@ def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey
         raise ConfigError(
             f"{ca_dir}: {CA_CERT}/{CA_KEY} are not a PEM certificate and key"
         ) from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ConfigError(f"{key_path}: expected an EC private key")
+    if not isinstance(key, CAKey):
+        raise ConfigError(
+            f"{key_path}: a {type(key).__name__}; a CA key must be EC, RSA or Ed25519"
+        )
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 2048:
+        raise ConfigError(f"{key_path}: an RSA key of {key.key_size} bits (2048 or more)")
+    if cert.public_key() != key.public_key():
+        raise ConfigError(f"{ca_dir}: {CA_CERT} and {CA_KEY} are not a pair")
     return cert, key
 
 
@@ -294,7 +315,7 @@ def issue(
     local: bool = False,
     not_after: dt.datetime | None = None,
 ) -> Issued:
-    """Issue ``out_dir/NAME.crt`` and ``NAME.key`` for a connector or coordinator.
+    """Issue ``out_dir/NAME.crt`` and ``NAME.key`` for a connector, coordinator or service.
 
     ``hosts``: extra DNS names or IP addresses the connector is reached at (no
     wildcards, no other node's name, no loopback unless ``local``).
@@ -304,7 +325,9 @@ def issue(
     minutes ago, for ``days``).
     """
     if kind not in KINDS:
-        raise ConfigError(f"certificate kind must be connector or coordinator, not {kind!r}")
+        raise ConfigError(
+            f"certificate kind must be connector, coordinator or service, not {kind!r}"
+        )
     if not _NAME.match(name):
         raise ConfigError(
             f"{name!r} is not a valid node name: letters, digits, '.', '_', '-' (max 63)"
@@ -316,7 +339,7 @@ def issue(
         end = ca_cert.not_valid_after_utc
     if end <= start:
         raise ConfigError("the certificate would expire before it becomes valid")
-    if kind == "connector":
+    if kind in ("connector", "service"):
         local = local or is_loopback(name)
         extra: list[x509.GeneralName] = []
         for h in hosts:
@@ -330,9 +353,9 @@ def issue(
         usage = [ExtendedKeyUsageOID.SERVER_AUTH]
     else:
         if hosts:
-            raise ConfigError("--host is for connector certificates only")
+            raise ConfigError("--host is for connector and service certificates only")
         if local:
-            raise ConfigError("--local is for connector certificates only")
+            raise ConfigError("--local is for connector and service certificates only")
         extra = []
         names = [x509.DNSName(name)]
         usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -346,7 +369,10 @@ def issue(
                 x509.Name(
                     [
                         x509.NameAttribute(NameOID.COMMON_NAME, name),
-                        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"fedsql {kind}"),
+                        x509.NameAttribute(
+                            NameOID.ORGANIZATIONAL_UNIT_NAME,
+                            SERVICE_UNIT if kind == "service" else f"fedsql {kind}",
+                        ),
                     ]
                 )
             )
@@ -359,7 +385,7 @@ def issue(
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
             .add_extension(
-                _key_usage(key_agreement=kind == "connector"),
+                _key_usage(key_agreement=kind != "coordinator"),
                 critical=True,
             )
             .add_extension(
@@ -367,7 +393,7 @@ def issue(
                 critical=False,
             )
         )
-        cert = builder.sign(ca_key, hashes.SHA256())
+        cert = builder.sign(ca_key, _digest(ca_key))
         out_dir.mkdir(parents=True, exist_ok=True)
         cert_path, key_path = out_dir / f"{name}.crt", out_dir / f"{name}.key"
         _write_key(key_path, key)
@@ -385,11 +411,6 @@ def issue(
             },
         )
     return Issued(cert_path, key_path, name, cert.not_valid_after_utc, serial_hex(cert))
-
-
-def serial_hex(cert: x509.Certificate) -> str:
-    """A certificate's serial number in hex (lower case, no colons), as openssl prints it."""
-    return f"{cert.serial_number:x}"
 
 
 def _parse_serial(text: str) -> int:
@@ -471,7 +492,7 @@ def write_crl(ca_dir: Path, out: Path | None = None, days: int = 30) -> Path:
             .revocation_date(when)
             .build()
         )
-    crl = builder.sign(ca_key, hashes.SHA256())
+    crl = builder.sign(ca_key, _digest(ca_key))
     out = out or ca_dir / CA_CRL
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -480,92 +501,18 @@ def write_crl(ca_dir: Path, out: Path | None = None, days: int = 30) -> Path:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class RevocationList:
-    """A CRL whose signature verified: the serials it revokes."""
-
-    serials: frozenset[int]
-    number: int  # CRLNumber (0 when absent)
-    last_update: dt.datetime
-    next_update: dt.datetime | None
-
-
-def load_crl(data: bytes, ca_pem: bytes, where: str) -> RevocationList:
-    """Parse a PEM or DER CRL and check it is signed by a CA in ``ca_pem`` (the
-    connector's ``client_ca``); a CRL anyone could write would revoke nothing safely."""
-    try:
-        crl = (
-            x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
-        )
-    except ValueError:
-        raise ConfigError(f"{where}: not a PEM or DER X.509 CRL") from None
-    try:
-        issuers = x509.load_pem_x509_certificates(ca_pem)
-    except ValueError:
-        raise ConfigError(f"{where}: the client_ca is not a PEM certificate") from None
-    ok = False
-    for ca in issuers:
-        if ca.subject != crl.issuer:
-            continue
-        try:
-            ok = crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            ok = False
-        if ok:
-            break
-    if not ok:
-        raise ConfigError(f"{where}: the CRL is not signed by the federation CA (client_ca)")
-    try:
-        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    except x509.ExtensionNotFound:
-        number = 0
-    return RevocationList(
-        frozenset(r.serial_number for r in crl),
-        number,
-        crl.last_update_utc,
-        crl.next_update_utc,
-    )
-
-
-def common_name(cert: x509.Certificate) -> str:
-    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attrs[0].value) if attrs else ""
-
-
-def describe(path: Path) -> str:
-    """One line about a certificate: subject, role, issuer, validity (for the CLI)."""
-    try:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
-    except (FileNotFoundError, ValueError):
-        raise ConfigError(f"{path}: not a PEM certificate") from None
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        role = (
-            "connector"
-            if ExtendedKeyUsageOID.SERVER_AUTH in eku
-            else "coordinator"
-            if ExtendedKeyUsageOID.CLIENT_AUTH in eku
-            else "?"
-        )
-    except x509.ExtensionNotFound:
-        role = "CA"
-    try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = ", ".join(str(n.value) for n in sans)
-    except x509.ExtensionNotFound:
-        names = ""
-    now = _now()
-    state = (
-        "EXPIRED"
-        if cert.not_valid_after_utc < now
-        else "not yet valid"
-        if cert.not_valid_before_utc > now
-        else f"{(cert.not_valid_after_utc - now).days} days left"
-    )
-    return (
-        f"{path}: {role} CN={common_name(cert)}"
-        + (f" ({names})" if names else "")
-        + f", issued by {cert.issuer.rfc4514_string()}, valid "
-        f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d} ({state})"
-        f", serial {serial_hex(cert)}"
-    )
+__all__ = [
+    "CA_CERT",
+    "KINDS",
+    "Issued",
+    "RevocationList",
+    "Revoked",
+    "common_name",
+    "describe",
+    "init_ca",
+    "issue",
+    "load_crl",
+    "revoke",
+    "serial_hex",
+    "write_crl",
+]

@@ -190,27 +190,21 @@ def _return_big_buffers_to_the_os() -> None:
 
 def cmd_query(args: argparse.Namespace) -> int:
     import fedsql
-    from fedsql.interrupt import run_cancellable
 
     partial = True if args.allow_partial else None
     with fedsql.connect(args.config, user=args.user, purpose=args.purpose) as fed:
         sql = _sql_arg(args)
         if args.format == "parquet" and not args.output:
             raise FedSQLError("--format parquet needs --output FILE")
-        # Ctrl-C cancels the query, its merge included, and exits 130 (main).
         if args.output and args.format in ("parquet", "csv"):
             _return_big_buffers_to_the_os()
-            run_cancellable(
-                lambda w: _write_stream(
-                    fed.stream(sql, timeout=args.timeout, allow_partial=partial, watch=w),
-                    args.format,
-                    args.output,
-                )
+            _write_stream(
+                fed.stream(sql, timeout=args.timeout, allow_partial=partial),
+                args.format,
+                args.output,
             )
         else:
-            table = run_cancellable(
-                lambda w: fed.sql(sql, timeout=args.timeout, allow_partial=partial, watch=w)
-            )
+            table = fed.sql(sql, timeout=args.timeout, allow_partial=partial)
             _write_result(table, args.format, args.output, args.max_rows)
         st = fed.last_stats
         if st is not None and st.missing:
@@ -226,21 +220,17 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     import fedsql
+    from fedsql import statusview
+    from fedsql.hashkey import fingerprint
+    from fedsql.policy.masks import load_hash_key
 
     with fedsql.connect(args.config) as fed:
         rows = fed.status(timeout=args.timeout)
-    table = pa.table(
-        {
-            "agency": [r.name for r in rows],
-            "address": [r.address for r in rows],
-            "health": ["up" if r.up else f"DOWN: {r.error}" for r in rows],
-            "version": [r.status.version if r.status else "" for r in rows],
-            "latency ms": [round(r.latency_ms, 1) for r in rows],
-            "tables": [r.status.tables if r.status else None for r in rows],
-            "active": [r.status.active_fragments if r.status else None for r in rows],
-        }
-    )
-    print(format_table(table).rsplit("\n", 1)[0])
+        own = fingerprint(load_hash_key(fed.config.hash_key_file, "[coordinator]"))
+    print(format_table(statusview.status_table(rows)).rsplit("\n", 1)[0])
+    keys = {r.name: r.status.hash_key_fingerprint for r in rows if r.status}
+    for line in statusview.key_warnings(keys, own):
+        print(line, file=sys.stderr)
     if args.latency:
         from fedsql.latency import latency_table
 
@@ -249,9 +239,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(format_table(lat, lat.num_rows).rsplit("\n", 1)[0] if lat.num_rows else "none yet")
     down = [r.name for r in rows if not r.up]
     if down:
+        for line in statusview.down_details(rows):
+            print(line, file=sys.stderr)
         print(
-            f"{len(down)} of {len(rows)} agencies down ({', '.join(down)}): start their "
-            "connectors with `fedsql connector serve AGENCY.toml`, or check the addresses",
+            f"{len(down)} of {len(rows)} agencies down ({', '.join(down)}): see above",
             file=sys.stderr,
         )
         return 1
@@ -269,14 +260,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_catalog(args: argparse.Namespace) -> int:
     import fedsql
     from fedsql.policy.shown import federation_rules
-    from fedsql.sqltypes import sql_type
 
     with fedsql.connect(args.config, user=args.user) as fed:
         who = f"user {fed.principal.user}" + (
             f" (roles: {', '.join(fed.principal.roles)})" if fed.principal.roles else ""
         )
         print(f"Tables as {who} sees them; 'mask' is what you get, 'rules' what is configured.")
+        keys = {a: c.hash_key_fingerprint for a, c in fed.catalog.catalogs.items()}
         for agency, cat in fed.catalog.catalogs.items():
+            print(f"\n{agency}: backend {cat.backend}, hash key {keys[agency] or 'none'}")
             for t in cat.tables:
                 est = f"~{t.row_count_estimate} rows" if t.row_count_estimate >= 0 else "rows: ?"
                 print(f"\n{agency}.{t.full_name}  ({est}, backend {cat.backend})")
@@ -295,12 +287,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                 for line in federation_rules(policy, roles, names, columns, masks, rules):
                     print(f"  {line}")
                 rows = [
-                    (
-                        f.name,
-                        sql_type(f.type),
-                        masks.get(f.name, "-"),
-                        "; ".join(rules.get(f.name, [])),
-                    )
+                    (f.name, str(f.type), masks.get(f.name, "-"), "; ".join(rules.get(f.name, [])))
                     for f in t.arrow_schema
                 ]
                 print(
@@ -354,7 +341,11 @@ def cmd_certs_issue(args: argparse.Namespace) -> int:
         f"valid until {got.not_after:%Y-%m-%d}:"
     )
     print(f"  {got.cert}\n  {got.key}  (private key, mode 0600: never share it)")
-    if args.kind == "connector":
+    if args.kind == "service":
+        print("in FEDERATION.toml (the analysts' tools trust the CA with --ca):")
+        print(f'  [service.tls]\n  cert = "{got.cert}"\n  key = "{got.key}"')
+        print(f"analysts: fedsql shell --url grpc+tls://{got.subject}:8815 --ca {ca} --user NAME")
+    elif args.kind == "connector":
         print("in the connector's AGENCY.toml:")
         print(f'  [connector.tls]\n  cert = "{got.cert}"\n  key = "{got.key}"')
         print(f'  client_ca = "{ca}"')
@@ -711,6 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fedsql", description="Federated SQL that leaves data in place."
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
 
     def add_sql(sp: argparse.ArgumentParser) -> None:
@@ -773,11 +765,17 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--name", default="fedsql federation CA", help="the CA's common name")
     ci.add_argument("--days", type=int, default=3650, help="validity (default 3650)")
     ci.set_defaults(func=cmd_certs_init)
-    cs = cesub.add_parser("issue", help="a certificate for a connector or coordinator")
+    cs = cesub.add_parser("issue", help="a certificate for a connector, coordinator or service")
     cs.add_argument("--ca", required=True, help="the CA directory (from certs init)")
-    cs.add_argument("kind", choices=["connector", "coordinator"])
-    cs.add_argument("name", help="connector: its [connector].name; coordinator: its identity (CN)")
-    cs.add_argument("--host", action="append", help="connector: extra DNS name or IP (repeat)")
+    cs.add_argument("kind", choices=["connector", "coordinator", "service"])
+    cs.add_argument(
+        "name",
+        help="connector: its [connector].name; coordinator: its identity (CN); "
+        "service: the `fedsql serve` host name analysts connect to",
+    )
+    cs.add_argument(
+        "--host", action="append", help="connector/service: extra DNS name or IP (repeat)"
+    )
     cs.add_argument("--out", help="directory for NAME.crt and NAME.key (default: the CA's)")
     cs.add_argument("--days", type=int, default=397, help="validity (default 397)")
     cs.add_argument(
@@ -911,7 +909,43 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--runs", type=int, default=3, help="runs per query; medians are reported")
     sc.add_argument("--json", help="write the figures as JSON (and .md) to this file")
     sc.set_defaults(func=cmd_bench_scenario)
+
+    from fedsql import keys_cli
+
+    keys_cli.add_parser(sub, cmd_lines)
+    _verbose_everywhere(p)
     return p
+
+
+def cmd_lines(args: argparse.Namespace) -> int:
+    """Commands whose module words the output (``args.lines``): print it."""
+    for line in args.lines(args):
+        print(line)
+    return 0
+
+
+def _version() -> str:
+    from fedsql.version import __version__
+
+    return f"fedsql {__version__}"
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """-v/--verbose after the subcommand too (``fedsql query -v ...``); not given
+    there, it leaves the count given before the subcommand alone."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for sp in action.choices.values():
+            if not any("-v" in a.option_strings for a in sp._actions):
+                sp.add_argument(
+                    "-v",
+                    "--verbose",
+                    action="count",
+                    default=argparse.SUPPRESS,
+                    help="more logging (-vv: debug)",
+                )
+            _verbose_everywhere(sp)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from typing import TypeVar
 import grpc
 import pyarrow as pa
 
-from fedsql import dispatch, lang, metadata
+from fedsql import lang
 from fedsql.audit.coordinator import CoordinatorAudit, QueryEntry
 from fedsql.catalog import Catalog
 from fedsql.config import FederationConfig, load_federation
@@ -92,7 +92,6 @@ class Federation:
         self._last_stats: QueryStats | None = None
         # [coordinator] audit_log: every query, signed, with the agencies' receipts.
         self._audit = CoordinatorAudit.open(config)
-        self._info: metadata.InfoEngine | None = None  # answers information_schema queries
 
     def with_purpose(self, purpose: str) -> Federation:
         """This analyst's federation asking for another purpose: the same channels,
@@ -175,12 +174,15 @@ class Federation:
                 # queries elsewhere still run and queries over it fail naming it
                 # (or, under allow_partial, run without it).
                 down[name] = link.error(e)
-                log.warning(
-                    "agency down at catalog load agency=%s reason=%r", name, str(down[name])
-                )
+                # INFO, not WARNING: the error reaches the user once, from the query
+                # (or as the partial result's warning) — not twice (issue 15).
+                log.info("agency down at catalog load agency=%s reason=%r", name, str(down[name]))
                 msg = load_catalog(name, link.address, roles) or pb.Catalog(connector=name)
                 return catalog_from_proto(msg)
             cat = catalog_from_proto(msg)
+            wrong = link.wrong_agency(cat.connector)  # e.g. a wrong port, in plaintext
+            if wrong is not None:
+                raise wrong
             if cat.fragment_language != lang.VERSION:
                 raise ConnectorError(
                     name,
@@ -249,20 +251,14 @@ class Federation:
                 self._plans.popitem(last=False)
         return p
 
-    def explain(
-        self,
-        sql: str,
-        analyze: bool = False,
-        pretty: bool = True,
-        watch: QueryWatch | None = None,
-    ) -> str:
+    def explain(self, sql: str, analyze: bool = False, pretty: bool = True) -> str:
         """The fragments per connector and the residual query (with ``analyze``: run it
-        and add rows, bytes and seconds per fragment and per agency)."""
+        and add rows, bytes and seconds per fragment)."""
         p = self.plan(sql)
         text = p.explain(pretty=pretty)
         if not analyze:
             return text
-        self.sql(sql, watch=watch)
+        self.sql(sql)
         st = self.last_stats
         assert st is not None
         lines = [text, "", "analyze:"]
@@ -276,28 +272,7 @@ class Federation:
             f"merge {st.merge_seconds:.3f} s, total {st.total_seconds:.3f} s, "
             f"{st.result_rows} result rows"
         )
-        for agency, c in sorted(st.connectors.items()):
-            lines.append(
-                f"  agency {agency}: {c.fragments} fragment(s), {c.rows} rows, "
-                f"{c.bytes} bytes, {c.seconds:.3f} s"
-            )
         return "\n".join(lines)
-
-    def _info_engine(self) -> metadata.InfoEngine:
-        with self._catalog_lock:
-            if self._info is None:
-                self._info = metadata.InfoEngine()
-            return self._info
-
-    def _answer(self, st: metadata.Statement, watch: QueryWatch | None) -> pa.Table:
-        """A metadata statement's answer (dispatch.py), from the catalog alone."""
-        t0 = time.perf_counter()
-        table = dispatch.answer(self, st, watch)
-        if st.kind != "explain" or not st.analyze:  # EXPLAIN ANALYZE keeps its query's stats
-            stats = self._record(uuid.uuid4().hex[:16], (), t0, table.num_rows, ())
-            if watch is not None:
-                watch.stats = stats
-        return table
 
     def _options(self, timeout: float | None, allow_partial: bool | None) -> RunOptions:
         c = self.config
@@ -367,9 +342,6 @@ class Federation:
         ``watch`` lets another thread follow the query's progress and cancel it;
         ``query_id`` is the id the agencies' audit logs record (default: a new one).
         """
-        st = metadata.statement(sql)
-        if st is not None:
-            return self._answer(st, watch)
         opts = self._options(timeout, allow_partial)
         entry = self._entry(sql, query_id or uuid.uuid4().hex[:16])
         try:
@@ -408,11 +380,7 @@ class Federation:
         return table
 
     def stream(
-        self,
-        sql: str,
-        timeout: float | None = None,
-        allow_partial: bool | None = None,
-        watch: QueryWatch | None = None,
+        self, sql: str, timeout: float | None = None, allow_partial: bool | None = None
     ) -> pa.RecordBatchReader:
         """Run a federated query; its result as a ``pyarrow.RecordBatchReader``.
 
@@ -425,10 +393,6 @@ class Federation:
         its end. The deadline covers reading the stream too. (pyarrow's
         ``close()`` on this reader does not stop the query; dropping it does.)
         """
-        st = metadata.statement(sql)
-        if st is not None:
-            table = self._answer(st, watch)
-            return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
         opts = self._options(timeout, allow_partial)
         t0 = time.perf_counter()
         entry = self._entry(sql, uuid.uuid4().hex[:16])
@@ -449,7 +413,6 @@ class Federation:
                 self._fragment_schema,
                 done,
                 entry.calls,
-                watch,
             )
 
         try:
@@ -489,8 +452,6 @@ class Federation:
         for link in self._links.values():
             link.close()
         self._merger.close()
-        if self._info is not None:
-            self._info.close()
         if self._audit is not None:
             self._audit.close()
             self._audit = None

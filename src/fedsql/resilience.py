@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 from fedsql import reasons
 from fedsql.audit.coordinator import ReceiptChecker
 from fedsql.config import ConnectorRef
+from fedsql.diagnose import Diagnosis, diagnose
 from fedsql.errors import ConnectorError, FedSQLError, from_rpc_error
 from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
@@ -108,6 +109,8 @@ class Link:
             (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
         )
         ref = ref or ConnectorRef(name, address, insecure=True)
+        self.ref = ref
+        self.diagnose_timeout = min(3.0, connect_timeout)
         self.channel, self._raw = open_channel(ref, where, options)
         self.stub = pb_grpc.ConnectorStub(self.channel)
         self.receipts = ReceiptChecker(ref)  # what this agency signs must name it
@@ -123,6 +126,9 @@ class Link:
                 f"({details}); the partial result was discarded. Is its connector still running?",
             )
         if code == grpc.StatusCode.UNAVAILABLE:
+            found = self.diagnosis(err)
+            if found is not None:
+                return ConnectorError(self.name, found.message)
             return ConnectorError(
                 self.name,
                 f"unreachable at {self.address} ({details}); is `fedsql connector serve` "
@@ -131,6 +137,24 @@ class Link:
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "[limits]" not in details:
             return ConnectorError(self.name, f"too busy, even after retries: {details}")
         return from_rpc_error(self.name, err)
+
+    def diagnosis(self, err: grpc.RpcError) -> Diagnosis | None:
+        """Why a call failed UNAVAILABLE before any answer: asked again with one fresh
+        connection (diagnose.py), since gRPC says only "failed to connect"."""
+        if reasons.read(err) is not None:  # the connector answered, and said why
+            return None
+        return diagnose(self.ref, self.diagnose_timeout)
+
+    def wrong_agency(self, answered_as: str) -> ConnectorError | None:
+        """The error when the node at this address calls itself another agency (the
+        TLS certificate check is the proof; this catches a wrong port in plaintext)."""
+        if not answered_as or answered_as.lower() == self.name.lower():
+            return None
+        return ConnectorError(
+            self.name,
+            f"the connector at {self.address} is '{answered_as}', not '{self.name}': fix "
+            f"the address of '{self.name}' in the federation config",
+        )
 
     def close(self) -> None:
         self._raw.close()
@@ -150,7 +174,8 @@ class AgencyHealth:
     address: str
     status: NodeStatus | None  # None: down (see error)
     latency_ms: float
-    error: str = ""
+    error: str = ""  # the whole story (empty when up)
+    reason: str = ""  # a few words for a table cell, e.g. "TLS: unknown CA"
 
     @property
     def up(self) -> bool:
@@ -164,14 +189,23 @@ def probe(link: Link, timeout: float) -> AgencyHealth:
         msg = link.stub.GetStatus(pb.GetStatusRequest(), timeout=timeout, wait_for_ready=False)
     except grpc.RpcError as e:
         ms = (time.perf_counter() - t0) * 1000
-        if e.code() == grpc.StatusCode.UNIMPLEMENTED:
-            err = "answers, but is an older fedsql without GetStatus"
-        elif e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-            err = f"no answer within {timeout:g} s"
+        code = e.code()
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            reason, err = "old version", "answers, but is an older fedsql without GetStatus"
+        elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            reason, err = "no answer", f"no answer within {timeout:g} s"
+        elif code == grpc.StatusCode.UNAVAILABLE and (found := link.diagnosis(e)) is not None:
+            reason, err = found.short, found.message
         else:
+            reason = "unreachable" if code == grpc.StatusCode.UNAVAILABLE else code.name.lower()
             err = str(link.error(e)).split(": ", 1)[-1]
-        return AgencyHealth(link.name, link.address, None, ms, err)
+        return AgencyHealth(link.name, link.address, None, ms, err, reason)
     ms = (time.perf_counter() - t0) * 1000
+    wrong = link.wrong_agency(msg.connector)
+    if wrong is not None:
+        return AgencyHealth(
+            link.name, link.address, None, ms, str(wrong).split(": ", 1)[-1], "wrong agency"
+        )
     return AgencyHealth(link.name, link.address, status_from_proto(msg), ms)
 
 

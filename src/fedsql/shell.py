@@ -25,7 +25,6 @@ import pyarrow as pa
 from fedsql.errors import FedSQLError
 from fedsql.execute import human_bytes
 from fedsql.keywords import SQL_FUNCTIONS, SQL_KEYWORDS
-from fedsql.sqltypes import sql_type
 
 HISTORY_FILE = Path.home() / ".fedsql_history"
 PROGRESS_EVERY = 0.2  # seconds between progress-line updates
@@ -104,11 +103,8 @@ class EmbeddedBackend:
 
     def run(self, sql: str, progress: Callable[[dict[str, tuple[int, int]]], None]) -> pa.Table:
         from fedsql.execute import QueryWatch
-        from fedsql.interrupt import run_cancellable
 
-        # Ctrl-C cancels the query, its merge included (KeyboardInterrupt, then `handle`)
-        watch = QueryWatch(lambda w: progress(w.progress()))
-        return run_cancellable(lambda w: self.fed.sql(sql, watch=w), watch)
+        return self.fed.sql(sql, watch=QueryWatch(lambda w: progress(w.progress())))
 
     def explain(self, sql: str) -> str:
         return str(self.fed.explain(sql))
@@ -408,7 +404,7 @@ class Shell:
             shown = pa.table(
                 {
                     "column": t.columns.names,
-                    "type": [sql_type(f.type) for f in t.columns],
+                    "type": [str(f.type) for f in t.columns],
                     "nullable": [f.nullable for f in t.columns],
                 }
             )

@@ -39,10 +39,10 @@ from typing import Any
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from fedsql.tomlconf import ClientTLS, ConnectorRef, ServerTLS
 from fedsql.errors import ConfigError
+from fedsql.tomlconf import ClientTLS, ConnectorRef, ServerTLS
 from fedsql.wire import GRPC_OPTIONS, stamped
 
 log = logging.getLogger(__name__)
@@ -73,16 +73,64 @@ def read_secret(path: Path, what: str) -> bytes:
     return data
 
 
-def _private_key(path: Path, what: str) -> ec.EllipticCurvePrivateKey:
+# Keys a node's certificate may hold (issue 15: bring your own PKI). gRPC's TLS
+# (BoringSSL) offers no Ed25519 signature scheme in the handshake, so a node with an
+# Ed25519 key cannot connect at all (tried: "Handshake read failed"); a CA with an
+# Ed25519 key signs node certificates gRPC accepts, and ``fedsql certs`` checks those.
+MIN_RSA_BITS = 2048
+EC_CURVES = ("secp256r1", "secp384r1")
+NodePrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+NodePublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+# RSA principals are signed with PSS (RFC 8017 8.1), salt as long as the digest.
+_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+
+
+def key_problem(key: object) -> str:
+    """Why a node cannot use this (private or public) key for TLS and signing ("" if it can).
+
+    >>> key_problem(ec.generate_private_key(ec.SECP256R1()))
+    ''
+    >>> key_problem(ed25519.Ed25519PrivateKey.generate()).startswith('an Ed25519 key')
+    True
+    """
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        if key.curve.name not in EC_CURVES:
+            return f"an EC key on curve {key.curve.name} (use P-256 or P-384)"
+        return ""
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            return f"an RSA key of {key.key_size} bits (use {MIN_RSA_BITS} bits or more)"
+        return ""
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+        return (
+            "an Ed25519 key: gRPC's TLS cannot use Ed25519 for a node's certificate (its "
+            "handshake offers no Ed25519 signatures); issue the node an EC (P-256) or RSA "
+            "(2048+) key; the CA itself may keep an Ed25519 key"
+        )
+    return f"a {type(key).__name__} (use an EC P-256/P-384 or RSA 2048+ key)"
+
+
+def _private_key(path: Path, what: str) -> NodePrivateKey:
     try:
         key = serialization.load_pem_private_key(read_secret(path, what), password=None)
     except (ValueError, TypeError):
         raise ConfigError(f"{what}: {path} is not an unencrypted PEM private key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ConfigError(f"{what}: {path} is not an EC key (issue it with `fedsql certs issue`)")
+    problem = key_problem(key)
+    if problem:
+        raise ConfigError(f"{what}: {path} holds {problem}")
+    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
     if os.name == "posix" and path.stat().st_mode & 0o077:
         log.warning("%s: %s is readable by other users; chmod 600 it", what, path)
     return key
+
+
+def verify_principal(key: NodePublicKey, signature: bytes, payload: bytes) -> None:
+    """Check a coordinator's signature over a principal (raises InvalidSignature); the
+    algorithm follows from the key: ECDSA-SHA256 for EC, RSA-PSS-SHA256 for RSA."""
+    if isinstance(key, rsa.RSAPublicKey):
+        key.verify(signature, payload, _PSS, hashes.SHA256())
+    else:
+        key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
 
 
 def server_credentials(tls: ServerTLS, where: str) -> grpc.ServerCredentials:
@@ -104,9 +152,11 @@ class Signer:
         self._key = _private_key(key_path, where)
 
     def sign(self, payload: bytes) -> bytes:
+        if isinstance(self._key, rsa.RSAPrivateKey):
+            return self._key.sign(payload, _PSS, hashes.SHA256())
         return self._key.sign(payload, ec.ECDSA(hashes.SHA256()))
 
-    def public_key(self) -> ec.EllipticCurvePublicKey:
+    def public_key(self) -> NodePublicKey:
         return self._key.public_key()
 
     def __repr__(self) -> str:  # never show the key

@@ -71,6 +71,7 @@ class RemoteCatalog:
     capabilities: Capabilities = Capabilities()
     fragment_language: str = "1"  # the version of the fragment language it accepts
     default_schema: str = "main"  # the backend's own name for its default schema
+    hash_key_fingerprint: str = ""  # names the node's hash key (fedsql.hashkey); "" none
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +204,7 @@ def catalog_to_proto(cat: RemoteCatalog) -> pb.Catalog:
         dialect=cat.dialect,
         fragment_language=cat.fragment_language,
         default_schema=cat.default_schema,
+        hash_key_fingerprint=cat.hash_key_fingerprint,
         capabilities=pb.Capabilities(
             version=cat.capabilities.version, features=sorted(cat.capabilities.features)
         ),
@@ -256,6 +258,7 @@ def catalog_from_proto(msg: pb.Catalog) -> RemoteCatalog:
         ),
         fragment_language=msg.fragment_language or "1",
         default_schema=msg.default_schema or "main",
+        hash_key_fingerprint=msg.hash_key_fingerprint,
     )
 
 
@@ -393,6 +396,7 @@ class NodeStatus:
     metrics_url: str = ""
     # by outcome; empty from connectors older than the field
     latency: dict[str, LatencyHistogram] = field(default_factory=dict)
+    hash_key_fingerprint: str = ""  # names the node's hash key (fedsql.hashkey); "" none
 
 
 def status_to_proto(s: NodeStatus) -> pb.Status:

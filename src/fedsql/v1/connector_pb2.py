@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64sql/v1/connector.proto\x12\tfedsql.v1\"s\n\tPrincipal\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x16\n\x0eissued_unix_ms\x18\x04 \x01(\x03\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"<\n\x11GetCatalogRequest\x12\'\n\tprincipal\x18\x01 \x01(\x0b\x32\x14.fedsql.v1.Principal\"^\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\narrow_type\x18\x02 \x01(\t\x12\x10\n\x08nullable\x18\x03 \x01(\x08\x12\x0c\n\x04mask\x18\x04 \x01(\t\x12\x12\n\nmask_rules\x18\x05 \x03(\t\"\xa6\x01\n\x05Table\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06schema\x18\x02 \x01(\t\x12\"\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x11.fedsql.v1.Column\x12\x14\n\x0c\x61rrow_schema\x18\x04 \x01(\x0c\x12\x1a\n\x12row_count_estimate\x18\x05 \x01(\x03\x12\x14\n\x0crow_filtered\x18\x06 \x01(\x08\x12\x13\n\x0brow_filters\x18\x07 \x03(\t\"\xe8\x01\n\x07\x43\x61talog\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12 \n\x06tables\x18\x04 \x03(\x0b\x32\x10.fedsql.v1.Table\x12\x0f\n\x07\x64ialect\x18\x05 \x01(\t\x12\x13\n\x0bunsupported\x18\x06 \x03(\t\x12\x19\n\x11\x66ragment_language\x18\x07 \x01(\t\x12-\n\x0c\x63\x61pabilities\x18\x08 \x01(\x0b\x32\x17.fedsql.v1.Capabilities\x12\x16\n\x0e\x64\x65\x66\x61ult_schema\x18\t \x01(\t\"1\n\x0c\x43\x61pabilities\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\"\xc1\x01\n\x0e\x45xecuteRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\'\n\tprincipal\x18\x03 \x01(\x0b\x32\x14.fedsql.v1.Principal\x12\x12\n\nbatch_rows\x18\x04 \x01(\x03\x12#\n\x08key_sets\x18\x05 \x03(\x0b\x32\x11.fedsql.v1.KeySet\x12\x13\n\x0b\x63ompression\x18\x06 \x01(\t\x12\x19\n\x11\x66ragment_language\x18\x07 \x01(\t\"\x82\x01\n\tErrorInfo\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x34\n\x08metadata\x18\x02 \x03(\x0b\x32\".fedsql.v1.ErrorInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x06KeySet\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tarrow_ipc\x18\x02 \x01(\x0c\"<\n\x0c\x45xecuteStats\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"q\n\x0f\x45xecuteResponse\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12&\n\x05stats\x18\x02 \x01(\x0b\x32\x17.fedsql.v1.ExecuteStats\x12#\n\x07receipt\x18\x03 \x01(\x0b\x32\x12.fedsql.v1.Receipt\"\x9e\x02\n\x07Receipt\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x10\n\x08query_id\x18\x02 \x01(\t\x12\x12\n\nsql_sha256\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x0c\n\x04rows\x18\x05 \x01(\x03\x12\x11\n\tipc_bytes\x18\x06 \x01(\x03\x12\x11\n\taudit_seq\x18\x07 \x01(\x03\x12\x12\n\naudit_hash\x18\x08 \x01(\t\x12\x14\n\x0ctime_unix_ms\x18\t \x01(\x03\x12\x13\n\x0b\x63oordinator\x18\n \x01(\t\x12\x0c\n\x04user\x18\x0b \x01(\t\x12\r\n\x05nonce\x18\x0c \x01(\x0c\x12\x11\n\talgorithm\x18\r \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x0e \x01(\x0c\x12\x11\n\tsignature\x18\x0f \x01(\x0c\"!\n\rCancelRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\"#\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x05\"\x12\n\x10GetStatusRequest\"\xb8\x03\n\x06Status\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x0e\n\x06tables\x18\x04 \x01(\x05\x12\x18\n\x10\x61\x63tive_fragments\x18\x05 \x01(\x05\x12 \n\x18max_concurrent_fragments\x18\x06 \x01(\x05\x12\x16\n\x0euptime_seconds\x18\x07 \x01(\x01\x12\x33\n\tfragments\x18\x08 \x03(\x0b\x32 .fedsql.v1.Status.FragmentsEntry\x12\x0c\n\x04rows\x18\t \x01(\x03\x12\r\n\x05\x62ytes\x18\n \x01(\x03\x12\x13\n\x0bmetrics_url\x18\x0b \x01(\t\x12/\n\x07latency\x18\x0c \x03(\x0b\x32\x1e.fedsql.v1.Status.LatencyEntry\x1a\x30\n\x0e\x46ragmentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1aK\n\x0cLatencyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.fedsql.v1.LatencyHistogram:\x02\x38\x01\"g\n\x10LatencyHistogram\x12\x14\n\x0cupper_bounds\x18\x01 \x03(\x01\x12\x19\n\x11\x63umulative_counts\x18\x02 \x03(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x13\n\x0bsum_seconds\x18\x04 \x01(\x01\x32\x8b\x02\n\tConnector\x12>\n\nGetCatalog\x12\x1c.fedsql.v1.GetCatalogRequest\x1a\x12.fedsql.v1.Catalog\x12\x42\n\x07\x45xecute\x12\x19.fedsql.v1.ExecuteRequest\x1a\x1a.fedsql.v1.ExecuteResponse0\x01\x12=\n\x06\x43\x61ncel\x12\x18.fedsql.v1.CancelRequest\x1a\x19.fedsql.v1.CancelResponse\x12;\n\tGetStatus\x12\x1b.fedsql.v1.GetStatusRequest\x1a\x11.fedsql.v1.Statusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64sql/v1/connector.proto\x12\tfedsql.v1\"s\n\tPrincipal\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x16\n\x0eissued_unix_ms\x18\x04 \x01(\x03\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"<\n\x11GetCatalogRequest\x12\'\n\tprincipal\x18\x01 \x01(\x0b\x32\x14.fedsql.v1.Principal\"^\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\narrow_type\x18\x02 \x01(\t\x12\x10\n\x08nullable\x18\x03 \x01(\x08\x12\x0c\n\x04mask\x18\x04 \x01(\t\x12\x12\n\nmask_rules\x18\x05 \x03(\t\"\xa6\x01\n\x05Table\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06schema\x18\x02 \x01(\t\x12\"\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x11.fedsql.v1.Column\x12\x14\n\x0c\x61rrow_schema\x18\x04 \x01(\x0c\x12\x1a\n\x12row_count_estimate\x18\x05 \x01(\x03\x12\x14\n\x0crow_filtered\x18\x06 \x01(\x08\x12\x13\n\x0brow_filters\x18\x07 \x03(\t\"\x86\x02\n\x07\x43\x61talog\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12 \n\x06tables\x18\x04 \x03(\x0b\x32\x10.fedsql.v1.Table\x12\x0f\n\x07\x64ialect\x18\x05 \x01(\t\x12\x13\n\x0bunsupported\x18\x06 \x03(\t\x12\x19\n\x11\x66ragment_language\x18\x07 \x01(\t\x12-\n\x0c\x63\x61pabilities\x18\x08 \x01(\x0b\x32\x17.fedsql.v1.Capabilities\x12\x16\n\x0e\x64\x65\x66\x61ult_schema\x18\t \x01(\t\x12\x1c\n\x14hash_key_fingerprint\x18\n \x01(\t\"1\n\x0c\x43\x61pabilities\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\"\xc1\x01\n\x0e\x45xecuteRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\'\n\tprincipal\x18\x03 \x01(\x0b\x32\x14.fedsql.v1.Principal\x12\x12\n\nbatch_rows\x18\x04 \x01(\x03\x12#\n\x08key_sets\x18\x05 \x03(\x0b\x32\x11.fedsql.v1.KeySet\x12\x13\n\x0b\x63ompression\x18\x06 \x01(\t\x12\x19\n\x11\x66ragment_language\x18\x07 \x01(\t\"\x82\x01\n\tErrorInfo\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x34\n\x08metadata\x18\x02 \x03(\x0b\x32\".fedsql.v1.ErrorInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x06KeySet\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tarrow_ipc\x18\x02 \x01(\x0c\"<\n\x0c\x45xecuteStats\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"q\n\x0f\x45xecuteResponse\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12&\n\x05stats\x18\x02 \x01(\x0b\x32\x17.fedsql.v1.ExecuteStats\x12#\n\x07receipt\x18\x03 \x01(\x0b\x32\x12.fedsql.v1.Receipt\"\x9e\x02\n\x07Receipt\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x10\n\x08query_id\x18\x02 \x01(\t\x12\x12\n\nsql_sha256\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x0c\n\x04rows\x18\x05 \x01(\x03\x12\x11\n\tipc_bytes\x18\x06 \x01(\x03\x12\x11\n\taudit_seq\x18\x07 \x01(\x03\x12\x12\n\naudit_hash\x18\x08 \x01(\t\x12\x14\n\x0ctime_unix_ms\x18\t \x01(\x03\x12\x13\n\x0b\x63oordinator\x18\n \x01(\t\x12\x0c\n\x04user\x18\x0b \x01(\t\x12\r\n\x05nonce\x18\x0c \x01(\x0c\x12\x11\n\talgorithm\x18\r \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x0e \x01(\x0c\x12\x11\n\tsignature\x18\x0f \x01(\x0c\"!\n\rCancelRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\"#\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x05\"\x12\n\x10GetStatusRequest\"\xd6\x03\n\x06Status\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x0e\n\x06tables\x18\x04 \x01(\x05\x12\x18\n\x10\x61\x63tive_fragments\x18\x05 \x01(\x05\x12 \n\x18max_concurrent_fragments\x18\x06 \x01(\x05\x12\x16\n\x0euptime_seconds\x18\x07 \x01(\x01\x12\x33\n\tfragments\x18\x08 \x03(\x0b\x32 .fedsql.v1.Status.FragmentsEntry\x12\x0c\n\x04rows\x18\t \x01(\x03\x12\r\n\x05\x62ytes\x18\n \x01(\x03\x12\x13\n\x0bmetrics_url\x18\x0b \x01(\t\x12/\n\x07latency\x18\x0c \x03(\x0b\x32\x1e.fedsql.v1.Status.LatencyEntry\x12\x1c\n\x14hash_key_fingerprint\x18\r \x01(\t\x1a\x30\n\x0e\x46ragmentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1aK\n\x0cLatencyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.fedsql.v1.LatencyHistogram:\x02\x38\x01\"g\n\x10LatencyHistogram\x12\x14\n\x0cupper_bounds\x18\x01 \x03(\x01\x12\x19\n\x11\x63umulative_counts\x18\x02 \x03(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x13\n\x0bsum_seconds\x18\x04 \x01(\x01\x32\x8b\x02\n\tConnector\x12>\n\nGetCatalog\x12\x1c.fedsql.v1.GetCatalogRequest\x1a\x12.fedsql.v1.Catalog\x12\x42\n\x07\x45xecute\x12\x19.fedsql.v1.ExecuteRequest\x1a\x1a.fedsql.v1.ExecuteResponse0\x01\x12=\n\x06\x43\x61ncel\x12\x18.fedsql.v1.CancelRequest\x1a\x19.fedsql.v1.CancelResponse\x12;\n\tGetStatus\x12\x1b.fedsql.v1.GetStatusRequest\x1a\x11.fedsql.v1.Statusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,37 +46,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TABLE']._serialized_start=316
   _globals['_TABLE']._serialized_end=482
   _globals['_CATALOG']._serialized_start=485
-  _globals['_CATALOG']._serialized_end=717
-  _globals['_CAPABILITIES']._serialized_start=719
-  _globals['_CAPABILITIES']._serialized_end=768
-  _globals['_EXECUTEREQUEST']._serialized_start=771
-  _globals['_EXECUTEREQUEST']._serialized_end=964
-  _globals['_ERRORINFO']._serialized_start=967
-  _globals['_ERRORINFO']._serialized_end=1097
-  _globals['_ERRORINFO_METADATAENTRY']._serialized_start=1050
-  _globals['_ERRORINFO_METADATAENTRY']._serialized_end=1097
-  _globals['_KEYSET']._serialized_start=1099
-  _globals['_KEYSET']._serialized_end=1140
-  _globals['_EXECUTESTATS']._serialized_start=1142
-  _globals['_EXECUTESTATS']._serialized_end=1202
-  _globals['_EXECUTERESPONSE']._serialized_start=1204
-  _globals['_EXECUTERESPONSE']._serialized_end=1317
-  _globals['_RECEIPT']._serialized_start=1320
-  _globals['_RECEIPT']._serialized_end=1606
-  _globals['_CANCELREQUEST']._serialized_start=1608
-  _globals['_CANCELREQUEST']._serialized_end=1641
-  _globals['_CANCELRESPONSE']._serialized_start=1643
-  _globals['_CANCELRESPONSE']._serialized_end=1678
-  _globals['_GETSTATUSREQUEST']._serialized_start=1680
-  _globals['_GETSTATUSREQUEST']._serialized_end=1698
-  _globals['_STATUS']._serialized_start=1701
-  _globals['_STATUS']._serialized_end=2141
-  _globals['_STATUS_FRAGMENTSENTRY']._serialized_start=2016
-  _globals['_STATUS_FRAGMENTSENTRY']._serialized_end=2064
-  _globals['_STATUS_LATENCYENTRY']._serialized_start=2066
-  _globals['_STATUS_LATENCYENTRY']._serialized_end=2141
-  _globals['_LATENCYHISTOGRAM']._serialized_start=2143
-  _globals['_LATENCYHISTOGRAM']._serialized_end=2246
-  _globals['_CONNECTOR']._serialized_start=2249
-  _globals['_CONNECTOR']._serialized_end=2516
+  _globals['_CATALOG']._serialized_end=747
+  _globals['_CAPABILITIES']._serialized_start=749
+  _globals['_CAPABILITIES']._serialized_end=798
+  _globals['_EXECUTEREQUEST']._serialized_start=801
+  _globals['_EXECUTEREQUEST']._serialized_end=994
+  _globals['_ERRORINFO']._serialized_start=997
+  _globals['_ERRORINFO']._serialized_end=1127
+  _globals['_ERRORINFO_METADATAENTRY']._serialized_start=1080
+  _globals['_ERRORINFO_METADATAENTRY']._serialized_end=1127
+  _globals['_KEYSET']._serialized_start=1129
+  _globals['_KEYSET']._serialized_end=1170
+  _globals['_EXECUTESTATS']._serialized_start=1172
+  _globals['_EXECUTESTATS']._serialized_end=1232
+  _globals['_EXECUTERESPONSE']._serialized_start=1234
+  _globals['_EXECUTERESPONSE']._serialized_end=1347
+  _globals['_RECEIPT']._serialized_start=1350
+  _globals['_RECEIPT']._serialized_end=1636
+  _globals['_CANCELREQUEST']._serialized_start=1638
+  _globals['_CANCELREQUEST']._serialized_end=1671
+  _globals['_CANCELRESPONSE']._serialized_start=1673
+  _globals['_CANCELRESPONSE']._serialized_end=1708
+  _globals['_GETSTATUSREQUEST']._serialized_start=1710
+  _globals['_GETSTATUSREQUEST']._serialized_end=1728
+  _globals['_STATUS']._serialized_start=1731
+  _globals['_STATUS']._serialized_end=2201
+  _globals['_STATUS_FRAGMENTSENTRY']._serialized_start=2076
+  _globals['_STATUS_FRAGMENTSENTRY']._serialized_end=2124
+  _globals['_STATUS_LATENCYENTRY']._serialized_start=2126
+  _globals['_STATUS_LATENCYENTRY']._serialized_end=2201
+  _globals['_LATENCYHISTOGRAM']._serialized_start=2203
+  _globals['_LATENCYHISTOGRAM']._serialized_end=2306
+  _globals['_CONNECTOR']._serialized_start=2309
+  _globals['_CONNECTOR']._serialized_end=2576
 # @@protoc_insertion_point(module_scope)

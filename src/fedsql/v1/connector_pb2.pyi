@@ -61,7 +61,7 @@ class Table(_message.Message):
     def __init__(self, name: _Optional[str] = ..., schema: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., arrow_schema: _Optional[bytes] = ..., row_count_estimate: _Optional[int] = ..., row_filtered: _Optional[bool] = ..., row_filters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Catalog(_message.Message):
-    __slots__ = ("connector", "version", "backend", "tables", "dialect", "unsupported", "fragment_language", "capabilities", "default_schema")
+    __slots__ = ("connector", "version", "backend", "tables", "dialect", "unsupported", "fragment_language", "capabilities", "default_schema", "hash_key_fingerprint")
     CONNECTOR_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class Catalog(_message.Message):
     FRAGMENT_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    HASH_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     connector: str
     version: str
     backend: str
@@ -80,7 +81,8 @@ class Catalog(_message.Message):
     fragment_language: str
     capabilities: Capabilities
     default_schema: str
-    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., dialect: _Optional[str] = ..., unsupported: _Optional[_Iterable[str]] = ..., fragment_language: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., default_schema: _Optional[str] = ...) -> None: ...
+    hash_key_fingerprint: str
+    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., dialect: _Optional[str] = ..., unsupported: _Optional[_Iterable[str]] = ..., fragment_language: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., default_schema: _Optional[str] = ..., hash_key_fingerprint: _Optional[str] = ...) -> None: ...
 
 class Capabilities(_message.Message):
     __slots__ = ("version", "features")
@@ -202,7 +204,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("connector", "version", "backend", "tables", "active_fragments", "max_concurrent_fragments", "uptime_seconds", "fragments", "rows", "bytes", "metrics_url", "latency")
+    __slots__ = ("connector", "version", "backend", "tables", "active_fragments", "max_concurrent_fragments", "uptime_seconds", "fragments", "rows", "bytes", "metrics_url", "latency", "hash_key_fingerprint")
     class FragmentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +231,7 @@ class Status(_message.Message):
     BYTES_FIELD_NUMBER: _ClassVar[int]
     METRICS_URL_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
+    HASH_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     connector: str
     version: str
     backend: str
@@ -241,7 +244,8 @@ class Status(_message.Message):
     bytes: int
     metrics_url: str
     latency: _containers.MessageMap[str, LatencyHistogram]
-    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[int] = ..., active_fragments: _Optional[int] = ..., max_concurrent_fragments: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., fragments: _Optional[_Mapping[str, int]] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ..., metrics_url: _Optional[str] = ..., latency: _Optional[_Mapping[str, LatencyHistogram]] = ...) -> None: ...
+    hash_key_fingerprint: str
+    def __init__(self, connector: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., tables: _Optional[int] = ..., active_fragments: _Optional[int] = ..., max_concurrent_fragments: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., fragments: _Optional[_Mapping[str, int]] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ..., metrics_url: _Optional[str] = ..., latency: _Optional[_Mapping[str, LatencyHistogram]] = ..., hash_key_fingerprint: _Optional[str] = ...) -> None: ...
 
 class LatencyHistogram(_message.Message):
     __slots__ = ("upper_bounds", "cumulative_counts", "count", "sum_seconds")
