@@ -9,9 +9,12 @@ a table name the fragment language binds.
 Symlinks (issue 15, item 9): a file in the directory may be a symlink the agency
 placed there (a common way to expose data kept elsewhere). The node follows
 exactly those: each exposed file is resolved once, at start, to its real target,
-and the view reads — and ``allowed_paths`` allows — that target alone, never the
-link's own path, so a link re-pointed later changes nothing until a restart and
-no other name reaches the file. An unexposed link is not followed at all. A
+and the view reads — and ``allowed_paths`` allows — those targets alone, so a
+link re-pointed later changes nothing until a restart. An unexposed link is not
+followed at all, and since DuckDB resolves a path before it checks
+``allowed_paths``, no name (link or not) reaches a file that is not an exposed
+target: listing the link's own path instead is what made DuckDB refuse exposed
+symlinked files ("Permission Error: Cannot access file"). A
 link that dangles, loops or ends at anything but a regular Parquet/CSV file
 stops the connector at start, naming the link.
 """

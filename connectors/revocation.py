@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from fedsql.certs import RevocationList, load_crl
-from fedsql.tomlconf import ServerTLS
 from fedsql.errors import ConfigError
+from fedsql.tomlconf import ServerTLS
 
 log = logging.getLogger(__name__)
 

@@ -161,15 +161,22 @@ class LocalConnector:
             self.proc.stdout.close()
 
 
+SERVE = ("fedsql", "connector", "serve")  # python -m fedsql connector serve TOML
+STANDALONE = ("fedsql.connectors",)  # python -m fedsql.connectors TOML (no CLI)
+
+
 def start_connector(
-    toml: Path, timeout: float = 60.0, env: dict[str, str] | None = None
+    toml: Path,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+    entry: tuple[str, ...] = SERVE,
 ) -> LocalConnector:
-    """Start ``fedsql connector serve TOML`` and wait until it listens (``env``:
-    extra environment variables for it)."""
+    """Start ``fedsql connector serve TOML`` (or another ``python -m`` ``entry``) and
+    wait until it listens (``env``: extra environment variables for it)."""
     log_path = toml.with_suffix(".log")
     with log_path.open("wb") as errf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fedsql", "connector", "serve", str(toml)],
+            [sys.executable, "-m", *entry, str(toml)],
             stdout=subprocess.PIPE,
             stderr=errf,
             stdin=subprocess.DEVNULL,
