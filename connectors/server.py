@@ -19,8 +19,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlglot import exp
 
 from fedsql import lang, reasons
-from fedsql.connectors.audit import AuditLog, Rotation, audited_sql, public_message, touched
 from fedsql.connectors import registry
+from fedsql.connectors.audit import AuditLog, Rotation, audited_sql, public_message, touched
 from fedsql.connectors.backend import Backend, BackendError, Interrupter
 from fedsql.connectors.config import AgencyConfig, Limits
 from fedsql.connectors.evidence import Evidence
@@ -36,7 +36,6 @@ from fedsql.connectors.metrics import (
 )
 from fedsql.connectors.runs import apply_policies
 from fedsql.errors import ConfigError, RefusedFragment
-from fedsql.hashkey import fingerprint
 from fedsql.listen import check_free, failed
 from fedsql.policy.load import validate
 from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key, masked_type, register_hash
@@ -92,7 +91,6 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         self.cfg = cfg
         self.backend = backend
         self.runner = FragmentRunner(backend, hash_key, cfg.backend.engine, engine_limits(cfg))
-        self.key_fingerprint = fingerprint(hash_key)  # names the key, never shows it
         self.policy = cfg.policy
         # Signed with the node's TLS key (unsigned, hash-chained only, without TLS).
         self.evidence = Evidence(cfg)
@@ -165,7 +163,6 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 bytes=nbytes,
                 metrics_url=self.metrics_url,
                 latency=self.metrics.latency(),
-                hash_key_fingerprint=self.key_fingerprint,
             )
         )
 
@@ -221,7 +218,6 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 self.backend.capabilities,
                 lang.VERSION,
                 next((s for s in self.backend.default_schemas if s), "main"),
-                hash_key_fingerprint=self.key_fingerprint,
             )
         )
         with self._lock:

@@ -63,7 +63,7 @@ def test_tables_describe_explain_and_help(embedded: pexpect.spawn) -> None:
     embedded.expect_exact("(8 rows)")
     embedded.expect(PROMPT)
     embedded.sendline(".describe trade.orders")
-    embedded.expect(r"o_orderdate\s+\| date32")
+    embedded.expect(r"o_orderdate\s+\| DATE")
     embedded.expect(PROMPT)
     embedded.sendline(".explain SELECT count(*) FROM orders JOIN customer ON o_custkey = c_custkey")
     embedded.expect("trade")

@@ -311,6 +311,17 @@ def cmd_serve_connector(args: argparse.Namespace) -> int:
     return run(args.agency_config)
 
 
+def cmd_connector_check(args: argparse.Namespace) -> int:
+    from fedsql.connectors.check import FAIL, check, line, summary
+
+    found = []
+    for f in check(args.agency_config):
+        print(line(f), flush=True)
+        found.append(f)
+    print(summary(found))
+    return 1 if any(f.status == FAIL for f in found) else 0
+
+
 def cmd_certs_init(args: argparse.Namespace) -> int:
     from fedsql import certs
 
@@ -757,6 +768,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = csub.add_parser("serve", help="run one connector node")
     s.add_argument("agency_config", help="AGENCY.toml")
     s.set_defaults(func=cmd_serve_connector)
+    ck = csub.add_parser(
+        "check", help="a dry run: config, certificates, audit log, backend, database role"
+    )
+    ck.add_argument("agency_config", help="AGENCY.toml")
+    ck.set_defaults(func=cmd_connector_check)
 
     ce = sub.add_parser("certs", help="the federation's CA and node certificates (mutual TLS)")
     cesub = ce.add_subparsers(dest="certs_command", required=True)

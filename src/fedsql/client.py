@@ -17,7 +17,7 @@ from typing import TypeVar
 import grpc
 import pyarrow as pa
 
-from fedsql import lang
+from fedsql import dispatch, lang, metadata
 from fedsql.audit.coordinator import CoordinatorAudit, QueryEntry
 from fedsql.catalog import Catalog
 from fedsql.config import FederationConfig, load_federation
@@ -92,6 +92,7 @@ class Federation:
         self._last_stats: QueryStats | None = None
         # [coordinator] audit_log: every query, signed, with the agencies' receipts.
         self._audit = CoordinatorAudit.open(config)
+        self._info: metadata.InfoEngine | None = None  # answers information_schema queries
 
     def with_purpose(self, purpose: str) -> Federation:
         """This analyst's federation asking for another purpose: the same channels,
@@ -251,14 +252,20 @@ class Federation:
                 self._plans.popitem(last=False)
         return p
 
-    def explain(self, sql: str, analyze: bool = False, pretty: bool = True) -> str:
+    def explain(
+        self,
+        sql: str,
+        analyze: bool = False,
+        pretty: bool = True,
+        watch: QueryWatch | None = None,
+    ) -> str:
         """The fragments per connector and the residual query (with ``analyze``: run it
-        and add rows, bytes and seconds per fragment)."""
+        and add rows, bytes and seconds per fragment and per agency)."""
         p = self.plan(sql)
         text = p.explain(pretty=pretty)
         if not analyze:
             return text
-        self.sql(sql)
+        self.sql(sql, watch=watch)
         st = self.last_stats
         assert st is not None
         lines = [text, "", "analyze:"]
@@ -272,7 +279,28 @@ class Federation:
             f"merge {st.merge_seconds:.3f} s, total {st.total_seconds:.3f} s, "
             f"{st.result_rows} result rows"
         )
+        for agency, c in sorted(st.connectors.items()):
+            lines.append(
+                f"  agency {agency}: {c.fragments} fragment(s), {c.rows} rows, "
+                f"{c.bytes} bytes, {c.seconds:.3f} s"
+            )
         return "\n".join(lines)
+
+    def _info_engine(self) -> metadata.InfoEngine:
+        with self._catalog_lock:
+            if self._info is None:
+                self._info = metadata.InfoEngine()
+            return self._info
+
+    def _answer(self, st: metadata.Statement, watch: QueryWatch | None) -> pa.Table:
+        """A metadata statement's answer (dispatch.py), from the catalog alone."""
+        t0 = time.perf_counter()
+        table = dispatch.answer(self, st, watch)
+        if st.kind != "explain" or not st.analyze:  # EXPLAIN ANALYZE keeps its query's stats
+            stats = self._record(uuid.uuid4().hex[:16], (), t0, table.num_rows, ())
+            if watch is not None:
+                watch.stats = stats
+        return table
 
     def _options(self, timeout: float | None, allow_partial: bool | None) -> RunOptions:
         c = self.config
@@ -342,6 +370,9 @@ class Federation:
         ``watch`` lets another thread follow the query's progress and cancel it;
         ``query_id`` is the id the agencies' audit logs record (default: a new one).
         """
+        st = metadata.statement(sql)
+        if st is not None:
+            return self._answer(st, watch)
         opts = self._options(timeout, allow_partial)
         entry = self._entry(sql, query_id or uuid.uuid4().hex[:16])
         try:
@@ -380,7 +411,11 @@ class Federation:
         return table
 
     def stream(
-        self, sql: str, timeout: float | None = None, allow_partial: bool | None = None
+        self,
+        sql: str,
+        timeout: float | None = None,
+        allow_partial: bool | None = None,
+        watch: QueryWatch | None = None,
     ) -> pa.RecordBatchReader:
         """Run a federated query; its result as a ``pyarrow.RecordBatchReader``.
 
@@ -393,6 +428,10 @@ class Federation:
         its end. The deadline covers reading the stream too. (pyarrow's
         ``close()`` on this reader does not stop the query; dropping it does.)
         """
+        st = metadata.statement(sql)
+        if st is not None:
+            table = self._answer(st, watch)
+            return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
         opts = self._options(timeout, allow_partial)
         t0 = time.perf_counter()
         entry = self._entry(sql, uuid.uuid4().hex[:16])
@@ -413,6 +452,7 @@ class Federation:
                 self._fragment_schema,
                 done,
                 entry.calls,
+                watch,
             )
 
         try:
@@ -452,6 +492,8 @@ class Federation:
         for link in self._links.values():
             link.close()
         self._merger.close()
+        if self._info is not None:
+            self._info.close()
         if self._audit is not None:
             self._audit.close()
             self._audit = None

@@ -55,6 +55,7 @@ _R = TypeVar("_R")
 # (statistics for DuckDB's join order, spilling); smaller ones are read in place.
 TEMP_TABLE_ROWS = 10_000
 CANCEL_TIMEOUT = 2.0
+INTERRUPT_EVERY = 0.05  # seconds between interrupts of a cancelled query's merge
 STREAM_BATCH_ROWS = 122_880  # DuckDB's row-group size
 # Rows per batch asked of a connector whose result streams straight to the caller
 # (~5 MB of TPC-H lineitem): peak memory is a few batches in flight.
@@ -412,7 +413,7 @@ def execute(
                 (fid,) = fetches
                 result = session.table(fid)
             else:
-                result = session.run(plan.residual, deadline)
+                result = session.run(plan.residual, deadline, watch)
         return result, runs, t1 - t0, time.perf_counter() - t1, missing
     except BaseException:
         _cancel_all(fetches, links, query_id)
@@ -429,6 +430,7 @@ def execute_stream(
     schema_of: Callable[[Fragment], pa.Schema] | None = None,
     on_done: Callable[[tuple[FragmentRun, ...], int, tuple[str, ...]], None] | None = None,
     calls: Calls | None = None,
+    watch: QueryWatch | None = None,
 ) -> pa.RecordBatchReader:
     """Run a plan, its result as a stream. A plan that is one fragment with no
     residual streams that fragment's batches straight through (memory: a few
@@ -441,6 +443,8 @@ def execute_stream(
     fetches = _fetches(plan, links, principal, query_id, deadline, opts, calls)
     fetched: dict[str, int] = {}  # rows per fragment, when fetched before the merge
     try:
+        if watch is not None:
+            watch.attach(list(fetches.values()))
         missing: tuple[str, ...] = ()
         if plan.residual is None and not opts.allow_partial:
             (only,) = fetches.values()
@@ -459,7 +463,7 @@ def execute_stream(
                     session.close()
                     source = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
                 else:
-                    source = session.stream(plan.residual, deadline)  # closes the session
+                    source = session.stream(plan.residual, deadline, watch)  # closes it
             except BaseException:
                 session.close()
                 raise
@@ -614,6 +618,7 @@ class QueryWatch:
         self.cancelled = False
         self.stats: QueryStats | None = None  # set when the query has finished
         self._fetches: list[_Fetch] = []
+        self._merges: set[duckdb.DuckDBPyConnection] = set()  # merge cursors now running
         self._lock = threading.Lock()
 
     def progress(self) -> dict[str, tuple[int, int]]:
@@ -628,10 +633,39 @@ class QueryWatch:
 
     def cancel(self) -> None:
         with self._lock:
+            first = not self.cancelled
             self.cancelled = True
             fetches = list(self._fetches)
         for f in fetches:
             f.cancel()
+        if first:  # and the merge: DuckDB's interrupt, until the merge has stopped
+            threading.Thread(target=self._interrupt_merges, daemon=True).start()
+
+    def _interrupt_merges(self) -> None:
+        # A cursor interrupted just before its statement starts would run it to the
+        # end (DuckDB clears the flag when a statement begins): interrupt again
+        # until no merge of this query runs.
+        while True:
+            with self._lock:
+                merges = list(self._merges)
+            if not merges:
+                return
+            for con in merges:
+                con.interrupt()
+            time.sleep(INTERRUPT_EVERY)
+
+    def merging(self, con: duckdb.DuckDBPyConnection) -> None:
+        """``con`` runs this query's merge now (a cancel interrupts it)."""
+        with self._lock:
+            self._merges.add(con)
+            cancelled = self.cancelled
+        if cancelled:
+            self._merges.discard(con)
+            raise QueryCancelled("the query was cancelled")
+
+    def merged(self, con: duckdb.DuckDBPyConnection) -> None:
+        with self._lock:
+            self._merges.discard(con)
 
     def attach(self, fetches: list[_Fetch]) -> None:
         with self._lock:
@@ -788,12 +822,16 @@ class MergeSession:
         with self._engine.cursor() as con:
             return con.sql(f"SELECT * FROM {self._qualified(name)}").to_arrow_table()
 
-    def _prepare(self, deadline: float) -> tuple[duckdb.DuckDBPyConnection, threading.Timer]:
+    def _prepare(
+        self, deadline: float, watch: QueryWatch | None = None
+    ) -> tuple[duckdb.DuckDBPyConnection, threading.Timer]:
         con = self._engine.cursor()
         timer = threading.Timer(max(0.0, deadline - time.monotonic()), con.interrupt)
         timer.daemon = True  # never keeps the process alive
         timer.start()
         try:
+            if watch is not None:
+                watch.merging(con)  # from here a cancel interrupts the merge
             if self._created:
                 con.execute(f"SET search_path = '{self.schema}'")
             for name, table in self._small.items():
@@ -806,41 +844,52 @@ class MergeSession:
                     con.execute(f"CREATE VIEW {view} AS SELECT * FROM {source}")
         except BaseException:
             timer.cancel()
+            if watch is not None:
+                watch.merged(con)
             con.close()
             raise
         return con, timer
 
-    def run(self, residual: str, deadline: float) -> pa.Table:
-        con, timer = self._prepare(deadline)
+    def run(self, residual: str, deadline: float, watch: QueryWatch | None = None) -> pa.Table:
+        """The residual's result; ``watch.cancel()`` interrupts it (QueryCancelled)."""
+        con, timer = self._prepare(deadline, watch)
         try:
             return con.sql(residual).to_arrow_table()
         except duckdb.Error as e:
-            raise _merge_error(e) from None
+            raise _merge_error(e, watch) from None
         finally:
             timer.cancel()
+            if watch is not None:
+                watch.merged(con)
             con.close()
 
-    def stream(self, residual: str, deadline: float) -> pa.RecordBatchReader:
+    def stream(
+        self, residual: str, deadline: float, watch: QueryWatch | None = None
+    ) -> pa.RecordBatchReader:
         """The residual's result as a stream of batches; the cursor and the session
         live until the stream is read to its end or dropped."""
-        con, timer = self._prepare(deadline)
+        con, timer = self._prepare(deadline, watch)
+
+        def done() -> None:
+            timer.cancel()
+            if watch is not None:
+                watch.merged(con)
+            con.close()
+            self.close()
+
         try:
             reader = con.sql(residual).to_arrow_reader(STREAM_BATCH_ROWS)
         except BaseException as e:
-            timer.cancel()
-            con.close()
-            self.close()
-            raise _merge_error(e) from None
+            done()
+            raise _merge_error(e, watch) from None
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
                 yield from reader
             except duckdb.Error as e:
-                raise _merge_error(e) from None
+                raise _merge_error(e, watch) from None
             finally:
-                timer.cancel()
-                con.close()
-                self.close()
+                done()
 
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
@@ -854,8 +903,10 @@ class MergeSession:
                 con.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
 
-def _merge_error(e: BaseException) -> BaseException:
+def _merge_error(e: BaseException, watch: QueryWatch | None = None) -> BaseException:
     if isinstance(e, duckdb.InterruptException):
+        if watch is not None and watch.cancelled:
+            return QueryCancelled("the query was cancelled while merging results")
         return QueryTimeout("the query's deadline passed while merging results")
     if isinstance(e, duckdb.Error):
         first = str(e).splitlines()[0]

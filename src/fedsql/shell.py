@@ -25,6 +25,7 @@ import pyarrow as pa
 from fedsql.errors import FedSQLError
 from fedsql.execute import human_bytes
 from fedsql.keywords import SQL_FUNCTIONS, SQL_KEYWORDS
+from fedsql.sqltypes import sql_type
 
 HISTORY_FILE = Path.home() / ".fedsql_history"
 PROGRESS_EVERY = 0.2  # seconds between progress-line updates
@@ -103,8 +104,11 @@ class EmbeddedBackend:
 
     def run(self, sql: str, progress: Callable[[dict[str, tuple[int, int]]], None]) -> pa.Table:
         from fedsql.execute import QueryWatch
+        from fedsql.interrupt import run_cancellable
 
-        return self.fed.sql(sql, watch=QueryWatch(lambda w: progress(w.progress())))
+        # Ctrl-C cancels the query, its merge included (KeyboardInterrupt, then `handle`)
+        watch = QueryWatch(lambda w: progress(w.progress()))
+        return run_cancellable(lambda w: self.fed.sql(sql, watch=w), watch)
 
     def explain(self, sql: str) -> str:
         return str(self.fed.explain(sql))
@@ -404,7 +408,7 @@ class Shell:
             shown = pa.table(
                 {
                     "column": t.columns.names,
-                    "type": [str(f.type) for f in t.columns],
+                    "type": [sql_type(f.type) for f in t.columns],
                     "nullable": [f.nullable for f in t.columns],
                 }
             )

@@ -1,0 +1,66 @@
+"""Which statement a Federation was given, and the answer to a metadata one.
+
+``Federation.sql`` sends every statement here first: a metadata statement
+(metadata.py) is answered from the analyst's catalog at the coordinator; any
+other goes on to the planner. The fragment language the connectors accept does
+not change: no metadata statement ever reaches an agency (``EXPLAIN ANALYZE``
+runs its query as an ordinary one).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from fedsql import metadata
+from fedsql.catalog import TableRef
+from fedsql.execute import QueryWatch
+from fedsql.metadata import Statement
+from fedsql.policy.shown import federation_rules
+
+if TYPE_CHECKING:
+    from fedsql.client import Federation
+
+MERGE_SECONDS = 30.0  # DESCRIBE SELECT runs its residual over empty inputs: never long
+
+
+def answer(fed: Federation, st: Statement, watch: QueryWatch | None = None) -> pa.Table:
+    """The answer to a metadata statement, as the signed-in analyst sees things."""
+    if st.kind == "explain":
+        return metadata.explain_table(fed.explain(st.sql, analyze=st.analyze, watch=watch))
+    engine = fed._info_engine()
+    if st.kind == "show":
+        return metadata.show(st, fed.catalog, engine)
+    if st.kind == "info":
+        return metadata.info_query(st.sql, fed.catalog, engine)
+    if st.kind == "describe":
+        table = fed.catalog.resolve(list(st.scope))
+        return metadata.describe(table, masks_you_get(fed, table))
+    assert st.kind == "describe_query", st.kind
+    p = fed.plan(st.sql)
+    return metadata.describe_schema(metadata.query_schema(p, fed._fragment_schema, _runner(fed)))
+
+
+def masks_you_get(fed: Federation, table: TableRef) -> dict[str, str]:
+    """column -> the mask this analyst gets on it: the agency's, then the federation's."""
+    masks = dict(table.masks)
+    names = {table.qualified, f"{table.agency}.{table.schema_key}.{table.name}"}
+    federation_rules(
+        fed.config.policy, fed.principal.roles, names, table.arrow_schema.names, masks, {}
+    )
+    return {c: m for c, m in masks.items() if m not in ("", "-")}
+
+
+def _runner(fed: Federation):  # type: ignore[no-untyped-def]
+    def run_empty(residual: str, empties: dict[str, pa.Table]) -> pa.Table:
+        with fed._merger.session() as session:
+            for name, table in empties.items():
+                session.put(name, table)
+            return session.run(residual, time.monotonic() + MERGE_SECONDS)
+
+    return run_empty
+
+
+__all__ = ["answer", "masks_you_get"]
