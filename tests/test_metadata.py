@@ -90,7 +90,9 @@ def test_show_statements_list_the_catalog(fed: fedsql.Federation) -> None:
     every = sorted((t.agency, t.schema_key, t.name) for t in cat.tables)
     assert rows(fed.sql("SHOW TABLES")) == every
     assert rows(fed.sql("SHOW TABLES FROM trade.main")) == [r for r in every if r[0] == "trade"]
-    assert rows(fed.sql("SHOW TABLES LIKE 'part%'")) == [r for r in every if r[2].startswith("part")]
+    assert rows(fed.sql("SHOW TABLES LIKE 'part%'")) == [
+        r for r in every if r[2].startswith("part")
+    ]
     with pytest.raises(CatalogError, match="unknown catalog 'nope'.*trade"):
         fed.sql("SHOW TABLES FROM nope")
 
@@ -126,7 +128,11 @@ def test_information_schema_over_the_catalog(fed: fedsql.Federation) -> None:
         "WHERE column_name LIKE 'c_%' ORDER BY 1"
     )
     assert c_tables.column(0).to_pylist() == sorted(
-        {t.name for t in fed.catalog.tables if any(n.startswith("c_") for n in t.arrow_schema.names)}
+        {
+            t.name
+            for t in fed.catalog.tables
+            if any(n.startswith("c_") for n in t.arrow_schema.names)
+        }
     )
     joined = fed.sql(
         "WITH t AS (SELECT * FROM information_schema.tables WHERE table_catalog = 'trade') "
@@ -256,7 +262,9 @@ def test_flight_sql_metadata_statements(adbc_alice: Any, fed: fedsql.Federation)
         assert [r[0] for r in cur.fetchall()] == sorted(fed.catalog.agencies)
         cur.execute(INFO_COLUMNS)
         assert set(cur.fetchall()) == expected_columns(fed)
-        cur.execute("SELECT table_name FROM information_schema.columns WHERE column_name = 'n_name'")
+        cur.execute(
+            "SELECT table_name FROM information_schema.columns WHERE column_name = 'n_name'"
+        )
         assert cur.fetchall() == [("nation",)]
         cur.execute("DESCRIBE registry.nation")
         assert [r[:2] for r in cur.fetchall()] == [
