@@ -36,6 +36,7 @@ SECRET = "O'Hara-Secret"  # a data value no error may quote
 SLOW = "SELECT count(*) AS n FROM vault.nums a, vault.nums b WHERE a.n * b.n = 7"
 BIG = "SELECT a.n, b.n AS m FROM vault.nums a, vault.nums b WHERE b.n < 3"  # 3.6 MiB
 PATTERN = "%" * 24 + "Z"
+LITERAL = "'O''Hara-Secret-x'"  # the value as a SQL literal
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +349,7 @@ def test_each_code_through_pyarrow_flight_and_adbc(svc: LocalService, code: str)
             else:
                 c = Client(svc, user)
                 try:
-                    err = flight_error(lambda query=query: c.sql(query))
+                    err = flight_error(lambda c=c, query=query: c.sql(query))
                 finally:
                     c.close()
         if canceller is not None:
@@ -363,3 +364,175 @@ def test_each_code_through_pyarrow_flight_and_adbc(svc: LocalService, code: str)
             assert (f"[FlightSQL] {code}: " in text) == prefixed, text
         if code == "DEADLINE_EXCEEDED":
             assert time.monotonic() - t0 < 10  # the 3 s deadline, not the agency's 8 s
+
+
+# -- observation 14: nothing of the server's in an error -----------------------------
+
+
+def test_no_error_carries_a_traceback_a_path_or_a_value(svc: LocalService) -> None:
+    c = Client(svc, "alice")
+    seen: list[str] = []
+    try:
+        bad = [
+            lambda: c.sql("SELECT CAST(name AS INTEGER) FROM vault.people"),  # quotes O'Hara
+            lambda: c.sql(f"SELECT * FROM vault.people WHERE name = CAST({LITERAL} AS INT)"),
+            lambda: c.raw.do_get(flight.Ticket(b"garbage"), c.options).read_all(),
+            lambda: c.raw.get_flight_info(flight.FlightDescriptor.for_path("etc"), c.options),
+            lambda: c.raw.get_flight_info(
+                flight.FlightDescriptor.for_command(b"\xff\x00 not protobuf"), c.options
+            ),
+            lambda: c.raw.get_flight_info(
+                flight.FlightDescriptor.for_command(
+                    proto.any_pb2.Any(
+                        type_url=proto.PREFIX + "CommandGetCrossReference"
+                    ).SerializeToString()
+                ),
+                c.options,
+            ),
+            lambda: list(c.raw.do_action(flight.Action("nope", b""), c.options)),
+            lambda: c.info(sql_pb.CommandStatementUpdate(query="DELETE FROM vault.people")),
+        ]
+        for fn in bad:
+            seen.append(str(flight_error(fn)))
+    finally:
+        c.close()
+    seen.append(str(adbc_error(svc, "SELECT CAST(name AS INTEGER) FROM vault.people")))
+    assert "'…'" in seen[0]  # the value blanked, the message kept
+    for text in seen:
+        assert "Traceback" not in text and ".py" not in text, text
+        assert str(svc.config.parent) not in text and "/src/" not in text, text
+        assert "Hara" not in text and "Secret" not in text, text
+
+
+# -- observation 9: sign-in throttling -------------------------------------------------
+
+
+def _sign_in(svc: LocalService, user: str, password: str) -> tuple[str, float]:
+    t0 = time.monotonic()
+    try:
+        Client(svc, user, password).close()
+        outcome = "ok"
+    except flight.FlightUnauthenticatedError as e:
+        outcome = message(e)
+    return outcome, time.monotonic() - t0
+
+
+def test_sign_in_is_throttled_per_user_and_per_address(fresh: LocalService) -> None:
+    assert _sign_in(fresh, "alice", PASSWORDS["alice"])[0] == "ok"  # her usual address
+    # carol: two free failures, then each failure locks her for 1, 2, 4 s.
+    outcomes = [_sign_in(fresh, "carol", "wrong-password")[0] for _ in range(3)]
+    assert outcomes == ["wrong user name or password"] * 3
+    locked, took = _sign_in(fresh, "carol", PASSWORDS["carol"])  # even the right one
+    assert "too many failed sign-ins" in locked and "try again in 1 s" in locked, locked
+    assert took < 0.5  # refused before any password check
+    time.sleep(1.2)
+    assert _sign_in(fresh, "carol", PASSWORDS["carol"])[0] == "ok"
+    # One address trying many names: after 6 failures the address is locked ...
+    for i in range(4):
+        _sign_in(fresh, f"guess{i}", "whatever-1")
+    stopped, took = _sign_in(fresh, "bob", PASSWORDS["bob"])
+    assert "too many failed sign-ins" in stopped and took < 0.5
+    # ... but not for alice, who signed in from it before: only her own failures count.
+    assert _sign_in(fresh, "alice", PASSWORDS["alice"])[0] == "ok"
+    log = fresh.log.read_text()
+    assert "sign-in throttled" in log and "wrong-password" not in log
+
+
+# -- one abusive client, one user who keeps getting answers ------------------------------
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_a_second_user_keeps_answering_while_one_client_abuses(fresh: LocalService) -> None:
+    bob = adbc(fresh, "bob")  # signed in before the abuse starts
+    abuser = Client(fresh, "alice")
+    handle = abuser.prepare("SELECT count(*) AS k FROM vault.nums WHERE n < ?")
+    stop = threading.Event()
+    done = {"patterns": 0, "unread": 0, "do_put": 0, "passwords": 0}
+
+    def hammer(kind: str, fn: Callable[[], Any]) -> None:
+        while not stop.is_set():
+            try:
+                fn()
+            except flight.FlightError:
+                pass
+            done[kind] += 1
+
+    unread = sql_pb.CommandStatementQuery(query="SELECT n FROM vault.nums WHERE n < 50000")
+    work = {
+        "patterns": lambda: abuser.info(sql_pb.CommandGetTables(table_name_filter_pattern=PATTERN)),
+        "unread": lambda: abuser.info(unread),  # never fetched
+        "do_put": lambda: abuser.bind_and_run(handle, pa.table({"p": [1, 2, 3, 4, 5]})),
+        "passwords": lambda: Client(fresh, "alice", "not-her-password"),
+    }
+    rss0 = _rss_mib(fresh.proc.pid)
+    threads = [threading.Thread(target=hammer, args=kv) for kv in work.items()]
+    for t in threads:
+        t.start()
+    latencies = []
+    try:
+        end = time.monotonic() + 6
+        with bob.cursor() as cur:
+            while time.monotonic() < end:
+                t0 = time.monotonic()
+                cur.execute("SELECT count(*) AS n FROM vault.people")
+                assert cur.fetchall() == [(2,)]
+                latencies.append(time.monotonic() - t0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        abuser.close()
+        bob.close()
+    rss1 = _rss_mib(fresh.proc.pid)
+    print(
+        f"bob: {len(latencies)} answers, worst {max(latencies):.2f} s; abuser: {done}; "
+        f"service RSS {rss0:.0f} -> {rss1:.0f} MiB"
+    )
+    assert len(latencies) >= 5 and max(latencies) < 3.0
+    assert min(done.values()) > 0
+    assert rss1 - rss0 < 200  # 3 results of 0.4 MiB held, not every unread one
+
+
+# -- issue 15.17: a busy port ----------------------------------------------------------
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fedsql", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"},
+    )
+
+
+def _one_clear_line(r: subprocess.CompletedProcess[str], listen: str, setting: str) -> None:
+    assert r.returncode == 1, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ") and f"cannot listen on {listen}" in lines[0]
+    assert "is already in use" in lines[0] and setting in lines[0], lines[0]
+
+
+def test_serve_and_connector_serve_on_a_busy_port(agencies: LocalFederation) -> None:
+    cfg = _config(agencies, "busy")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        listen = f"127.0.0.1:{held.getsockname()[1]}"
+        _one_clear_line(_run_cli("serve", "-c", str(cfg), "--listen", listen), listen, "--listen")
+        toml = agencies.work / "busy-agency.toml"
+        toml.write_text((agencies.work / "strict.toml").read_text().replace("127.0.0.1:0", listen))
+        r = _run_cli("connector", "serve", str(toml))
+        _one_clear_line(r, listen, "[connector].listen")
+    # A port another connector holds: refused too (gRPC would share it: SO_REUSEPORT).
+    taken = next(c.address for c in agencies.connectors if c.name == "strict")
+    toml.write_text((agencies.work / "strict.toml").read_text().replace("127.0.0.1:0", taken))
+    _one_clear_line(_run_cli("connector", "serve", str(toml)), taken, "[connector].listen")
