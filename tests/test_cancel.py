@@ -253,3 +253,25 @@ def test_a_killed_flight_sql_client_stops_the_service_merge(
     print(f"killed client: the service's merge stopped {(stop - killed) * 1000:.0f} ms later")
     assert ended["state"] == "cancelled", ended
     assert stop - killed < STOPPED_WITHIN
+
+
+def test_ctrl_c_in_the_shell_stops_the_merge_and_keeps_the_shell(
+    tpch_local: LocalFederation, tmp_path: Path
+) -> None:
+    from test_shell import PROMPT, spawn
+
+    child = spawn(["shell", "-c", str(tpch_local.config_path), "--user", "alice"], tmp_path)
+    try:
+        child.sendline(HEAVY + ";")
+        time.sleep(3.0)  # its fragments take well under a second: this is the merge
+        sent = time.monotonic()
+        child.sendintr()
+        child.expect_exact("interrupted")
+        stopped = time.monotonic() - sent
+        child.expect(PROMPT)
+        child.sendline("SELECT count(*) AS n FROM registry.region;")
+        child.expect_exact("(1 row)")
+    finally:
+        child.close(force=True)
+    print(f"shell: Ctrl-C to the prompt {stopped * 1000:.0f} ms")
+    assert stopped < STOPPED_WITHIN
