@@ -536,3 +536,15 @@ def test_serve_and_connector_serve_on_a_busy_port(agencies: LocalFederation) -> 
     taken = next(c.address for c in agencies.connectors if c.name == "strict")
     toml.write_text((agencies.work / "strict.toml").read_text().replace("127.0.0.1:0", taken))
     _one_clear_line(_run_cli("connector", "serve", str(toml)), taken, "[connector].listen")
+
+
+def test_readme_service_caps_are_the_defaults(tmp_path: Path) -> None:
+    """The README's [service] block loads, and says the defaults as they are."""
+    from fedsql.config import ServiceConfig, load_federation
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("**No single client freezes the service.**") :]
+    block = re.findall(r"```toml\n(.*?)```", section, re.S)[0]
+    cfg = tmp_path / "f.toml"
+    cfg.write_text('[[connector]]\nname = "x"\naddress = "h:1"\ninsecure = true\n\n' + block)
+    assert load_federation(cfg).service == ServiceConfig()
