@@ -219,14 +219,14 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import fedsql
     from fedsql import statusview
+    from fedsql.config import load_federation
     from fedsql.hashkey import fingerprint
     from fedsql.policy.masks import load_hash_key
 
-    with fedsql.connect(args.config) as fed:
-        rows = fed.status(timeout=args.timeout)
-        own = fingerprint(load_hash_key(fed.config.hash_key_file, "[coordinator]"))
+    config = load_federation(args.config)
+    rows = statusview.check(config, args.timeout)
+    own = fingerprint(load_hash_key(config.hash_key_file, f"{config.source}: [coordinator]"))
     print(format_table(statusview.status_table(rows)).rsplit("\n", 1)[0])
     keys = {r.name: r.status.hash_key_fingerprint for r in rows if r.status}
     for line in statusview.key_warnings(keys, own):
@@ -267,6 +267,10 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         )
         print(f"Tables as {who} sees them; 'mask' is what you get, 'rules' what is configured.")
         keys = {a: c.hash_key_fingerprint for a, c in fed.catalog.catalogs.items()}
+        from fedsql.statusview import key_warnings
+
+        for warning in key_warnings(keys):
+            print(warning, file=sys.stderr)
         for agency, cat in fed.catalog.catalogs.items():
             print(f"\n{agency}: backend {cat.backend}, hash key {keys[agency] or 'none'}")
             for t in cat.tables:

@@ -61,6 +61,7 @@ DOWN_RECHECK_SECONDS = 5.0  # how soon a catalog missing an agency is loaded aga
 MISSING_METADATA = b"fedsql.missing_agencies"
 _T = TypeVar("_T")
 PLAN_CACHE_SIZE = 256
+ANONYMOUS = "anonymous"  # the principal of a Federation opened without a user
 
 
 class Federation:
@@ -73,8 +74,17 @@ class Federation:
         if user is not None and user not in config.users:
             known = ", ".join(sorted(config.users)) or "none"
             raise ConfigError(f"unknown user '{user}' (users in the federation config: {known})")
+        if user is None and ANONYMOUS in config.users:
+            # Without --user the principal is 'anonymous' (no roles); a configured user of
+            # that name would have their grants (users = ["anonymous"]) open to everyone.
+            raise ConfigError(
+                f"{config.source}: [user.{ANONYMOUS}] is configured, so leaving out the user "
+                f"would act as them: give --user NAME (or user= in fedsql.connect)"
+            )
         roles = config.users[user].roles if user is not None else ()
-        self.principal = Principal(user or "anonymous", roles, (purpose or "").strip())
+        # No user: 'anonymous', with no roles: every mask applies (no unless_role
+        # exemption) and an agency with [[grant]] opens nothing to it (README, issue 15).
+        self.principal = Principal(user or ANONYMOUS, roles, (purpose or "").strip())
         # One channel per connector for the Federation's life, shared by all its queries.
         self._links = links_for(
             config.connectors, config.connect_timeout_seconds, str(config.source or "federation")

@@ -7,12 +7,26 @@ Computing and wording only; cli.py prints.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
-from fedsql.resilience import AgencyHealth
+from fedsql.config import FederationConfig
+from fedsql.resilience import AgencyHealth, links_for, probe
 
 REASON_CELL = 32  # characters of a down agency's reason inside the table
+
+
+def check(config: FederationConfig, timeout: float) -> list[AgencyHealth]:
+    """Every connector's health, asked in parallel over fresh channels; no analyst is
+    needed (GetStatus carries no principal), so no ``--user`` either."""
+    links = links_for(config.connectors, config.connect_timeout_seconds, str(config.source))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, len(links))) as pool:
+            return list(pool.map(lambda link: probe(link, timeout), links.values()))
+    finally:
+        for link in links.values():
+            link.close()
 
 
 def status_table(rows: Sequence[AgencyHealth]) -> pa.Table:
