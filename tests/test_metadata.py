@@ -151,7 +151,8 @@ def test_information_schema_over_the_catalog(fed: fedsql.Federation) -> None:
 @pytest.mark.parametrize(
     "sql, error",
     [
-        ("SELECT * FROM information_schema.columns, trade.orders", "agency's table"),
+        ("SELECT * FROM information_schema.columns, trade.orders", "not an information_sch"),
+        ("SELECT * FROM information_schema.tables t, pg_catalog.pg_tables", "not an inform"),
         ("SELECT * FROM information_schema.views", "schemata, tables, columns"),
         ("SELECT * FROM nope.information_schema.tables", "unknown agency 'nope'"),
         ("SELECT current_setting('threads') FROM information_schema.tables", "current_setting"),

@@ -236,9 +236,9 @@ def info_query(sql: str, catalog: Catalog, engine: InfoEngine) -> pa.Table:
             continue
         if t.db.lower() != INFO_SCHEMA:
             raise PlanError(
-                f"'{t.sql(dialect='duckdb')}' is an agency's table: a query over "
-                "information_schema reads information_schema tables only; query the agency's "
-                "tables on their own (or give the names from the first query to the second)"
+                f"'{t.sql(dialect='duckdb')}' is not an information_schema table: a query "
+                "over information_schema reads its tables only; query agencies' tables in a "
+                "query of their own"
             )
         name = t.name.lower()
         if name not in INFO_TABLES:
