@@ -41,6 +41,7 @@ from fedsql.connectors.backend import Backend
 from fedsql.connectors.config import AgencyConfig, load_agency
 from fedsql.connectors.server import open_backend
 from fedsql.errors import ConfigError
+from fedsql.hashkey import fingerprint
 from fedsql.policy.load import validate
 from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key
 from fedsql.policy.model import Policy
@@ -388,7 +389,12 @@ def _hash_key(cfg: AgencyConfig) -> Generator[Finding, None, bytes | None]:
         )
     elif key is not None:
         use = "used by the hash masks" if hashed else "no hash mask uses it"
-        yield Finding(OK, "hash key", f"read from {source} ({len(key)} bytes; {use})")
+        yield Finding(
+            OK,
+            "hash key",
+            f"read from {source}: fingerprint {fingerprint(key)} ({use}); every agency of the "
+            "federation must show the same (`fedsql status -c FEDERATION.toml` compares them)",
+        )
     return key
 
 

@@ -18,6 +18,7 @@ import duckdb
 import pytest
 
 from fedsql import certs
+from fedsql.hashkey import make_key_file
 from fedsql.pgserver import PostgresServer
 
 DB = "check_agency"
@@ -43,6 +44,7 @@ def _check(toml: Path) -> Run:
         text=True,
         timeout=120,
         cwd=toml.parent,
+        env={k: v for k, v in os.environ.items() if k != "FEDSQL_HASH_KEY"},
     )
     found: dict[str, list[tuple[str, str]]] = {}
     lines = r.stdout.strip().splitlines()
@@ -104,12 +106,20 @@ def duck_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
         not_after=past,
     )
     backend = DUCKDB.format(tables="")
+    (work / "fingerprint").write_text(make_key_file(work / "federation.key"))
     locked = work / "locked"
     locked.mkdir()
     locked.chmod(0o500)  # the connector's user may not write there (root may: see below)
     unwritable = "/sys/fedsql-check/audit.jsonl" if os.geteuid() == 0 else f"{locked}/a.jsonl"
     tomls = {
-        "good": _agency(work, "good", backend, tls=_tls(pki, good.cert, good.key)),
+        "good": _agency(
+            work,
+            "good",
+            backend,
+            'hash_key_file = "federation.key"\n',
+            _tls(pki, good.cert, good.key),
+        ),
+        "no_key": _agency(work, "no_key", backend.replace('rule = "partial"', 'rule = "hash"')),
         "no_cert": _agency(work, "no_cert", backend, tls=_tls(pki, work / "gone.crt", good.key)),
         "expired": _agency(work, "expired", backend, tls=_tls(pki, old.cert, old.key)),
         "wrong_table": _agency(
@@ -150,6 +160,19 @@ def test_a_good_tls_duckdb_agency_passes(duck_runs: dict[str, Run]) -> None:
     assert "2 table(s) exposed" in r.said("backend")
     assert "masks national_id (partial)" in r.said("table patients")
     assert "ready to serve" in r.out.splitlines()[-1]
+    assert r.status("hash key") == {"ok"}
+    assert f"fingerprint {(tmp_dir(r) / 'fingerprint').read_text()}" in r.said("hash key")
+
+
+def tmp_dir(r: Run) -> Path:
+    return Path(r.said("config").split(": valid")[0]).parent
+
+
+def test_a_hash_mask_without_a_key_fails(duck_runs: dict[str, Run]) -> None:
+    r = duck_runs["no_key"]
+    assert r.rc == 1
+    assert r.status("hash key") == {"FAIL"}
+    assert "hash_key_file" in r.said("hash key") and "FEDSQL_HASH_KEY" in r.said("hash key")
 
 
 def test_a_missing_certificate_fails(duck_runs: dict[str, Run]) -> None:
