@@ -16,9 +16,9 @@ import pytest
 
 import fedsql
 from fedsql.connectors.metrics import LATENCY_BUCKETS, TEST_DELAY_ENV, NodeMetrics, fragment_seconds
+from fedsql.latency import quantile
 from fedsql.local import start_connector, write_agency_toml
 from fedsql.resilience import Link
-from fedsql.latency import quantile
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.wire import status_from_proto
 
