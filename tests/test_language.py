@@ -261,6 +261,7 @@ def test_each_engine_is_locked(tmp_path: Path) -> None:
 
     class _Fake:
         dialect = "sqlite"
+        runs_as_written = False
         default_schemas = ("",)
         capabilities = Capabilities()
         max_scans = 4
