@@ -36,6 +36,7 @@ from fedsql.connectors.metrics import (
 )
 from fedsql.connectors.runs import apply_policies
 from fedsql.errors import ConfigError, RefusedFragment
+from fedsql.hashkey import fingerprint
 from fedsql.listen import check_free, failed
 from fedsql.policy.load import validate
 from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key, masked_type, register_hash
@@ -91,6 +92,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         self.cfg = cfg
         self.backend = backend
         self.runner = FragmentRunner(backend, hash_key, cfg.backend.engine, engine_limits(cfg))
+        self.key_fingerprint = fingerprint(hash_key)  # names the key, never shows it
         self.policy = cfg.policy
         # Signed with the node's TLS key (unsigned, hash-chained only, without TLS).
         self.evidence = Evidence(cfg)
@@ -163,6 +165,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 bytes=nbytes,
                 metrics_url=self.metrics_url,
                 latency=self.metrics.latency(),
+                hash_key_fingerprint=self.key_fingerprint,
             )
         )
 
@@ -218,6 +221,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 self.backend.capabilities,
                 lang.VERSION,
                 next((s for s in self.backend.default_schemas if s), "main"),
+                hash_key_fingerprint=self.key_fingerprint,
             )
         )
         with self._lock:
