@@ -5,6 +5,7 @@
   accepts is asked of the loaders themselves: a file with one unknown key in
   that section is refused with the list of keys it knows.
 - Every ```toml example in both pages loads with the project's own loader.
+- Where a key is a dataclass field of the same name, the default given is its default.
 - Every `fedsql ...` command line in both pages parses with the CLI's parser,
   and the systemd unit passes `systemd-analyze verify` where systemd is installed.
 """
@@ -211,3 +212,56 @@ def test_containerfile_installs_what_exists() -> None:
     assert entry and entry.group(1) in project["scripts"], entry
     for copied in re.findall(r"^COPY (\S+)", text, re.M):
         assert (ROOT / copied).exists(), f"COPY {copied}: not in the repository"
+
+
+def _defaults() -> dict[str, dict[str, str]]:
+    """Each section of the reference -> key -> its default cell, as written."""
+    out: dict[str, dict[str, str]] = {}
+    section = ""
+    for line in REFERENCE.read_text().splitlines():
+        h = re.match(r"#{2,4} `(.+)`\s*$", line)
+        if h:
+            section = h.group(1)
+        row = re.match(r"\| `([a-z_]+)` \| ([^|]+) \| ([^|]+) \|", line)
+        if row:
+            out.setdefault(section, {})[row.group(1)] = row.group(3).strip()
+    return out
+
+
+def test_documented_defaults_are_the_loaders_defaults() -> None:
+    """Where a key is a field of the same name, the default the reference gives
+    (``none``, or the first `value`) is the dataclass's."""
+    import dataclasses
+    import tomllib
+
+    from fedsql.config import FederationConfig, ServiceConfig
+    from fedsql.connectors.config import AgencyConfig, Limits
+    from fedsql.connectors.postgres import PostgresOptions
+
+    classes: dict[str, Any] = {
+        "[connector]": AgencyConfig,
+        "[limits]": Limits,
+        "[coordinator]": FederationConfig,
+        "[service]": ServiceConfig,
+        '[backend] kind = "postgres"': PostgresOptions,
+    }
+    doc = _defaults()
+    compared = 0
+    for section, cls in classes.items():
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key, cell in doc[section].items():
+            f = fields.get(key)
+            if f is None or f.default is dataclasses.MISSING or cell.startswith("required"):
+                continue
+            if cell.startswith("none"):
+                want: Any = None
+            elif m := re.match(r"`([^`]+)`", cell):
+                want = tomllib.loads(f"v = {m.group(1)}")["v"]
+            else:
+                continue
+            got = f.default
+            got = list(got) if isinstance(got, tuple) else got
+            assert got == want, f"{section} {key}: documented default {cell!r}, loader's {got!r}"
+            compared += 1
+    assert compared >= 30, compared
+    print(f"{compared} defaults compared")
