@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -131,10 +132,22 @@ def duck_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
         "audit": _agency(work, "audit", backend, tls=_tls(pki, good.cert, good.key)),
         "bad_config": _agency(work, "bad_config", backend, 'listn = "x"\n'),
     }
+    held = socket.socket()  # a port some other process listens on
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    busy = tomls["busy"] = _agency(work, "busy", backend)
+    port = held.getsockname()[1]
+    busy.write_text(busy.read_text().replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"'))
     text = tomls["audit"].read_text()
     tomls["audit"].write_text(text.replace('"audit/audit.jsonl"', f'"{unwritable}"'))
-    with ThreadPoolExecutor(4) as pool:
+    with held, ThreadPoolExecutor(4) as pool:
         return dict(zip(tomls, pool.map(_check, tomls.values()), strict=True))
+
+
+def test_a_port_in_use_is_a_warning(duck_runs: dict[str, Run]) -> None:
+    r = duck_runs["busy"]
+    assert r.rc == 0, r.out
+    assert r.status("listen") == {"warn"} and "already running" in r.said("listen")
 
 
 def test_a_good_tls_duckdb_agency_passes(duck_runs: dict[str, Run]) -> None:
