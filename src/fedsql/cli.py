@@ -190,21 +190,27 @@ def _return_big_buffers_to_the_os() -> None:
 
 def cmd_query(args: argparse.Namespace) -> int:
     import fedsql
+    from fedsql.interrupt import run_cancellable
 
     partial = True if args.allow_partial else None
     with fedsql.connect(args.config, user=args.user, purpose=args.purpose) as fed:
         sql = _sql_arg(args)
         if args.format == "parquet" and not args.output:
             raise FedSQLError("--format parquet needs --output FILE")
+        # Ctrl-C cancels the query, its merge included, and exits 130 (main).
         if args.output and args.format in ("parquet", "csv"):
             _return_big_buffers_to_the_os()
-            _write_stream(
-                fed.stream(sql, timeout=args.timeout, allow_partial=partial),
-                args.format,
-                args.output,
+            run_cancellable(
+                lambda w: _write_stream(
+                    fed.stream(sql, timeout=args.timeout, allow_partial=partial, watch=w),
+                    args.format,
+                    args.output,
+                )
             )
         else:
-            table = fed.sql(sql, timeout=args.timeout, allow_partial=partial)
+            table = run_cancellable(
+                lambda w: fed.sql(sql, timeout=args.timeout, allow_partial=partial, watch=w)
+            )
             _write_result(table, args.format, args.output, args.max_rows)
         st = fed.last_stats
         if st is not None and st.missing:
@@ -260,6 +266,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_catalog(args: argparse.Namespace) -> int:
     import fedsql
     from fedsql.policy.shown import federation_rules
+    from fedsql.sqltypes import sql_type
 
     with fedsql.connect(args.config, user=args.user) as fed:
         who = f"user {fed.principal.user}" + (
@@ -291,7 +298,12 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                 for line in federation_rules(policy, roles, names, columns, masks, rules):
                     print(f"  {line}")
                 rows = [
-                    (f.name, str(f.type), masks.get(f.name, "-"), "; ".join(rules.get(f.name, [])))
+                    (
+                        f.name,
+                        sql_type(f.type),
+                        masks.get(f.name, "-"),
+                        "; ".join(rules.get(f.name, [])),
+                    )
                     for f in t.arrow_schema
                 ]
                 print(
