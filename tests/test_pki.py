@@ -9,6 +9,7 @@ query`` as subprocesses, and gRPC's own handshake logs stay out of the terminal.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,8 +26,9 @@ import fedsql
 from fedsql import certs
 from fedsql.errors import ConfigError
 from fedsql.local import LocalConnector, start_connector
+from fedsql.service.auth import hash_password
 from fedsql.trust import Signer
-from tests.helpers import start_error
+from tests.helpers import start_error, start_service
 
 AGENCY = "trade"
 NOW = dt.datetime.now(dt.UTC)
@@ -78,6 +80,7 @@ class OrgCA:
         key = _key(kind)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         sans: list[x509.GeneralName] = [x509.DNSName(name), x509.DNSName("localhost")]
+        sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
         b = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -361,3 +364,27 @@ def test_nothing_listening_and_wrong_agency_in_plaintext(
     assert "DOWN: wrong agency" in out and "is 'trade', not 'health'" in err
     r = _cli("query", "-c", str(wrong), "SELECT count(*) FROM health.people")
     assert r.returncode == 1 and "is 'trade', not 'health'" in r.stderr, r.stderr
+
+
+def test_flight_sql_service_with_an_rsa_certificate_from_an_organisations_ca(
+    plain_connector: LocalConnector, tmp_path: Path
+) -> None:
+    ca = org_ca(tmp_path / "org", "rsa")
+    cert, key = ca.node("analytics", "rsa", server=True)
+    (tmp_path / "alice.hash").write_text(hash_password("alice-secret-1") + "\n")
+    (tmp_path / "alice.pw").write_text("alice-secret-1\n")
+    cfg = _federation(tmp_path, plain_connector.address, None)
+    cfg.write_text(
+        cfg.read_text()
+        + '[user.alice]\nroles = ["analyst"]\npassword_hash_file = "alice.hash"\n'
+        + f'[service.tls]\ncert = "{cert}"\nkey = "{key}"\n'
+    )
+    svc = start_service(cfg, ca=ca.crt)
+    try:
+        r = _cli(
+            "queries", "--url", svc.url, "--ca", str(ca.crt), "--user", "alice",
+            "--password-file", str(tmp_path / "alice.pw"),
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    finally:
+        svc.stop()
