@@ -275,3 +275,31 @@ def test_ctrl_c_in_the_shell_stops_the_merge_and_keeps_the_shell(
         child.close(force=True)
     print(f"shell: Ctrl-C to the prompt {stopped * 1000:.0f} ms")
     assert stopped < STOPPED_WITHIN
+
+
+def test_ctrl_c_in_the_remote_shell_cancels_the_service_query(
+    service: LocalService, fetched_rows: dict[str, int], tmp_path: Path
+) -> None:
+    from test_shell import PROMPT, spawn
+
+    password = tmp_path / "alice.password"
+    password.write_text(PASSWORDS["alice"])
+    args = ["shell", "--url", service.url, "--user", "alice", "--ca", str(service.ca)]
+    child = spawn([*args, "--password-file", str(password)], tmp_path)
+    remote = _remote(service)
+    try:
+        child.sendline(HEAVY + ";")
+        q = _wait_merging(remote, fetched_rows)
+        time.sleep(0.3)
+        sent = time.time()
+        child.sendintr()
+        child.expect_exact("interrupted")
+        child.expect(PROMPT)
+        ended = _ended(remote, q["id"])
+    finally:
+        child.close(force=True)
+        remote.close()
+    stop = ended["started"] + ended["seconds"]
+    print(f"remote shell: Ctrl-C to the service's merge stopping {(stop - sent) * 1000:.0f} ms")
+    assert ended["state"] == "cancelled", ended
+    assert stop - sent < STOPPED_WITHIN

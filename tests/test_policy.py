@@ -380,7 +380,7 @@ def test_catalog_and_explain_show_policies(scen: LocalFederation, alice: fedsql.
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
-    assert re.search(r"national_id \| string +\| hash +\| hash \[unless auditor\]", r.stdout)
+    assert re.search(r"national_id \| VARCHAR +\| hash +\| hash \[unless auditor\]", r.stdout)
     # the condition's literals are for those it does not bind (auditors)
     assert "  row filter [unless auditor]  (applies to you)" in r.stdout
     assert "Smallville" not in r.stdout

@@ -372,7 +372,8 @@ def test_status_command(tmp_path: Path, registry, industry) -> None:  # type: ig
     industry.stop()
     r = status()
     assert r.returncode == 1
-    assert "DOWN" in r.stdout and "unreachable" in r.stdout
+    assert "DOWN: not listening" in r.stdout  # a short reason in the table ...
+    assert "fedsql connector serve" in r.stderr  # ... what to do below it
     assert "1 of 2 agencies down (industry)" in r.stderr
 
 

@@ -137,6 +137,16 @@ class RemoteBackend:
     def purpose(self, purpose: str) -> None:
         self.remote.purpose = purpose  # the x-fedsql-purpose header of every later call
 
+    def _running(self, user: str) -> set[str]:
+        try:
+            return {
+                str(q["id"])
+                for q in self.remote.queries()
+                if q["state"] == "running" and q["user"] == user
+            }
+        except FedSQLError:
+            return set()
+
     def run(self, sql: str, progress: Callable[[dict[str, tuple[int, int]]], None]) -> pa.Table:
         done = threading.Event()
         user = self.remote.user  # an admin's board lists everyone's queries
@@ -155,10 +165,27 @@ class RemoteBackend:
                     q = mine[-1]
                     progress({a: (v["rows"], v["bytes"]) for a, v in q["agencies"].items()})
 
+        from fedsql.execute import QueryWatch
+        from fedsql.interrupt import run_cancellable
+
+        before = self._running(user)  # this user's queries from other sessions stay
+        watch = QueryWatch()
+
+        def cancel_on_ctrl_c() -> None:  # the service stops the query, its merge too
+            while not done.wait(0.05):
+                if watch.cancelled:
+                    for qid in self._running(user) - before:
+                        try:
+                            self.remote.cancel(qid)
+                        except FedSQLError:
+                            pass
+                    return
+
         t = threading.Thread(target=poll, daemon=True)
         t.start()
+        threading.Thread(target=cancel_on_ctrl_c, daemon=True).start()
         try:
-            return self.remote.sql(sql)
+            return run_cancellable(lambda w: self.remote.sql(sql), watch)
         finally:
             done.set()
             t.join()
