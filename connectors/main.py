@@ -22,7 +22,7 @@ LOG_FORMAT = "time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s" 
 def run(agency_toml: str) -> int:
     """Load, check and serve one AGENCY.toml until SIGTERM/SIGINT."""
     from fedsql.connectors.config import load_agency
-    from fedsql.connectors.server import serve
+    from fedsql.connectors.node import serve
 
     serve(load_agency(agency_toml))
     return 0

@@ -2,51 +2,50 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import re
-import signal
-import sys
 import threading
 import time
-from concurrent import futures
 from dataclasses import replace
 from typing import Any
 
 import grpc
 import pyarrow as pa
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlglot import exp
 
-from fedsql import lang, reasons
+from fedsql import lang
 from fedsql.connectors import registry
 from fedsql.connectors.audit import AuditLog, Rotation, audited_sql, public_message, touched
 from fedsql.connectors.backend import Backend, BackendError, Interrupter
-from fedsql.connectors.config import AgencyConfig, Limits
+from fedsql.connectors.calls import (
+    QUERY_ID,
+    CallEnded,
+    Counter,
+    Explained,
+    Watchdog,
+    over_limit,
+    status_of,
+    utc_now,
+)
+from fedsql.connectors.config import AgencyConfig
 from fedsql.connectors.evidence import Evidence
 from fedsql.connectors.execution import FragmentRunner
 from fedsql.connectors.guard import check_fragment
 from fedsql.connectors.identity import Caller, Gate
 from fedsql.connectors.metrics import (
     SLOT_WAIT_SECONDS,
-    TEST_DELAY_ENV,
     NodeMetrics,
-    serve_metrics,
     test_delay_seconds,
 )
 from fedsql.connectors.runs import apply_policies
 from fedsql.errors import ConfigError, RefusedFragment
 from fedsql.hashkey import fingerprint
-from fedsql.listen import check_free, failed
 from fedsql.policy.load import validate
-from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key, masked_type, register_hash
-from fedsql.trust import server_credentials
+from fedsql.policy.masks import HASH_KEY_ENV, masked_type, register_hash
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.version import __version__
 from fedsql.wire import (
     COMPRESSIONS,
-    GRPC_OPTIONS,
     NodeStatus,
     RemoteCatalog,
     catalog_to_proto,
@@ -267,7 +266,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         try:
             peer = self.gate.check_peer(context)
         except RefusedFragment as e:
-            rec = {"time": _utc_now(), "peer": context.peer(), "cancel_query_id": request.query_id}
+            rec = {"time": utc_now(), "peer": context.peer(), "cancel_query_id": request.query_id}
             if self.gate.refused(context, e, self.audit.write, record=rec, rpc="Cancel"):
                 log.warning("cancel request refused: %s", e)
             context.abort(e.code, str(e))
@@ -284,13 +283,13 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         if bad_id:  # bounded before it goes anywhere (the log, a receipt, a trailer)
             request.query_id = request.query_id[:64] + "~"
         record: dict[str, Any] = {
-            "time": _utc_now(),
+            "time": utc_now(),
             "query_id": request.query_id or "-",
             "peer": context.peer(),
             **audited_sql(request.sql),
             **self.evidence.of_request(request, context),
         }
-        context = _Explained(context, record)  # every abort also says why, for programs
+        context = Explained(context, record)  # every abort also says why, for programs
         try:
             yield from self._execute(request, context, record)
         except Exception:
@@ -390,7 +389,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             self._running.setdefault(qid, []).append(entry)
         if not context.add_callback(stop.fire):  # the client went away: stop the query
             stop.fire()  # ... which happened already
-        watchdog = _Watchdog(stop, limits.max_seconds, started)
+        watchdog = Watchdog(stop, limits.max_seconds, started)
         try:
             run = self.runner.start(tree, int(request.batch_rows), covered, keys, stop)
         except RefusedFragment as e:  # what would run does not read back as checked
@@ -419,12 +418,12 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             log.debug("backend error query_id=%s error=%r", qid, str(e))
             record.update(outcome="unsupported" if e.unsupported else "error", error=msg)
             self._record(record)
-            context.abort(_status(e), f"backend {self.backend.kind}: {msg}")
+            context.abort(status_of(e), f"backend {self.backend.kind}: {msg}")
         except BaseException:
             self._done(qid, entry, watchdog, share)
             raise
         record["engine"] = run.engine
-        counted = _Counter(run.reader, self.delay, stop)
+        counted = Counter(run.reader, self.delay, stop)
         nbytes = 0
         audited = False
 
@@ -443,7 +442,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
 
         try:
             for chunk in reader_to_ipc_chunks(counted, compression=request.compression):  # type: ignore[arg-type]
-                over = _over_limit(limits, counted.rows, nbytes + len(chunk))
+                over = over_limit(limits, counted.rows, nbytes + len(chunk))
                 if over:
                     stop.fire()
                     audit("limit", over)
@@ -460,8 +459,8 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 stats=pb.ExecuteStats(rows=counted.rows, bytes=nbytes, seconds=seconds),
                 receipt=self.evidence.receipt(request, record),
             )
-        except (_CallEnded, BackendError) as e:
-            if isinstance(e, _CallEnded) or (stop.fired and not watchdog.fired):
+        except (CallEnded, BackendError) as e:
+            if isinstance(e, CallEnded) or (stop.fired and not watchdog.fired):
                 audit("cancelled")
                 if context.is_active():
                     context.abort(grpc.StatusCode.CANCELLED, "the fragment was cancelled")
@@ -492,7 +491,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         self,
         qid: str,
         entry: tuple[Interrupter, str],
-        watchdog: _Watchdog,
+        watchdog: Watchdog,
         share: tuple[str, str],
     ) -> None:
         watchdog.stop()
@@ -529,197 +528,3 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             f"the fragment exceeded {over} ([limits] of connector '{self.cfg.name}') and was "
             "stopped; narrow the query (filters, aggregates, LIMIT) or ask the agency"
         )
-
-
-class _Explained:
-    """A servicer context whose ``abort`` first sends the call's ErrorInfo
-    (``fedsql-error-bin``), read from the outcome its audit line records."""
-
-    def __init__(self, context: grpc.ServicerContext, record: dict[str, Any]) -> None:
-        self._context = context
-        self._record = record
-
-    def abort(self, code: grpc.StatusCode, details: str) -> None:
-        info = reasons.error_info(
-            str(self._record.get("outcome", "internal")), self._record, code.name
-        )
-        self._context.set_trailing_metadata(((reasons.METADATA_KEY, info.SerializeToString()),))
-        self._context.abort(code, details)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)
-
-
-QUERY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-
-
-def _utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
-def _over_limit(limits: Limits, rows: int, nbytes: int) -> str:
-    """Which per-fragment limit ``rows``/``nbytes`` exceed ("" when none)."""
-    if limits.max_rows is not None and rows > limits.max_rows:
-        return f"max_rows = {limits.max_rows}"
-    if limits.max_bytes is not None and nbytes > limits.max_bytes:
-        return f"max_bytes = {limits.max_bytes}"
-    return ""
-
-
-class _Watchdog:
-    """Interrupts a backend query that runs past ``max_seconds``."""
-
-    def __init__(self, stop: Interrupter, max_seconds: float | None, started: float) -> None:
-        self.fired = False
-        self._timer: threading.Timer | None = None
-        if max_seconds is None:
-            return
-
-        def fire() -> None:
-            self.fired = True
-            stop.fire()
-
-        left = max_seconds - (time.perf_counter() - started)
-        self._timer = threading.Timer(max(0.0, left), fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-
-def _status(e: BackendError) -> grpc.StatusCode:
-    if e.unsupported:
-        return grpc.StatusCode.FAILED_PRECONDITION
-    return grpc.StatusCode.INVALID_ARGUMENT if e.user_error else grpc.StatusCode.INTERNAL
-
-
-class _CallEnded(Exception):
-    """The client cancelled, timed out or went away mid-stream."""
-
-
-class _Counter:
-    """Count rows while passing record batches through (after the testing aid's
-    delay, if set; a call that ends stops the wait)."""
-
-    def __init__(self, reader: Any, delay: float, stop: Interrupter):
-        self._reader = reader
-        self.schema = reader.schema
-        self.rows = 0
-        self._delay = delay
-        self._stop = stop
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        for batch in self._reader:
-            if self._delay and self._stop.wait(self._delay):
-                raise _CallEnded
-            self.rows += batch.num_rows
-            yield batch
-
-
-def build_server(cfg: AgencyConfig) -> tuple[grpc.Server, int, ConnectorService]:
-    """Open the backend, build the server and bind it; returns (server, port, service)."""
-    hash_key = load_hash_key(cfg.hash_key_file, str(cfg.source))
-    backend = open_backend(cfg, hash_key)
-    try:
-        load_policy(cfg, backend, hash_key)
-    except ConfigError:
-        backend.close()
-        raise
-    service = ConnectorService(cfg, backend, hash_key)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="fragment"),
-        options=[
-            *GRPC_OPTIONS,
-            # Coordinators ping every 30 s while a fragment runs (keepalive, to find
-            # dead peers); allow it, or gRPC answers pings on a quiet call with
-            # GOAWAY "too_many_pings" and the fragment fails (gRPC doc A8).
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            # gRPC sets SO_REUSEPORT by default: a second connector on the same port
-            # would start beside the first and share its calls. One node per port.
-            ("grpc.so_reuseport", 0),
-        ],
-        # Calls beyond this are refused with RESOURCE_EXHAUSTED by gRPC itself
-        # instead of queueing without bound behind busy worker threads.
-        maximum_concurrent_rpcs=cfg.max_workers * 4,
-    )
-    pb_grpc.add_ConnectorServicer_to_server(service, server)
-    health_servicer = health.HealthServicer()
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_servicer.set("fedsql.v1.Connector", health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    host, _, port = cfg.listen.rpartition(":")
-    setting = "[connector].listen"
-    try:
-        check_free(str(cfg.source), cfg.listen, setting)  # in words, before gRPC logs
-        if cfg.tls is not None:
-            creds = server_credentials(cfg.tls, str(cfg.source))
-            bound = server.add_secure_port(f"{host}:{port}", creds)
-        else:
-            bound = server.add_insecure_port(f"{host}:{port}")
-        if bound == 0:
-            raise failed(str(cfg.source), cfg.listen, setting)
-    except RuntimeError:
-        raise failed(str(cfg.source), cfg.listen, setting) from None
-    return server, bound, service
-
-
-def serve(cfg: AgencyConfig) -> None:
-    """Run one connector node until SIGTERM/SIGINT."""
-    stop = threading.Event()
-
-    def _stop(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    server, port, service = build_server(cfg)
-    metrics_http = None
-    if cfg.metrics_listen:
-        try:
-            metrics_http = serve_metrics(service.metrics, cfg.metrics_listen)
-        except OSError as e:
-            raise ConfigError(
-                f"{cfg.source}: cannot serve metrics on {cfg.metrics_listen}: {e}"
-            ) from None
-        mhost, mport = metrics_http.server_address[:2]
-        service.metrics_url = f"http://{mhost}:{mport}/metrics"
-    server.start()
-    host = cfg.listen.rpartition(":")[0]
-    n = len(service.backend.tables())
-    # This line is read by launchers (tests, demo, bench) to learn the port.
-    mode = (
-        f"mutual TLS, coordinators: {', '.join(cfg.allowed_coordinators)}"
-        if cfg.tls
-        else "plaintext"
-    )
-    print(
-        f"fedsql connector '{cfg.name}' listening on {host}:{port} "
-        f"(backend {service.backend.kind}, {n} tables, {mode})",
-        flush=True,
-    )
-    if cfg.tls is None:
-        log.warning(
-            "INSECURE: connector '%s' serves plaintext gRPC (insecure = true): anyone who can "
-            "reach %s can query it, and the users and roles in requests are NOT authenticated. "
-            "Local development only; configure [connector.tls] for anything else.",
-            cfg.name,
-            cfg.listen,
-        )
-    if service.metrics_url:
-        print(f"fedsql connector '{cfg.name}' metrics at {service.metrics_url}", flush=True)
-    if service.delay:
-        log.warning(
-            "connector '%s': %s=%s delays every record batch (a testing aid; unset it)",
-            cfg.name,
-            TEST_DELAY_ENV,
-            service.delay,
-        )
-    stop.wait()
-    print(f"fedsql connector '{cfg.name}' shutting down", file=sys.stderr, flush=True)
-    server.stop(grace=5).wait()
-    if metrics_http is not None:
-        metrics_http.shutdown()
-    service.backend.close()
-    service.audit.close()

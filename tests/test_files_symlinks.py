@@ -19,7 +19,7 @@ import pytest
 
 from fedsql.connectors.config import load_agency
 from fedsql.connectors.files import open_files
-from fedsql.connectors.server import build_server
+from fedsql.connectors.node import build_server
 from fedsql.errors import ConfigError
 from fedsql.local import write_agency_toml
 

@@ -16,12 +16,22 @@ query Q and a predicate p, the rows of Q equal those of Q with p, with NOT p and
 with p IS NULL together (WHERE, DISTINCT, HAVING, and SUM/COUNT/MIN/MAX folded
 over the parts), each run through a federation.
 
-A fixed seed in ``make test``. ``FEDSQL_ORACLE_FUZZ=N`` runs N queries (and 2N/5
-TLP cases) from a random seed, printed at the start and in every failure;
-``FEDSQL_ORACLE_SEED=S`` replays seed S (with ``-k q0042`` one query).
-``FEDSQL_ORACLE_REPORT=path`` appends one JSON line per finding;
-``FEDSQL_ORACLE_REDUCE=1`` reduces each failing query to a minimal one that
-fails the same way (delta debugging over its syntax tree) and shows both.
+``make test`` runs a fixed seed: 144 queries on each federation, 60 TLP cases
+and ``FOUND`` (each bug class the fuzzer found, as its minimal query, and
+issue 14's query) on each federation, 512 tests in all. At scale:
+
+- ``FEDSQL_ORACLE_FUZZ=N`` runs N queries on each federation (and 2N/5 TLP
+  cases) from a random seed, printed at the start and in every failure;
+- ``FEDSQL_ORACLE_SEED=S`` fixes the seed (replay; with ``-k q0042`` one query);
+- ``FEDSQL_ORACLE_REPORT=path`` appends one JSON line per finding;
+- ``FEDSQL_ORACLE_REDUCE=1`` reduces each failing query to a minimal one that
+  fails the same way (delta debugging over its syntax tree) and shows both.
+
+Issue 14's run (10,500 queries and 1,400 TLP cases, about 30 minutes on two
+shared cores)::
+
+    FEDSQL_ORACLE_SEED=20261203 FEDSQL_ORACLE_FUZZ=3500 \
+      FEDSQL_ORACLE_REPORT=fuzz.jsonl nohup pytest -q tests/test_planner_oracle.py &
 
 A failure names its class: *generator* (the oracle refuses the query, or the
 federation refuses it as outside the fragment language: a bug here), *error*
