@@ -50,8 +50,8 @@ SEED = int(
     os.environ.get("FEDSQL_CANARY_SEED")
     or (random.SystemRandom().randrange(1 << 31) if LONG else 20_251_203)
 )
-N_ANALYST = LONG or 250
-N_CONNECTOR = LONG or 120  # per agency
+N_ANALYST = LONG or 160
+N_CONNECTOR = LONG or 80  # per agency
 N_SERVICE = max(LONG // 4, 20) if LONG else 60
 TIMEOUT = 20.0  # seconds per query; a slower one counts as refused (and is reported)
 MIN_BENIGN_ANSWERED = 0.7

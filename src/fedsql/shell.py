@@ -23,7 +23,7 @@ from typing import IO, Any, Protocol, TextIO
 import pyarrow as pa
 
 from fedsql.errors import FedSQLError
-from fedsql.execute import human_bytes
+from fedsql.execute import QueryStats, human_bytes
 from fedsql.keywords import SQL_FUNCTIONS, SQL_KEYWORDS
 from fedsql.sqltypes import sql_type
 
@@ -108,7 +108,10 @@ class EmbeddedBackend:
 
         # Ctrl-C cancels the query, its merge included (KeyboardInterrupt, then `handle`)
         watch = QueryWatch(lambda w: progress(w.progress()))
-        return run_cancellable(lambda w: self.fed.sql(sql, watch=w), watch)
+        try:
+            return run_cancellable(lambda w: self.fed.sql(sql, watch=w), watch)
+        finally:  # the query ran in a worker thread: its stats are the watch's
+            self.last_stats = watch.stats
 
     def explain(self, sql: str) -> str:
         return str(self.fed.explain(sql))
@@ -119,8 +122,10 @@ class EmbeddedBackend:
             for t in self.fed.catalog.tables
         ]
 
+    last_stats: QueryStats | None = None  # of the last query run here
+
     def stats(self) -> str:
-        st = self.fed.last_stats
+        st = self.last_stats
         return "" if st is None else str(st.per_agency())
 
 
