@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy src/fedsql connectors
 	$(BIN)/python scripts/lint_imports.py  # import-linter: the layers (pyproject.toml)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests  # two workers: a file's tests stay together
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
