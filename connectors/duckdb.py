@@ -28,6 +28,7 @@ from fedsql.connectors.backend import (
 from fedsql.connectors.keys import in_list
 from fedsql.connectors.kind import BackendConfig, BackendKind, Sample
 from fedsql.lockdown import Setup, open_locked
+from fedsql.sqltypes import sql_type
 from fedsql.wire import RemoteTable
 
 DEFAULT_BATCH_ROWS = 122_880  # DuckDB's row-group size: batches come out whole
@@ -205,27 +206,6 @@ def open_duckdb(
 
 def _path_only(where: str, base: Path, d: dict[str, Any]) -> None:
     return None  # ``path`` is BackendConfig.path; nothing else of its own
-
-
-def sql_type(t: pa.DataType) -> str:
-    """DuckDB's column type for an Arrow type (sample data).
-
-    >>> sql_type(pa.decimal128(15, 2)), sql_type(pa.date32()), sql_type(pa.string())
-    ('DECIMAL(15,2)', 'DATE', 'VARCHAR')
-    """
-    if pa.types.is_decimal(t):
-        return f"DECIMAL({t.precision},{t.scale})"
-    if pa.types.is_integer(t):
-        return "BIGINT" if t.bit_width == 64 else "INTEGER"
-    if pa.types.is_floating(t):
-        return "DOUBLE"
-    if pa.types.is_date(t):
-        return "DATE"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMP"
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    return "VARCHAR"
 
 
 def write_database(path: Path, tables: dict[str, Path]) -> Path:

@@ -29,9 +29,10 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from fedsql.connectors.duckdb import DuckDBEngine, catalog_of, sql_type
+from fedsql.connectors.duckdb import DuckDBEngine, catalog_of
 from fedsql.connectors.kind import BackendConfig, BackendKind, Sample
 from fedsql.lockdown import Setup, open_locked, quote_string
+from fedsql.sqltypes import sql_type
 from fedsql.wire import RemoteTable
 
 _READERS = {".parquet": "read_parquet", ".csv": "read_csv_auto"}

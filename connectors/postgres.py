@@ -40,8 +40,9 @@ from fedsql.connectors.backend import (
     arrow_type_of_declared,
     exposed_names,
 )
-from fedsql.connectors.kind import BackendConfig, BackendKind, Sample
+from fedsql.connectors.kind import BackendConfig, BackendKind
 from fedsql.connectors.pgrole import check_role, ident, qualified, role_rights, warn_unexposed
+from fedsql.connectors.pgsample import sample, sql_type
 from fedsql.connectors.pgsession import (
     backend_error,
     first_line,
@@ -348,62 +349,6 @@ def _open(cfg: BackendConfig, setup: Setup | None, limits: dict[str, Any]) -> Po
     return PostgresBackend(cfg)  # its fragments' DuckDB work runs in the node's engine
 
 
-def sql_type(t: pa.DataType) -> str:
-    """The PostgreSQL column type for an Arrow type (sample data).
-
-    >>> sql_type(pa.decimal128(15, 2)), sql_type(pa.float64()), sql_type(pa.string())
-    ('NUMERIC(15,2)', 'DOUBLE PRECISION', 'TEXT')
-    """
-    if pa.types.is_decimal(t):
-        return f"NUMERIC({t.precision},{t.scale})"
-    if pa.types.is_integer(t):
-        return "BIGINT" if t.bit_width == 64 else "INTEGER"
-    if pa.types.is_floating(t):
-        return "DOUBLE PRECISION"
-    if pa.types.is_date(t):
-        return "DATE"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMP"
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    return "TEXT"
-
-
-def _sample(s: Sample) -> str:
-    """A database of its own on ``s.server``, loaded by its owner (binary COPY through
-    ADBC, with ``s.indexes``), read by a least-privilege role ``<agency>_reader``
-    (CONNECT, USAGE on ``public``, SELECT on exactly these tables): its DSN."""
-    import adbc_driver_postgresql.dbapi as pgdb
-    import pyarrow.parquet as pq
-
-    from fedsql.connectors.backend import plain_strings
-
-    if s.server is None:
-        raise ValueError("a PostgreSQL agency's sample data needs a server")
-    dsn = s.server.create_database(s.agency)
-    with pgdb.connect(dsn) as con:
-        with con.cursor() as cur:
-            for name in s.tables:
-                t = plain_strings(pq.read_table(s.parquet / f"{name}.parquet"))
-                cols = ", ".join(
-                    f'"{f.name}" {sql_type(f.type)}' + ("" if f.nullable else " NOT NULL")
-                    for f in t.schema
-                )
-                cur.execute(f'CREATE TABLE "{name}" ({cols})')
-                cur.adbc_ingest(name, t, mode="append")
-                for i, ddl in enumerate((s.indexes or {}).get(name, [])):
-                    if ddl.startswith("PRIMARY KEY"):
-                        cur.execute(f'ALTER TABLE "{name}" ADD {ddl}')
-                    else:
-                        on = ddl.removeprefix("INDEX ")
-                        cur.execute(f'CREATE INDEX "{name}_idx{i}" ON "{name}" {on}')
-        con.commit()
-        con.adbc_connection.set_autocommit(True)
-        with con.cursor() as cur:
-            cur.execute("ANALYZE")
-    return s.server.create_reader(s.agency, s.tables)
-
-
 KIND = BackendKind(
     name="postgres",
     what="a PostgreSQL database, read through ADBC",
@@ -419,6 +364,6 @@ KIND = BackendKind(
     options=_options,
     open=_open,
     sql_type=sql_type,
-    sample=_sample,
+    sample=sample,
     location="dsn",
 )

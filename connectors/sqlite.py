@@ -28,6 +28,7 @@ from fedsql.connectors.backend import (
 from fedsql.connectors.keys import in_list
 from fedsql.connectors.kind import BackendConfig, BackendKind, Sample
 from fedsql.lockdown import Setup
+from fedsql.sqltypes import sql_type  # declared as is; typemap reads them back
 from fedsql.wire import RemoteTable
 
 # SQLite has no DATE or DECIMAL type (dates are ISO text, decimals binary doubles),
@@ -122,26 +123,6 @@ def _backend_error(e: Exception) -> BackendError:
     return BackendError(
         f"SQLite: {msg.split('] ', 1)[-1]}", user_error=True, unsupported=unsupported
     )
-
-
-def sql_type(t: pa.DataType) -> str:
-    """The type a SQLite column declares for an Arrow type: the names
-    :func:`~fedsql.connectors.backend.arrow_type_of_declared` reads back as it
-    (SQLite itself stores decimals as doubles and dates as ISO text).
-
-    >>> sql_type(pa.decimal128(15, 2)), sql_type(pa.date32()), sql_type(pa.string())
-    ('DECIMAL(15,2)', 'DATE', 'VARCHAR')
-    """
-    if pa.types.is_decimal(t):
-        return f"DECIMAL({t.precision},{t.scale})"
-    if pa.types.is_integer(t):
-        return "BIGINT" if t.bit_width == 64 else "INTEGER"
-    if pa.types.is_floating(t):
-        return "DOUBLE"
-    for test, name in ((pa.types.is_date, "DATE"), (pa.types.is_timestamp, "TIMESTAMP")):
-        if test(t):
-            return name
-    return "BOOLEAN" if pa.types.is_boolean(t) else "VARCHAR"
 
 
 def _values(col: pa.Array) -> list[object]:

@@ -40,6 +40,9 @@ def arrow_type_of_declared(decl: str) -> pa.DataType:
         "float8": pa.float64(),
         "date": pa.date32(),
         "timestamp": pa.timestamp("us"),
+        "timestamp_s": pa.timestamp("us"),  # DuckDB's names (fedsql.sqltypes), as SQLite
+        "timestamp_ms": pa.timestamp("us"),  # declares them for sample data
+        "timestamp_ns": pa.timestamp("us"),
         "datetime": pa.timestamp("us"),
         "timestamp without time zone": pa.timestamp("us"),
         "timestamptz": pa.timestamp("us", tz="UTC"),
