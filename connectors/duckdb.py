@@ -26,7 +26,7 @@ from fedsql.connectors.backend import (
     check_listed,
 )
 from fedsql.connectors.keys import in_list
-from fedsql.connectors.kind import BackendConfig, BackendKind, Sample
+from fedsql.connectors.kind import BackendConfig, BackendKind, database_file, no_options
 from fedsql.lockdown import Setup, open_locked
 from fedsql.sqltypes import sql_type
 from fedsql.wire import RemoteTable
@@ -204,10 +204,6 @@ def open_duckdb(
     return DuckDBEngine(con, found[0], "duckdb")
 
 
-def _path_only(where: str, base: Path, d: dict[str, Any]) -> None:
-    return None  # ``path`` is BackendConfig.path; nothing else of its own
-
-
 def write_database(path: Path, tables: dict[str, Path]) -> Path:
     """A DuckDB file at ``path`` holding each ``name -> parquet file`` as a table
     (written next to it, then moved, so a reader never sees half of it)."""
@@ -227,13 +223,6 @@ def write_database(path: Path, tables: dict[str, Path]) -> Path:
     return path
 
 
-def _sample(s: Sample) -> str:
-    db = s.work / f"{s.agency}.duckdb"
-    if not db.exists():
-        write_database(db, {t: s.parquet / f"{t}.parquet" for t in s.tables})
-    return str(db)
-
-
 def _open(cfg: BackendConfig, setup: Setup | None, limits: dict[str, Any]) -> DuckDBEngine:
     assert cfg.path is not None
     return open_duckdb(cfg.path, cfg.tables, setup, **limits)
@@ -244,8 +233,8 @@ KIND = BackendKind(
     what="a DuckDB database file, opened read-only",
     keys={"path": str},
     required=("path",),
-    options=_path_only,
+    options=no_options,
     open=_open,
     sql_type=sql_type,
-    sample=_sample,
+    sample=database_file(".duckdb", write_database),
 )

@@ -30,7 +30,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from fedsql.connectors.duckdb import DuckDBEngine, catalog_of
-from fedsql.connectors.kind import BackendConfig, BackendKind, Sample
+from fedsql.connectors.kind import BackendConfig, BackendKind, Sample, no_options
 from fedsql.lockdown import Setup, open_locked, quote_string
 from fedsql.sqltypes import sql_type
 from fedsql.wire import RemoteTable
@@ -131,7 +131,7 @@ KIND = BackendKind(
     what="a directory of *.parquet and *.csv files, one table each",
     keys={"path": str},
     required=("path",),
-    options=lambda where, base, d: None,
+    options=no_options,
     open=_open,
     sql_type=sql_type,  # read by DuckDB
     sample=_sample,

@@ -89,3 +89,24 @@ class BackendKind:
     # the [backend] key ``location`` (a path or a DSN).
     sample: Callable[[Sample], str]
     location: str = "path"  # the [backend] key naming where its data is
+
+
+def no_options(where: str, base: Path, d: dict[str, Any]) -> None:
+    """The options of a backend whose only key is ``path`` (``BackendConfig.path``)."""
+    return None
+
+
+def database_file(
+    suffix: str, write: Callable[[Path, dict[str, Path]], Path]
+) -> Callable[[Sample], str]:
+    """The ``sample`` of a backend kept in one database file: ``<agency><suffix>`` in
+    the sample's work directory, written by ``write(path, {table: parquet file})``
+    unless it is there already."""
+
+    def sample(s: Sample) -> str:
+        db = s.work / f"{s.agency}{suffix}"
+        if not db.exists():
+            write(db, {t: s.parquet / f"{t}.parquet" for t in s.tables})
+        return str(db)
+
+    return sample

@@ -26,7 +26,7 @@ from fedsql.connectors.backend import (
     plain_strings,
 )
 from fedsql.connectors.keys import in_list
-from fedsql.connectors.kind import BackendConfig, BackendKind, Sample
+from fedsql.connectors.kind import BackendConfig, BackendKind, database_file, no_options
 from fedsql.lockdown import Setup
 from fedsql.sqltypes import sql_type  # declared as is; typemap reads them back
 from fedsql.wire import RemoteTable
@@ -162,13 +162,6 @@ def write_database(path: Path, tables: dict[str, Path]) -> Path:
     return path
 
 
-def _sample(s: Sample) -> str:
-    db = s.work / f"{s.agency}.sqlite"
-    if not db.exists():
-        write_database(db, {t: s.parquet / f"{t}.parquet" for t in s.tables})
-    return str(db)
-
-
 def _open(cfg: BackendConfig, setup: Setup | None, limits: dict[str, Any]) -> SQLiteBackend:
     assert cfg.path is not None
     return SQLiteBackend(cfg.path, cfg.tables)
@@ -179,8 +172,8 @@ KIND = BackendKind(
     what="a SQLite database file, opened read-only",
     keys={"path": str},
     required=("path",),
-    options=lambda where, base, d: None,
+    options=no_options,
     open=_open,
     sql_type=sql_type,
-    sample=_sample,
+    sample=database_file(".sqlite", write_database),
 )
