@@ -141,43 +141,14 @@ def principal_proof(p: pb.Principal) -> tuple[int, bytes, bytes]:
 
 
 def receipt_to_proto(r: Receipt) -> pb.Receipt:
-    return pb.Receipt(
-        connector=r.connector,
-        query_id=r.query_id,
-        sql_sha256=r.sql_sha256,
-        outcome=r.outcome,
-        rows=r.rows,
-        ipc_bytes=r.ipc_bytes,
-        audit_seq=r.audit_seq,
-        audit_hash=r.audit_hash,
-        time_unix_ms=r.time_unix_ms,
-        coordinator=r.coordinator,
-        user=r.user,
-        nonce=bytes.fromhex(r.nonce),
-        algorithm=r.algorithm,
-        certificate=r.certificate,
-        signature=r.signature,
-    )
+    """Field by field, as NodeStatus is (the nonce travels as bytes, kept as hex)."""
+    values = {f.name: getattr(r, f.name) for f in fields(Receipt)}
+    return pb.Receipt(**values | {"nonce": bytes.fromhex(r.nonce)})
 
 
 def receipt_from_proto(m: pb.Receipt) -> Receipt:
-    return Receipt(
-        connector=m.connector,
-        query_id=m.query_id,
-        sql_sha256=m.sql_sha256,
-        outcome=m.outcome,
-        rows=m.rows,
-        ipc_bytes=m.ipc_bytes,
-        audit_seq=m.audit_seq,
-        audit_hash=m.audit_hash,
-        time_unix_ms=m.time_unix_ms,
-        coordinator=m.coordinator,
-        user=m.user,
-        nonce=m.nonce.hex(),
-        algorithm=m.algorithm,
-        certificate=m.certificate,
-        signature=m.signature,
-    )
+    values = {f.name: getattr(m, f.name) for f in fields(Receipt)}
+    return Receipt(**values | {"nonce": m.nonce.hex()})
 
 
 def receipt_from_metadata(metadata: object) -> Receipt | None:
