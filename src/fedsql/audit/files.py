@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -85,3 +86,18 @@ def chains(paths: Iterable[Path]) -> list[list[Path]]:
     placed = {p for c in out for p in c}
     out += [[e.path] for e in ends if e.path not in placed]  # a cycle of renamed copies
     return out
+
+
+def line_time(value: object) -> dt.datetime | None:
+    """A log line's time (ISO 8601, UTC unless it says otherwise); None if it is none.
+
+    >>> line_time("2026-12-03T10:00:00"), line_time(7)
+    (datetime.datetime(2026, 12, 3, 10, 0, tzinfo=datetime.timezone.utc), None)
+    """
+    if not isinstance(value, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)

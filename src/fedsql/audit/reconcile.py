@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedsql.audit.files import line_time
 from fedsql.audit.receipts import Receipt, from_log, signature_problem
 from fedsql.audit.signing import Authority, algorithm_for, load_cert, verify_signature
 from fedsql.audit.verify import Verdict, chains, records, verify_chain
@@ -77,14 +78,6 @@ class Reconciliation:
         return not any(f.error for f in self.findings)
 
 
-def _time(s: object) -> dt.datetime | None:
-    try:
-        t = dt.datetime.fromisoformat(str(s))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-
 def _role(v: Verdict, first: dict[str, Any]) -> str:
     if v.role:
         return v.role
@@ -129,7 +122,7 @@ def _load(
         else:
             k = coordinators.setdefault(name, _Coordinator(name, v))
             for _, _, r in recs:
-                t, end = _time(r.get("time")), _time(r.get("ended", r.get("time")))
+                t, end = line_time(r.get("time")), line_time(r.get("ended", r.get("time")))
                 if t is not None:
                     k.first = min(k.first or t, t)
                 if end is not None:
@@ -299,7 +292,7 @@ def reconcile(paths: Iterable[Path], authority: Authority | None = None) -> Reco
                         Finding("forged principal", f"{path.name} line {n} (seq {seq}): {why}")
                     )
             asker = coordinators.get("" if who == PLAINTEXT else who)
-            t = _time(line.get("time"))
+            t = line_time(line.get("time"))
             if asker is None or t is None or asker.first is None or asker.last is None:
                 continue
             if not (asker.first - SLACK <= t <= asker.last) or not line.get("nonce"):

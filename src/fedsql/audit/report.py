@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedsql.audit.files import line_time
 from fedsql.audit.verify import chains, records, verify_chain
 
 BAR = "█"
@@ -77,14 +78,6 @@ def parse_since(text: str) -> dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
-def _time(s: object) -> dt.datetime | None:
-    try:
-        t = dt.datetime.fromisoformat(str(s))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-
 def accesses(paths: Iterable[Path]) -> list[Access]:
     """Every access recorded in the logs, in time order."""
     own: list[Access] = []
@@ -95,7 +88,7 @@ def accesses(paths: Iterable[Path]) -> list[Access]:
         v = verify_chain(files)
         name = v.name or files[0].name.split(".")[0].removesuffix("-audit")
         for _, _, r in records(files):
-            t = _time(r.get("time"))
+            t = line_time(r.get("time"))
             if t is None:
                 continue
             kind = r.get("kind")
@@ -121,7 +114,7 @@ def accesses(paths: Iterable[Path]) -> list[Access]:
                 seen_by_coordinator += _from_query(r, r, t)
             elif kind == "query_end":
                 head = streams.pop(str(r.get("query_id")), r)
-                seen_by_coordinator += _from_query(head, r, _time(head.get("time")) or t)
+                seen_by_coordinator += _from_query(head, r, line_time(head.get("time")) or t)
     merged = own + [a for a in seen_by_coordinator if a.agency not in agencies_with_logs]
     return sorted(merged, key=lambda a: (a.time, a.agency, a.table))
 

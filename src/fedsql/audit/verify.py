@@ -32,7 +32,14 @@ from fedsql.audit.chain import (
     digest,
     link_of,
 )
-from fedsql.audit.files import LOG_SUFFIXES, chains, log_files, parse_line, read_lines
+from fedsql.audit.files import (
+    LOG_SUFFIXES,
+    chains,
+    line_time,
+    log_files,
+    parse_line,
+    read_lines,
+)
 from fedsql.audit.signing import (
     Authority,
     common_name,
@@ -84,17 +91,6 @@ class Verdict:
     @property
     def signed(self) -> bool:
         return self.signed_lines > 0 and self.unsigned_lines == 0
-
-
-def _time(rec: dict[str, Any]) -> dt.datetime | None:
-    t = rec.get("time")
-    if not isinstance(t, str):
-        return None
-    try:
-        when = dt.datetime.fromisoformat(t)
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 class _State:
@@ -199,7 +195,7 @@ def _signature(st: _State, rec: dict[str, Any], n: int, path: Path) -> str:
             f"its signature does not verify with certificate '{common_name(cert)}': "
             "the line was changed, or signed with another key"
         )
-    when = _time(rec)
+    when = line_time(rec.get("time"))
     if when is None:
         return "is signed but has no valid time"
     why = valid_at(cert, when)
@@ -358,7 +354,7 @@ def describe(v: Verdict, now: dt.datetime | None = None) -> list[str]:
     out.append(f"  {checkpoint}")
     if v.continues:
         out.append(f"  continues {v.continues}, not given: give it too to check the link")
-    end = _time({"time": v.last_time})
+    end = line_time(v.last_time)
     if v.stopped:
         out.append(f"  ends with its node's clean stop at {v.last_time}")
     elif end is not None and v.checkpoint_seconds:
