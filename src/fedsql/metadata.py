@@ -80,6 +80,9 @@ def statement(sql: str) -> Statement | None:
     """
     first = _FIRST.match(sql)
     word = first.group(1).upper() if first else ""
+    if word not in ("SHOW", "DESCRIBE", "DESC", "EXPLAIN"):  # an ordinary query, most often
+        named = INFO_SCHEMA in sql.lower() and _names_info_schema(sql)  # parse only then
+        return Statement("info", sql=sql) if named else None
     text = sql.strip().rstrip(";").strip()
     if word == "SHOW":
         m = _COLUMNS.fullmatch(text)
@@ -109,14 +112,10 @@ def statement(sql: str) -> Statement | None:
                 "usage: DESCRIBE agency.table (or agency.schema.table), or DESCRIBE SELECT ..."
             )
         return Statement("describe", scope=_parts(rest))
-    if word == "EXPLAIN":
-        m = _EXPLAIN.fullmatch(text)
-        if m is None:
-            raise PlanError("usage: EXPLAIN [ANALYZE] SELECT ...")
-        return Statement("explain", sql=m.group("rest"), analyze=bool(m.group("analyze")))
-    if INFO_SCHEMA in sql.lower() and _names_info_schema(sql):
-        return Statement("info", sql=sql)
-    return None
+    m = _EXPLAIN.fullmatch(text)  # EXPLAIN, the one word left
+    if m is None:
+        raise PlanError("usage: EXPLAIN [ANALYZE] SELECT ...")
+    return Statement("explain", sql=m.group("rest"), analyze=bool(m.group("analyze")))
 
 
 _SCOPE = {"catalogs": "nothing", "schemas": "catalog", "tables": "catalog or catalog.schema"}
