@@ -961,3 +961,24 @@ def test_10000_deep_nesting_does_not_crash_the_embedded_coordinator(env: CanaryE
     assert r.stdout.startswith("REFUSED"), r.stdout[-800:]
     assert not PY_TEXT.search(r.stdout), r.stdout[-800:]
     assert any(w in r.stdout.lower() for w in ("depth", "deep", "nest")), r.stdout[-500:]
+
+
+def test_metadata_statements_show_no_marker_and_no_filter_condition(env: CanaryEnv) -> None:
+    """SHOW, DESCRIBE, EXPLAIN and information_schema are answered at the coordinator
+    from alice's catalog: no marker, no table a grant does not open, and no row
+    filter's condition (alice is bound by it), through the embedded API and the service."""
+    listed = env.analyst_answer(
+        "SELECT table_catalog, table_schema, table_name FROM information_schema.tables"
+    )
+    assert listed.ok and listed.table is not None and listed.table.num_rows, listed.text
+    tables = [".".join(r.values()) for r in listed.table.to_pylist()]
+    statements = ["SHOW CATALOGS", "SELECT * FROM information_schema.columns"]
+    for agency in AGENCIES:
+        statements += [f"SHOW SCHEMAS FROM {agency}", f"SHOW TABLES FROM {agency}"]
+    for t in tables:
+        statements += [f"DESCRIBE {t}", f"EXPLAIN SELECT * FROM {t}"]
+    for sql in statements:
+        for answer in (env.analyst_answer(sql), env.service_answer(sql)):
+            assert answer.ok, (sql, answer.text)
+            assert not env.leaks(answer.text, sql), (sql, env.leaks(answer.text, sql))
+            assert "'secret'" not in answer.text, (sql, answer.text)  # the filter's literal
