@@ -613,8 +613,13 @@ class QueryWatch:
     stream in, and ``cancel()``, which cancels the in-flight calls (the query then
     fails and each agency is sent a Cancel for its id, as on any failure)."""
 
-    def __init__(self, on_progress: Callable[[QueryWatch], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_progress: Callable[[QueryWatch], None] | None = None,
+        on_cancel: Callable[[], None] | None = None,
+    ) -> None:
         self.on_progress = on_progress
+        self.on_cancel = on_cancel  # what else the first cancel() stops (e.g. a remote query)
         self.cancelled = False
         self.stats: QueryStats | None = None  # set when the query has finished
         self._fetches: list[_Fetch] = []
@@ -640,6 +645,8 @@ class QueryWatch:
             f.cancel()
         if first:  # and the merge: DuckDB's interrupt, until the merge has stopped
             threading.Thread(target=self._interrupt_merges, daemon=True).start()
+            if self.on_cancel is not None:
+                threading.Thread(target=self.on_cancel, daemon=True).start()
 
     def _interrupt_merges(self) -> None:
         # A cursor interrupted just before its statement starts would run it to the

@@ -174,21 +174,17 @@ class RemoteBackend:
         from fedsql.interrupt import run_cancellable
 
         before = self._running(user)  # this user's queries from other sessions stay
-        watch = QueryWatch()
 
-        def cancel_on_ctrl_c() -> None:  # the service stops the query, its merge too
-            while not done.wait(0.05):
-                if watch.cancelled:
-                    for qid in self._running(user) - before:
-                        try:
-                            self.remote.cancel(qid)
-                        except FedSQLError:
-                            pass
-                    return
+        def cancel_at_the_service() -> None:  # Ctrl-C: the service stops it, merge too
+            for qid in self._running(user) - before:
+                try:
+                    self.remote.cancel(qid)
+                except FedSQLError:
+                    pass
 
+        watch = QueryWatch(on_cancel=cancel_at_the_service)
         t = threading.Thread(target=poll, daemon=True)
         t.start()
-        threading.Thread(target=cancel_on_ctrl_c, daemon=True).start()
         try:
             return run_cancellable(lambda w: self.remote.sql(sql), watch)
         finally:
