@@ -265,7 +265,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_catalog(args: argparse.Namespace) -> int:
     import fedsql
-    from fedsql.policy.shown import federation_rules
+    from fedsql.policy.shown import federation_rules, table_names
     from fedsql.sqltypes import sql_type
 
     with fedsql.connect(args.config, user=args.user) as fed:
@@ -291,8 +291,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                 rules: dict[str, list[str]] = {}
                 for c, r in t.mask_rules:
                     rules.setdefault(c, []).append(r)
-                names = {f"{agency}.{t.full_name}", f"{agency}.{t.schema or cat.default_schema}."
-                         f"{t.name}"}  # fmt: skip
+                names = table_names(agency, t.schema, t.name, cat.default_schema)
                 policy, roles = fed.config.policy, fed.principal.roles
                 columns = t.arrow_schema.names
                 for line in federation_rules(policy, roles, names, columns, masks, rules):

@@ -43,6 +43,7 @@ from fedsql.planner.render import bind
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy.load import validate
 from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key
+from fedsql.policy.shown import table_names
 from fedsql.resilience import (
     AgencyHealth,
     RunOptions,
@@ -217,10 +218,11 @@ class Federation:
         pol = self.config.policy
         if not pol:
             return
-        schemas = {}
-        for t in catalog.tables:
-            schemas[t.qualified.lower()] = t.arrow_schema
-            schemas[f"{t.agency}.{t.schema_key}.{t.name}".lower()] = t.arrow_schema
+        schemas = {
+            n.lower(): t.arrow_schema
+            for t in catalog.tables
+            for n in table_names(t.agency, t.schema, t.name, t.default_schema)
+        }
         validate(pol, schemas, "the federation")
         hashed = [m for m in pol.masks if m.rule == "hash"]
         if hashed and self._hash_key is None:

@@ -18,7 +18,7 @@ from fedsql import metadata
 from fedsql.catalog import TableRef
 from fedsql.execute import QueryWatch
 from fedsql.metadata import Statement
-from fedsql.policy.shown import federation_rules
+from fedsql.policy.shown import federation_rules, table_names
 
 if TYPE_CHECKING:
     from fedsql.client import Federation
@@ -46,7 +46,7 @@ def answer(fed: Federation, st: Statement, watch: QueryWatch | None = None) -> p
 def masks_you_get(fed: Federation, table: TableRef) -> dict[str, str]:
     """column -> the mask this analyst gets on it: the agency's, then the federation's."""
     masks = dict(table.masks)
-    names = {table.qualified, f"{table.agency}.{table.schema_key}.{table.name}"}
+    names = table_names(table.agency, table.schema, table.name, table.default_schema)
     federation_rules(
         fed.config.policy, fed.principal.roles, names, table.arrow_schema.names, masks, {}
     )

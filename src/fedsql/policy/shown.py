@@ -5,6 +5,17 @@ from __future__ import annotations
 from fedsql.policy.model import Policy
 
 
+def table_names(agency: str, schema: str, name: str, default_schema: str) -> set[str]:
+    """The names a FEDERATION.toml rule may give a table: ``agency[.schema].table`` as
+    analysts write it, and ``agency.<schema as the agency names it>.table``.
+
+    >>> sorted(table_names("tax", "", "returns", "public"))
+    ['tax.public.returns', 'tax.returns']
+    """
+    shown = ".".join(p for p in (agency, schema, name) if p)
+    return {shown, f"{agency}.{schema or default_schema}.{name}"}
+
+
 def federation_rules(
     policy: Policy,
     roles: tuple[str, ...],
