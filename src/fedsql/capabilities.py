@@ -47,17 +47,19 @@ def _plain_pattern(node: exp.Expr) -> bool:
     """A LIKE whose pattern is a string literal without a backslash: the same match
     in DuckDB and PostgreSQL (which escapes with backslash by default)."""
     pattern = node.expression
-    return (
-        isinstance(pattern, exp.Literal) and pattern.is_string and "\\" not in pattern.name
-    )
+    return isinstance(pattern, exp.Literal) and pattern.is_string and "\\" not in pattern.name
 
 
 def _negative_start(node: exp.Expr) -> bool:
     """SUBSTRING whose start is not a positive literal: PostgreSQL counts a start
     below 1 another way than DuckDB (``substr(x, -4)`` is the whole string there)."""
     start = node.args.get("start")
-    return not (isinstance(start, exp.Literal) and not start.is_string and start.name.isdigit()
-                and int(start.name) >= 1)
+    return not (
+        isinstance(start, exp.Literal)
+        and not start.is_string
+        and start.name.isdigit()
+        and int(start.name) >= 1
+    )
 
 
 # EXTRACT parts named and counted alike by DuckDB and SQL's other engines.

@@ -12,7 +12,8 @@ import duckdb
 from fedsql.errors import QueryCancelled
 
 if TYPE_CHECKING:
-    from fedsql.execute import QueryStats, _Fetch
+    from fedsql.fetch import Fetch
+    from fedsql.stats import QueryStats
 
 INTERRUPT_EVERY = 0.05  # seconds between interrupts of a cancelled query's merge
 
@@ -31,7 +32,7 @@ class QueryWatch:
         self.on_cancel = on_cancel  # what else the first cancel() stops (e.g. a remote query)
         self.cancelled = False
         self.stats: QueryStats | None = None  # set when the query has finished
-        self._fetches: list[_Fetch] = []
+        self._fetches: list[Fetch] = []
         self._merges: set[duckdb.DuckDBPyConnection] = set()  # merge cursors now running
         self._lock = threading.Lock()
 
@@ -83,7 +84,7 @@ class QueryWatch:
         with self._lock:
             self._merges.discard(con)
 
-    def attach(self, fetches: list[_Fetch]) -> None:
+    def attach(self, fetches: list[Fetch]) -> None:
         with self._lock:
             self._fetches.extend(fetches)
             for f in fetches:
