@@ -552,6 +552,13 @@ FOUND = {
     # integer, which did not cast to DECIMAL(15, 2): NULLs conform to any type
     "sqlite-all-null-decimal": "SELECT t6.c_acctbal, t6.c_mktsegment FROM customer AS t6 "
     "RIGHT JOIN nation ON t6.c_nationkey = nation.n_nationkey AND t6.c_address = ' '",
+    # three equal pre-aggregated fragments: the second was derived from the third and
+    # the first from the second, which was gone (the residual read a dropped
+    # fragment); a fragment others are derived from now stays fetched
+    "derived-from-derived": "SELECT max(a) FROM (" + " UNION ALL ".join(
+        ["SELECT max(s_acctbal) AS a FROM supplier WHERE s_acctbal > (SELECT "
+         f"min(o_totalprice) - {i} FROM orders JOIN customer ON o_custkey = c_custkey "
+         "WHERE o_comment LIKE '%final%requests%')" for i in range(3)]) + ") AS t",
 }
 
 

@@ -51,9 +51,10 @@ def derive_coarser(fragments: list[RemoteQuery], tree: exp.Expr) -> list[RemoteQ
         f.id: shape for f in fragments if f.wrap is not None and (shape := wrap_shape(f.wrap))
     }
     derived: dict[str, exp.Expr] = {}
+    sources: set[str] = set()  # fragments others are derived from: they stay fetched
     for b in fragments:
         fine = shapes.get(b.id)
-        if fine is None or b.id in used:
+        if fine is None or b.id in used or b.id in sources:
             continue
         b_keys, b_aggs = fine
         for a in fragments:
@@ -85,6 +86,7 @@ def derive_coarser(fragments: list[RemoteQuery], tree: exp.Expr) -> list[RemoteQ
             if b_keys:
                 q = q.group_by(*[exp.column(k, quoted=True) for k in b_keys])
             derived[b.id] = q
+            sources.add(a.id)
             break
     if not derived:
         return fragments
