@@ -25,6 +25,7 @@ DOCTEST_MODULES = [
     "fedsql.connectors.execution",
     "fedsql.connectors.keys",
     "fedsql.joinkeys",
+    "fedsql.cli.service",
 ]
 
 

@@ -111,7 +111,7 @@ class Result:
         return html_table(self.table, footer=stats_line(self.stats))
 
     def __repr__(self) -> str:
-        from fedsql.cli import format_table
+        from fedsql.output import format_table
 
         text = format_table(self.table, max_rows=20)
         line = stats_line(self.stats)
