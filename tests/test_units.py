@@ -26,6 +26,9 @@ DOCTEST_MODULES = [
     "fedsql.connectors.keys",
     "fedsql.joinkeys",
     "fedsql.cli.service",
+    "fedsql.shell",
+    "fedsql.shell.backends",
+    "fedsql.shell.complete",
 ]
 
 

@@ -11,38 +11,30 @@ the terminal; nothing else in the library does.
 
 from __future__ import annotations
 
-import re
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol, TextIO
+from typing import IO, Any, TextIO
 
 import pyarrow as pa
 
 from fedsql.errors import FedSQLError
-from fedsql.execute import QueryStats, human_bytes
-from fedsql.keywords import SQL_FUNCTIONS, SQL_KEYWORDS
+from fedsql.execute import human_bytes
+from fedsql.shell.backends import (
+    PROGRESS_EVERY,
+    Backend,
+    EmbeddedBackend,
+    RemoteBackend,
+    TableInfo,
+    resolvable,
+)
+from fedsql.shell.complete import COMMANDS, KEYWORDS, Completion, table_refs
 from fedsql.sqltypes import sql_type
 
 HISTORY_FILE = Path.home() / ".fedsql_history"
-PROGRESS_EVERY = 0.2  # seconds between progress-line updates
 MAX_ROWS = 50  # rows a result shows on the terminal unless .maxrows says otherwise
-KEYWORDS = [*SQL_KEYWORDS, *SQL_FUNCTIONS]
-COMMANDS = (
-    ".tables",
-    ".describe",
-    ".explain",
-    ".mode",
-    ".output",
-    ".timer",
-    ".maxrows",
-    ".purpose",
-    ".help",
-    ".quit",
-)
 HELP = """\
 Statements end with ';' and may span lines. Tab completes table names after FROM
 and JOIN, the columns of the tables a statement names (alias.column too), keywords
@@ -61,229 +53,6 @@ and commands. Commands:
                        .purpose alone shows it
   .help                this text
   .quit                leave (also Ctrl-D)"""
-
-
-@dataclass(frozen=True, slots=True)
-class TableInfo:
-    agency: str
-    schema: str
-    name: str
-    columns: pa.Schema
-
-
-class Backend(Protocol):
-    """What the shell runs against: an embedded Federation or a remote service."""
-
-    purpose: str  # why the analyst asks; goes with every query
-
-    def run(self, sql: str, progress: Callable[[dict[str, tuple[int, int]]], None]) -> pa.Table:
-        """Run ``sql``; call ``progress`` with agency -> (rows, bytes) while it streams."""
-        ...
-
-    def explain(self, sql: str) -> str: ...
-
-    def tables(self) -> list[TableInfo]: ...
-
-    def stats(self) -> str:
-        """Per-agency figures of the last query ("" if unknown)."""
-        ...
-
-
-class EmbeddedBackend:
-    def __init__(self, fed: Any) -> None:
-        self.fed = fed
-
-    @property
-    def purpose(self) -> str:
-        return str(self.fed.principal.purpose)
-
-    @purpose.setter
-    def purpose(self, purpose: str) -> None:
-        # The principal goes with each query as it starts (Federation reads it per query).
-        self.fed.principal = replace(self.fed.principal, purpose=purpose.strip())
-
-    def run(self, sql: str, progress: Callable[[dict[str, tuple[int, int]]], None]) -> pa.Table:
-        from fedsql.execute import QueryWatch
-        from fedsql.interrupt import run_cancellable
-
-        # Ctrl-C cancels the query, its merge included (KeyboardInterrupt, then `handle`)
-        watch = QueryWatch(lambda w: progress(w.progress()))
-        try:
-            return run_cancellable(lambda w: self.fed.sql(sql, watch=w), watch)
-        finally:  # the query ran in a worker thread: its stats are the watch's
-            self.last_stats = watch.stats
-
-    def explain(self, sql: str) -> str:
-        return str(self.fed.explain(sql))
-
-    def tables(self) -> list[TableInfo]:
-        return [
-            TableInfo(t.agency, t.schema_key, t.name, t.arrow_schema)
-            for t in self.fed.catalog.tables
-        ]
-
-    last_stats: QueryStats | None = None  # of the last query run here
-
-    def stats(self) -> str:
-        st = self.last_stats
-        return "" if st is None else str(st.per_agency())
-
-
-class RemoteBackend:
-    def __init__(self, remote: Any) -> None:
-        self.remote = remote
-        self._last: dict[str, Any] = {}
-
-    @property
-    def purpose(self) -> str:
-        return str(self.remote.purpose)
-
-    @purpose.setter
-    def purpose(self, purpose: str) -> None:
-        self.remote.purpose = purpose  # the x-fedsql-purpose header of every later call
-
-    def _running(self, user: str) -> set[str]:
-        try:
-            return {
-                str(q["id"])
-                for q in self.remote.queries()
-                if q["state"] == "running" and q["user"] == user
-            }
-        except FedSQLError:
-            return set()
-
-    def run(self, sql: str, progress: Callable[[dict[str, tuple[int, int]]], None]) -> pa.Table:
-        done = threading.Event()
-        user = self.remote.user  # an admin's board lists everyone's queries
-
-        def poll() -> None:  # the service's query board shows our query while it runs
-            while not done.wait(PROGRESS_EVERY * 2):
-                try:
-                    mine = [
-                        q
-                        for q in self.remote.queries()
-                        if q["state"] == "running" and q["user"] == user
-                    ]
-                except FedSQLError:
-                    return
-                if mine:
-                    q = mine[-1]
-                    progress({a: (v["rows"], v["bytes"]) for a, v in q["agencies"].items()})
-
-        from fedsql.execute import QueryWatch
-        from fedsql.interrupt import run_cancellable
-
-        before = self._running(user)  # this user's queries from other sessions stay
-
-        def cancel_at_the_service() -> None:  # Ctrl-C: the service stops it, merge too
-            for qid in self._running(user) - before:
-                try:
-                    self.remote.cancel(qid)
-                except FedSQLError:
-                    pass
-
-        watch = QueryWatch(on_cancel=cancel_at_the_service)
-        t = threading.Thread(target=poll, daemon=True)
-        t.start()
-        try:
-            return run_cancellable(lambda w: self.remote.sql(sql), watch)
-        finally:
-            done.set()
-            t.join()
-            self._last = {}
-            try:
-                recent = [
-                    q
-                    for q in self.remote.queries()
-                    if q["state"] != "running" and q["user"] == user
-                ]
-                self._last = recent[0] if recent else {}
-            except FedSQLError:
-                pass
-
-    def explain(self, sql: str) -> str:
-        return str(self.remote.explain(sql))
-
-    def tables(self) -> list[TableInfo]:
-        t = self.remote.tables(include_schema=True)
-        return [
-            TableInfo(r["catalog_name"], r["db_schema_name"], r["table_name"], _schema(r))
-            for r in t.to_pylist()
-        ]
-
-    def stats(self) -> str:
-        ag = self._last.get("agencies") or {}
-        return "; ".join(
-            f"{a}: {v['rows']} rows, {human_bytes(v['bytes'])}" for a, v in sorted(ag.items())
-        )
-
-
-def resolvable(t: TableInfo, tables: list[TableInfo]) -> str:
-    """The shortest name that resolves to ``t``: ``agency.table`` when no other schema
-    of the agency has a table of that name, else ``agency.schema.table``.
-
-    >>> s = pa.schema([])
-    >>> ts = [TableInfo("tax", "public", "r", s), TableInfo("tax", "archive", "r", s),
-    ...       TableInfo("tax", "archive", "old", s)]
-    >>> [resolvable(t, ts) for t in ts]
-    ['tax.public.r', 'tax.archive.r', 'tax.old']
-    """
-    same = sum(1 for o in tables if o.agency == t.agency and o.name.lower() == t.name.lower())
-    return f"{t.agency}.{t.name}" if same == 1 else f"{t.agency}.{t.schema}.{t.name}"
-
-
-def _schema(row: dict[str, Any]) -> pa.Schema:
-    return pa.ipc.read_schema(pa.py_buffer(row["table_schema"]))
-
-
-# -- completion: which words fit where the cursor is ----------------------------------
-
-# Quoted text first (so that words inside it are not words), then names with dots.
-_TOKEN = re.compile(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|[\w.]+|\S")
-_WORD = re.compile(r"[\w.]*$")
-_NAME = re.compile(r"[A-Za-z_][\w.]*$")
-_RESERVED = frozenset(SQL_KEYWORDS) | {"QUALIFY", "WINDOW", "NATURAL", "LATERAL"}
-
-
-def table_refs(sql: str) -> tuple[list[tuple[str, str | None]], bool]:
-    """The tables ``sql`` names after FROM and JOIN (comma lists too), as (name, alias),
-    and whether a table name would come next.
-
-    >>> table_refs("SELECT * FROM trade.orders o JOIN customer AS c ON o.x = c.y")
-    ([('trade.orders', 'o'), ('customer', 'c')], False)
-    >>> table_refs("SELECT * FROM nation, region r WHERE x IN (SELECT y FROM part)")
-    ([('nation', None), ('region', 'r'), ('part', None)], False)
-    >>> table_refs("SELECT * FROM region r, ")
-    ([('region', 'r')], True)
-    """
-    refs: list[tuple[str, str | None]] = []
-    expect: str | None = None  # "table" or "alias"
-    in_from = False  # in a FROM list, where a comma brings another table
-    for tok in _TOKEN.findall(sql):
-        up = tok.upper()
-        word = bool(_NAME.match(tok))
-        if up in ("FROM", "JOIN"):
-            expect, in_from = "table", up == "FROM"
-        elif expect == "table" and word and up not in _RESERVED:
-            refs.append((tok, None))
-            expect = "alias"
-        elif expect == "alias" and up == "AS":
-            pass
-        elif expect == "alias" and word and up not in _RESERVED:
-            refs[-1] = (refs[-1][0], tok)
-            expect = None
-        elif tok == "," and in_from:
-            expect = "table"
-        else:
-            expect = None
-            if up in _RESERVED or tok in "();":
-                in_from = False
-    return refs, expect == "table"
-
-
-def _matching(word: str, candidates: Iterable[str]) -> list[str]:
-    w = word.lower()
-    return sorted({c for c in candidates if c.lower().startswith(w) and c != word})
 
 
 @dataclass
@@ -314,84 +83,15 @@ class Shell:
             return []
 
     def words(self) -> list[str]:
-        """Every completion candidate: agencies, tables (bare and qualified), columns,
-        keywords (what completion offers where the statement gives no context)."""
-        words: set[str] = set(KEYWORDS) | {k.lower() for k in KEYWORDS}
-        for t in self._catalog():
-            words |= {t.agency, t.name, f"{t.agency}.{t.name}"}
-            words |= set(t.columns.names)
-        return sorted(words)
+        """Every completion candidate (see :meth:`Completion.words`)."""
+        return self._completion().words()
 
     def complete(self, before: str, earlier: str = "", after: str = "") -> tuple[str, list[str]]:
-        """(the word before the cursor, what it may become). ``before``: the line up to
-        the cursor, ``after``: the rest of it; ``earlier``: the statement's earlier
-        lines. The statement's FROM and JOIN say which columns fit.
+        """(the word before the cursor, what it may become): :class:`Completion`."""
+        return self._completion().complete(before, earlier, after)
 
-        >>> sh = Shell(None, str, _tables=[])  # an empty catalog: keywords and commands
-        >>> sh.complete("SELECT count(*) FRO")
-        ('FRO', ['FROM'])
-        >>> sh.complete(".ma")
-        ('.ma', ['.maxrows'])
-        """
-        m = _WORD.search(before)
-        w = m.group(0) if m else ""
-        head = before[: len(before) - len(w)]
-        if not earlier.strip() and before.lstrip().startswith("."):
-            return self._complete_command(head, w, before)
-        statement = f"{earlier}\n{before}{after}" if earlier else before + after
-        return w, self._complete_sql(head, w, statement)
-
-    def _complete_command(self, head: str, w: str, before: str) -> tuple[str, list[str]]:
-        cmd, _, rest = head.strip().partition(" ")
-        if not head.strip():
-            return w, _matching(w, COMMANDS)
-        if cmd == ".describe":
-            return w, _matching(w, self._table_names())
-        if cmd == ".mode":
-            return w, _matching(w, ["table", *self.formats])
-        if cmd == ".timer":
-            return w, _matching(w, ["on", "off"])
-        if cmd == ".explain":
-            sql = before.strip()[len(".explain") :]
-            return w, self._complete_sql(sql[: len(sql) - len(w)], w, sql)
-        return w, []
-
-    def _table_names(self) -> list[str]:
-        return [n for t in self._catalog() for n in (t.name, f"{t.agency}.{t.name}")]
-
-    def _resolve(self, name: str) -> list[TableInfo]:
-        parts = name.lower().split(".")
-        return [
-            t
-            for t in self._catalog()
-            if parts[-1] == t.name.lower()
-            and (len(parts) == 1 or parts[0] == t.agency.lower())
-            and (len(parts) < 3 or parts[1] == t.schema.lower())
-        ]
-
-    def _complete_sql(self, head: str, w: str, statement: str) -> list[str]:
-        _, table_next = table_refs(head)
-        if table_next:  # after FROM or JOIN (or a comma in a FROM list)
-            return _matching(w, self._table_names())
-        refs, _ = table_refs(statement)
-        if "." in w:  # alias.column, table.column, agency.table
-            prefix, _, _ = w.rpartition(".")
-            p = prefix.lower()
-            named = [n for n, a in refs if (a or "").lower() == p] or [
-                n for n, _ in refs if n.lower() == p or n.lower().endswith("." + p)
-            ]
-            cols = {c for n in named for t in self._resolve(n) for c in t.columns.names}
-            tables = [f"{t.agency}.{t.name}" for t in self._catalog() if t.agency.lower() == p]
-            return _matching(w, [f"{prefix}.{c}" for c in cols] + tables)
-        named_tables = [t for n, _ in refs for t in self._resolve(n)]
-        lower = w == w.lower() and any(c.isalpha() for c in w)
-        words = {k.lower() if lower else k for k in KEYWORDS}
-        if named_tables:
-            words |= {c for t in named_tables for c in t.columns.names}
-        else:  # no FROM yet: any table's columns, and the tables
-            words |= {c for t in self._catalog() for c in t.columns.names}
-            words |= set(self._table_names())
-        return _matching(w, words)
+    def _completion(self) -> Completion:
+        return Completion(self._catalog, lambda: self.formats)
 
     # -- one input ----------------------------------------------------------
     def handle(self, text: str) -> bool:
@@ -535,7 +235,7 @@ class Shell:
     def _find(self, name: str) -> TableInfo:
         if not name:
             raise FedSQLError("usage: .describe TABLE (agency.table or table)")
-        found = self._resolve(name) if self.tables() else []
+        found = self._completion().resolve(name) if self.tables() else []
         if len(found) == 1:
             return found[0]
         if not found:
@@ -690,3 +390,18 @@ def _loop(shell: Shell, banner: str) -> int:
         if line.rstrip().endswith(";"):
             shell.handle("\n".join(buf))
             buf.clear()
+
+
+__all__ = [
+    "COMMANDS",
+    "KEYWORDS",
+    "Backend",
+    "EmbeddedBackend",
+    "RemoteBackend",
+    "Shell",
+    "TableInfo",
+    "resolvable",
+    "run",
+    "statements",
+    "table_refs",
+]
