@@ -14,12 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-import grpc
 import pyarrow as pa
 
-from fedsql import dispatch, lang, metadata
+from fedsql import dispatch, metadata
 from fedsql.audit.coordinator import CoordinatorAudit, QueryEntry
 from fedsql.catalog import Catalog
+from fedsql.catalog_load import check_policy, load_catalogs
 from fedsql.config import FederationConfig, load_federation
 from fedsql.errors import (
     CatalogError,
@@ -41,23 +41,17 @@ from fedsql.execute import (
 from fedsql.planner import Fragment, Plan, plan
 from fedsql.planner.render import bind
 from fedsql.planner.shape import ShapeBinder
-from fedsql.policy.load import validate
-from fedsql.policy.masks import HASH_KEY_ENV, load_hash_key
-from fedsql.policy.shown import table_names
+from fedsql.policy.masks import load_hash_key
 from fedsql.resilience import (
     AgencyHealth,
     RunOptions,
     links_for,
-    load_catalog,
     probe,
-    save_catalog,
 )
-from fedsql.v1 import connector_pb2 as pb
-from fedsql.wire import Principal, catalog_from_proto, principal_to_proto
+from fedsql.wire import Principal
 
 log = logging.getLogger(__name__)
 
-CATALOG_TIMEOUT = 10.0
 DOWN_RECHECK_SECONDS = 5.0  # how soon a catalog missing an agency is loaded again
 MISSING_METADATA = b"fedsql.missing_agencies"
 _T = TypeVar("_T")
@@ -170,66 +164,11 @@ class Federation:
         return self._binder
 
     def _load_catalog(self) -> Catalog:
-        req = pb.GetCatalogRequest(principal=principal_to_proto(self.principal))
-
-        roles = self.principal.roles
-        down: dict[str, FedSQLError] = {}
-
-        def one(name: str):  # type: ignore[no-untyped-def]
-            link = self._links[name]
-            try:
-                msg = link.stub.GetCatalog(req, timeout=CATALOG_TIMEOUT, wait_for_ready=False)
-            except grpc.RpcError as e:
-                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise link.error(e) from None
-                # Down now: plan with its last known catalog (or none), so that
-                # queries elsewhere still run and queries over it fail naming it
-                # (or, under allow_partial, run without it).
-                down[name] = link.error(e)
-                # INFO, not WARNING: the error reaches the user once, from the query
-                # (or as the partial result's warning) — not twice (issue 15).
-                log.info("agency down at catalog load agency=%s reason=%r", name, str(down[name]))
-                msg = load_catalog(name, link.address, roles) or pb.Catalog(connector=name)
-                return catalog_from_proto(msg)
-            cat = catalog_from_proto(msg)
-            wrong = link.wrong_agency(cat.connector)  # e.g. a wrong port, in plaintext
-            if wrong is not None:
-                raise wrong
-            if cat.fragment_language != lang.VERSION:
-                raise ConnectorError(
-                    name,
-                    f"it speaks fragment language {cat.fragment_language}, this coordinator "
-                    f"writes version {lang.VERSION}; upgrade the older of the two",
-                )
-            save_catalog(name, link.address, roles, msg)
-            return cat
-
-        names = list(self._links)
-        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-            cats = dict(zip(names, pool.map(one, names), strict=True))
-        catalog = Catalog(cats)
-        self._check_policy(catalog)
+        catalog, down = load_catalogs(self._links, self.principal)
+        check_policy(self.config.policy, catalog, self._hash_key)
         self._down = down
         self._loaded_at = time.monotonic()
         return catalog
-
-    def _check_policy(self, catalog: Catalog) -> None:
-        """The federation's own masks and filters must name real tables and columns."""
-        pol = self.config.policy
-        if not pol:
-            return
-        schemas = {
-            n.lower(): t.arrow_schema
-            for t in catalog.tables
-            for n in table_names(t.agency, t.schema, t.name, t.default_schema)
-        }
-        validate(pol, schemas, "the federation")
-        hashed = [m for m in pol.masks if m.rule == "hash"]
-        if hashed and self._hash_key is None:
-            raise ConfigError(
-                f"{hashed[0].where}: a 'hash' mask needs the federation's secret key: set "
-                f"hash_key_file under [coordinator] or the environment variable {HASH_KEY_ENV}"
-            )
 
     # -- queries ------------------------------------------------------------
     def plan(self, sql: str, scan_only: frozenset[str] = frozenset()) -> Plan:
