@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.flight as flight
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import TokenError
@@ -21,6 +22,7 @@ from sqlglot.tokens import TokenType
 
 from fedsql import lang
 from fedsql.errors import PlanError
+from fedsql.service.status import INVALID_ARGUMENT, RESOURCE_EXHAUSTED, Refused
 
 _POSITIONAL = "__fedsql_p"
 
@@ -142,3 +144,41 @@ def literal(v: Any) -> exp.Expr:
     if isinstance(v, dt.time):
         return exp.cast(exp.Literal.string(v.isoformat()), "TIME")
     raise PlanError(f"a parameter of type {type(v).__name__} cannot be bound")
+
+
+# Arrow bytes of one DoPut's parameters: max_parameter_rows rows of values are far
+# less, and a user's 64 prepared statements then hold at most 64 MiB of them.
+MAX_PARAMETER_BYTES = 1 << 20
+
+
+def read_parameters(reader: flight.MetadataRecordBatchReader, most: int) -> pa.Table:
+    """The bound parameter rows, read batch by batch and refused past the caps:
+    each row is one federated query (issue 17)."""
+    batches: list[pa.RecordBatch] = []
+    rows = nbytes = 0
+    try:
+        schema = reader.schema
+        for chunk in reader:
+            if chunk.data is None:
+                continue
+            batches.append(chunk.data)
+            rows += chunk.data.num_rows
+            nbytes += chunk.data.nbytes
+            if rows > most:
+                raise Refused(
+                    RESOURCE_EXHAUSTED,
+                    f"more than {most} parameter rows in one execution "
+                    "([service] max_parameter_rows); each row runs a federated query: "
+                    "send them in smaller batches",
+                )
+            if nbytes > MAX_PARAMETER_BYTES:
+                raise Refused(
+                    RESOURCE_EXHAUSTED,
+                    f"the parameters are over {MAX_PARAMETER_BYTES >> 20} MiB; "
+                    "send them in smaller batches",
+                )
+    except pa.ArrowException as e:
+        if isinstance(e, flight.FlightError):
+            raise
+        raise Refused(INVALID_ARGUMENT, "the parameter batches cannot be read") from None
+    return pa.Table.from_batches(batches, schema=schema)

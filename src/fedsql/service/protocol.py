@@ -18,6 +18,11 @@ from fedsql.v1 import flight_sql_pb2 as sql_pb
 
 PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."
 
+# Custom actions (DoAction) beside the Flight SQL ones.
+LIST_QUERIES = "fedsql.list_queries"
+CANCEL = "fedsql.cancel"
+EXPLAIN = "fedsql.explain"
+
 COMMANDS: dict[str, type[Message]] = {
     cls.DESCRIPTOR.name: cls
     for cls in (

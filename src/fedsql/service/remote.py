@@ -22,7 +22,7 @@ import pyarrow.flight as flight
 
 from fedsql.errors import FedSQLError, QueryCancelled
 from fedsql.service import protocol as proto
-from fedsql.service.server import CANCEL, EXPLAIN, LIST_QUERIES
+from fedsql.service.protocol import CANCEL, EXPLAIN, LIST_QUERIES
 from fedsql.service.status import split_code
 from fedsql.v1 import flight_sql_pb2 as sql_pb
 

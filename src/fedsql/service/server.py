@@ -39,9 +39,16 @@ from fedsql.errors import ConfigError, FedSQLError, QueryCancelled
 from fedsql.listen import check_free, failed
 from fedsql.service import protocol as proto
 from fedsql.service import purpose, status
-from fedsql.service.auth import Session, SignIn, SignInRefused
+from fedsql.service.auth import SignIn, SignInRefused
 from fedsql.service.metadata import READ_ONLY, metadata
-from fedsql.service.params import bind, parameter_schema, parse_with_placeholders
+from fedsql.service.middleware import AuthMiddleware, Handshake
+from fedsql.service.params import (
+    bind,
+    parameter_schema,
+    parse_with_placeholders,
+    read_parameters,
+)
+from fedsql.service.protocol import CANCEL, EXPLAIN, LIST_QUERIES
 from fedsql.service.queries import QueryBoard
 from fedsql.service.results import ResultStore, too_big
 from fedsql.service.status import (
@@ -49,7 +56,6 @@ from fedsql.service.status import (
     INTERNAL,
     INVALID_ARGUMENT,
     NOT_FOUND,
-    RESOURCE_EXHAUSTED,
     UNAUTHENTICATED,
     UNIMPLEMENTED,
     Refused,
@@ -61,15 +67,8 @@ log = logging.getLogger(__name__)
 
 PREPARED_TTL = 3600.0  # seconds an unused prepared statement lives
 MAX_PREPARED_PER_USER = 64  # open prepared statements; over it the user's oldest closes
-# Arrow bytes of one DoPut's parameters: max_parameter_rows rows of values are far
-# less, and a user's 64 prepared statements then hold at most 64 MiB of them.
-MAX_PARAMETER_BYTES = 1 << 20
 REAP_SECONDS = 5.0  # how often expired results and statements are dropped
 
-# Custom actions (DoAction) beside the Flight SQL ones.
-LIST_QUERIES = "fedsql.list_queries"
-CANCEL = "fedsql.cancel"
-EXPLAIN = "fedsql.explain"
 NO_TRANSACTIONS = "transactions are not supported (the federation is read-only)"
 
 
@@ -80,81 +79,6 @@ class _Prepared:
     n_params: int
     params: pa.Table | None
     expires: float
-
-
-class _Auth(flight.ServerMiddleware):  # type: ignore[misc]
-    def __init__(self, session: Session, token: str, new: bool, purpose: str = "") -> None:
-        self.session = session
-        self.token = token
-        self.new = new  # a sign-in: the token goes back to the client
-        self.purpose = purpose  # this call's x-fedsql-purpose (purpose.py)
-
-    def sending_headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.token}"} if self.new else {}
-
-
-class _AuthFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
-    """Every call: ``Authorization: Basic`` (sign in, answered with a bearer token)
-    or ``Authorization: Bearer`` (a token from an earlier sign-in). The password
-    itself is checked by the call's handler (:meth:`SignIn.check`), which knows the
-    client's address."""
-
-    def __init__(self, signin: SignIn) -> None:
-        self.signin = signin
-
-    def start_call(self, info: flight.CallInfo, headers: dict[str, list[str]]) -> _Auth:
-        try:
-            return self._start(headers)
-        except SignInRefused as e:
-            raise status.to_flight(e.code, str(e)) from None
-        except flight.FlightError:
-            raise
-        except Exception:  # noqa: BLE001 - a server edge: nothing else may leave
-            log.exception("sign-in failed")
-            raise status.to_flight(
-                INTERNAL, "internal error at sign-in; see the service log"
-            ) from None
-
-    def _start(self, headers: dict[str, list[str]]) -> _Auth:
-        auth = self._signed_in(headers)
-        values = next((v for k, v in headers.items() if k.lower() == purpose.PURPOSE_HEADER), [])
-        try:
-            auth.purpose = purpose.read(values)
-        except ValueError as e:
-            raise status.to_flight(INVALID_ARGUMENT, str(e)) from None
-        return auth
-
-    def _signed_in(self, headers: dict[str, list[str]]) -> _Auth:
-        values = next((v for k, v in headers.items() if k.lower() == "authorization"), [])
-        if not values or not isinstance(values[0], str):
-            raise status.to_flight(
-                UNAUTHENTICATED,
-                "sign in with a user name and password (the users are [user.NAME] entries "
-                "with a password_hash in the service's federation config)",
-            )
-        scheme, _, cred = values[0].partition(" ")
-        if scheme.lower() == "basic":
-            session, token = self.signin.basic(cred.strip())
-            return _Auth(session, token, new=True)
-        if scheme.lower() == "bearer":
-            token = cred.strip()
-            found = self.signin.bearer(token)
-            if found is None:
-                raise status.to_flight(
-                    UNAUTHENTICATED, "the session token is unknown or expired; sign in again"
-                )
-            return _Auth(found, token, new=False)
-        raise status.to_flight(UNAUTHENTICATED, "unsupported authorization scheme")
-
-
-class _Handshake(flight.ServerAuthHandler):  # type: ignore[misc]
-    """Handshake succeeds; the middleware above has taken the credentials."""
-
-    def authenticate(self, outgoing: Any, incoming: Any) -> None:
-        pass
-
-    def is_valid(self, token: bytes) -> str:
-        return ""
 
 
 def _edge(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -183,9 +107,9 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         self.signin = SignIn(config)
         super().__init__(
             location,
-            auth_handler=_Handshake(),
+            auth_handler=Handshake(),
             tls_certificates=tls_certificates or [],
-            middleware={"auth": _AuthFactory(self.signin)},
+            middleware={"auth": AuthMiddleware(self.signin)},
         )
         self.config = config
         self.board = QueryBoard(config.service.history)
@@ -362,44 +286,11 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         cmd = self._command(descriptor)
         if isinstance(cmd, sql_pb.CommandPreparedStatementQuery):
             p = self._prepared_for(cmd.prepared_statement_handle, user)
-            p.params = self._parameters(reader)
+            p.params = read_parameters(reader, self.config.service.max_parameter_rows)
             return
         if isinstance(cmd, (sql_pb.CommandStatementUpdate, sql_pb.CommandPreparedStatementUpdate)):
             raise Refused(INVALID_ARGUMENT, READ_ONLY)
         raise Refused(UNIMPLEMENTED, f"DoPut with {type(cmd).__name__} is not supported")
-
-    def _parameters(self, reader: flight.MetadataRecordBatchReader) -> pa.Table:
-        """The bound parameter rows, read batch by batch and refused past the caps:
-        each row is one federated query (issue 17)."""
-        most = self.config.service.max_parameter_rows
-        batches: list[pa.RecordBatch] = []
-        rows = nbytes = 0
-        try:
-            schema = reader.schema
-            for chunk in reader:
-                if chunk.data is None:
-                    continue
-                batches.append(chunk.data)
-                rows += chunk.data.num_rows
-                nbytes += chunk.data.nbytes
-                if rows > most:
-                    raise Refused(
-                        RESOURCE_EXHAUSTED,
-                        f"more than {most} parameter rows in one execution "
-                        "([service] max_parameter_rows); each row runs a federated query: "
-                        "send them in smaller batches",
-                    )
-                if nbytes > MAX_PARAMETER_BYTES:
-                    raise Refused(
-                        RESOURCE_EXHAUSTED,
-                        f"the parameters are over {MAX_PARAMETER_BYTES >> 20} MiB; "
-                        "send them in smaller batches",
-                    )
-        except pa.ArrowException as e:
-            if isinstance(e, flight.FlightError):
-                raise
-            raise Refused(INVALID_ARGUMENT, "the parameter batches cannot be read") from None
-        return pa.Table.from_batches(batches, schema=schema)
 
     @_edge
     def list_flights(self, user: str, criteria: bytes) -> Iterable[Any]:
