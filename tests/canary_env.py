@@ -88,11 +88,11 @@ import pytest
 from helpers import LocalService
 
 import fedsql
+from fedsql.channels import open_channel
 from fedsql.config import load_federation
 from fedsql.errors import FedSQLError
 from fedsql.local import LocalConnector, LocalFederation, start_connector
 from fedsql.pgserver import PostgresServer, free_port
-from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import ipc_chunks_to_reader

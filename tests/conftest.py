@@ -10,6 +10,7 @@ import pytest
 from helpers import LocalService, start_service
 
 import fedsql
+from fedsql.channels import open_channel
 from fedsql.config import load_federation
 from fedsql.local import (
     LocalFederation,
@@ -19,7 +20,6 @@ from fedsql.local import (
     write_agency_toml,
 )
 from fedsql.pgserver import PostgresServer
-from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 
 SF = 0.01

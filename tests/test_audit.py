@@ -32,11 +32,11 @@ from fedsql.audit.coordinator import Call
 from fedsql.audit.receipts import Expected, Receipt, check, sign
 from fedsql.audit.signing import Authority, KeyFiles, NodeKey, load_cert
 from fedsql.audit.verify import chains, describe, verify, verify_chain
+from fedsql.channels import open_channel
 from fedsql.config import load_federation
 from fedsql.connectors.audit import AuditLog
 from fedsql.errors import ConfigError, FragmentRefused
 from fedsql.local import LocalFederation, split_agencies, write_agency_toml
-from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import receipt_from_metadata

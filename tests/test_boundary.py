@@ -42,10 +42,10 @@ import pyarrow as pa
 import pytest
 from canary_env import AGENCIES, Answer, CanaryEnv, canary_env  # noqa: F401
 
+from fedsql.channels import open_channel
 from fedsql.config import ClientTLS, ConnectorRef, Limits, load_agency
 from fedsql.connectors.metrics import TEST_DELAY_ENV
 from fedsql.local import COORDINATOR, LocalConnector, local_pki, start_connector
-from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import ipc_chunks_to_reader

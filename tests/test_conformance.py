@@ -27,10 +27,10 @@ import pytest
 import fedsql
 from fedsql import reasons
 from fedsql.capabilities import ALL_FEATURES
+from fedsql.channels import open_channel
 from fedsql.config import load_federation
 from fedsql.local import LocalFederation, split_agencies, write_agency_toml
 from fedsql.pgserver import PostgresServer
-from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import ipc_chunks_to_reader

@@ -12,9 +12,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import start_error
 
+from fedsql.channels import open_channel
 from fedsql.config import load_federation
 from fedsql.local import LocalFederation, start_connector, write_agency_toml
-from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.wire import catalog_from_proto, ipc_chunks_to_reader
 

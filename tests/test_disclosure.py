@@ -10,9 +10,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from fedsql.channels import open_channel
 from fedsql.config import load_federation
 from fedsql.local import LocalFederation, write_agency_toml
-from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 

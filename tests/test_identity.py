@@ -17,11 +17,11 @@ import duckdb
 import grpc
 import pytest
 
-from fedsql import certs, cli, trust
+from fedsql import certs, channels, cli
+from fedsql.channels import open_channel
 from fedsql.config import ClientTLS, ConnectorRef
 from fedsql.errors import ConfigError
 from fedsql.local import LocalConnector, start_connector
-from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 
@@ -230,7 +230,7 @@ def test_status_catalog_and_cancel_need_an_allowed_coordinator(
 def test_an_expired_certificate_stops_working_on_an_open_channel_and_a_renewed_one_is_used(
     pki: Path, node: LocalConnector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(trust, "RENEW_CHECK_SECONDS", 0.2)
+    monkeypatch.setattr(channels, "RENEW_CHECK_SECONDS", 0.2)
     ends = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4)
     certs.issue(pki / "ca", "coordinator", "brief", pki, not_after=ends)
     ch, raw = _channel(pki, node, "brief")

@@ -19,6 +19,7 @@ from helpers import start_error
 
 import fedsql
 from fedsql import scenario
+from fedsql.channels import open_channel
 from fedsql.config import load_federation
 from fedsql.errors import ConfigError, FedSQLError
 from fedsql.local import LocalFederation
@@ -26,7 +27,6 @@ from fedsql.policy import Policy, view_for
 from fedsql.policy.load import parse_policy
 from fedsql.policy.masks import hmac_hasher, register_hash
 from fedsql.policy.model import Mask, RowFilter
-from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import ipc_chunks_to_reader

@@ -25,11 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fedsql
+from fedsql.channels import open_channel
 from fedsql.config import load_federation
 from fedsql.errors import FedSQLError
 from fedsql.local import LocalFederation, write_agency_toml
 from fedsql.pgserver import PostgresServer
-from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import ipc_chunks_to_reader

@@ -21,11 +21,12 @@ import pytest
 
 import fedsql
 from fedsql import certs, cli
+from fedsql.channels import open_channel
 from fedsql.config import ClientTLS, ConnectorRef, load_agency, load_federation
 from fedsql.connectors.audit import AuditLog, seal, verify
 from fedsql.errors import ConfigError, FragmentLimitExceeded, FragmentRefused
 from fedsql.local import LocalConnector, start_connector
-from fedsql.trust import Signer, open_channel
+from fedsql.trust import Signer
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import ipc_chunks_to_reader, stamped

@@ -6,7 +6,7 @@ an expired certificate, a client certificate refused, TLS on one side only),
 and logs the handshake's details at its own level. When a call fails so, the
 coordinator asks again here, with Python's TLS stack and the same files: one TCP
 connection and one handshake, with the connector's name as the server name the
-certificate must carry (as trust.open_channel does), then the HTTP/2 preface, to
+certificate must carry (as channels.open_channel does), then the HTTP/2 preface, to
 which a connector that refused our certificate answers with a TLS alert.
 
 Only the error path pays for this; the result names the files and the side

@@ -25,10 +25,10 @@ from google.protobuf.message import DecodeError
 
 from fedsql import reasons
 from fedsql.audit.coordinator import ReceiptChecker
+from fedsql.channels import open_channel
 from fedsql.config import ConnectorRef
 from fedsql.diagnose import Diagnosis, diagnose
 from fedsql.errors import ConnectorError, FedSQLError, from_rpc_error
-from fedsql.trust import open_channel
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.wire import NodeStatus, status_from_proto
