@@ -29,6 +29,7 @@ DOCTEST_MODULES = [
     "fedsql.shell",
     "fedsql.shell.backends",
     "fedsql.shell.complete",
+    "fedsql.certnames",
 ]
 
 

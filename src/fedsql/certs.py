@@ -40,15 +40,10 @@ writes the CA's X.509 CRL (``ca.crl``); connectors name it in
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-import json
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -57,14 +52,24 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedsql.certinfo import SERVICE_UNIT, common_name, describe, serial_hex
+from fedsql.certnames import (
+    INDEX,
+    LOCAL_HOSTS,
+    REVOKED,
+    append_jsonl,
+    check_unique,
+    host_name,
+    index_locked,
+    is_loopback,
+    read_jsonl,
+    san_text,
+)
 from fedsql.crl import RevocationList, load_crl
 from fedsql.errors import ConfigError
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 CA_CRL = "ca.crl"  # the CA's revocation list, written by write_crl
-INDEX = "issued.jsonl"  # one line per certificate issued: serial, kind, name, names
-REVOKED = "revoked.jsonl"  # one line per revoked serial
 KINDS = ("connector", "coordinator", "service")
 CAKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -180,129 +185,6 @@ def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, CAKey]:
     return cert, key
 
 
-_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
-LOCAL_HOSTS = ("localhost", "127.0.0.1")  # what local=True adds to a connector certificate
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (``localhost``, ``*.localhost``, 127/8, ::1).
-
-    >>> [is_loopback(h) for h in ("localhost", "a.localhost", "127.0.0.2", "::1", "health")]
-    [True, True, True, True, False]
-    """
-    h = host.strip().rstrip(".").lower()
-    try:
-        ip = ipaddress.ip_address(h)
-    except ValueError:
-        return h in _LOOPBACK_NAMES or h.endswith(".localhost")
-    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-    return ip.is_loopback or bool(mapped and mapped.is_loopback)
-
-
-def _host(h: str, local: bool) -> x509.GeneralName:
-    """The subject alternative name for one ``--host``, or a ConfigError saying why not."""
-    if "*" in h:
-        raise ConfigError(
-            f"--host {h!r}: wildcard names are refused; a connector certificate names "
-            "exactly the hosts that connector is reached at"
-        )
-    if is_loopback(h) and not local:
-        raise ConfigError(
-            f"--host {h!r} is a loopback name: every node on every machine is {h!r}, so a "
-            "coordinator expecting it would accept any agency; pass --local (local "
-            "development only) to issue it anyway"
-        )
-    try:
-        ip = ipaddress.ip_address(h)
-    except ValueError:
-        name = h.rstrip(".").lower()
-        if len(name) > 253 or not all(_DNS_LABEL.match(x) for x in name.split(".")):
-            raise ConfigError(f"--host {h!r} is neither a DNS name nor an IP address") from None
-        return x509.DNSName(name)
-    if ip.is_unspecified or ip.is_multicast:
-        raise ConfigError(f"--host {h!r} is not the address of one host")
-    return x509.IPAddress(ip)
-
-
-def _san(gn: x509.GeneralName) -> str:
-    return str(gn.value).lower()
-
-
-@contextmanager
-def _index_locked(ca_dir: Path) -> Iterator[list[dict[str, Any]]]:
-    """The CA's index of issued certificates, locked against a concurrent ``issue``."""
-    path = ca_dir / INDEX
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except ImportError:  # not POSIX: no lock (one operator issues at a time)
-            pass
-        yield _read_jsonl(path)
-    finally:
-        os.close(fd)  # also releases the lock
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            raise ConfigError(f"{path}: line {n} is not JSON (edited by hand?)") from None
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
-def _append_jsonl(path: Path, rec: dict[str, Any]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a") as f:
-        f.write(json.dumps(rec, sort_keys=True) + "\n")
-
-
-def _check_unique(
-    index: list[dict[str, Any]], kind: str, name: str, hosts: list[x509.GeneralName]
-) -> None:
-    """Refuse names that another node of this CA already has (its CN or one of its hosts).
-
-    The same kind and name again is a renewal and may keep its hosts."""
-    me = name.lower()
-    for rec in index:
-        other, other_kind = str(rec.get("name", "")).lower(), rec.get("kind")
-        if other == me and other_kind == kind:
-            continue  # a renewal of this node
-        theirs = {other, *(h for h in map(str.lower, rec.get("hosts", ())) if not is_loopback(h))}
-        if other == me:
-            raise ConfigError(
-                f"{name!r} is already the name of a {other_kind} certificate of this CA "
-                f"(serial {rec.get('serial')}); one name, one node"
-            )
-        if me in theirs:
-            raise ConfigError(
-                f"{name!r} is a host of {other_kind} {rec.get('name')!r}'s certificate "
-                f"(serial {rec.get('serial')}); one name, one node"
-            )
-        for gn in hosts:
-            h = _san(gn)
-            if h in theirs:
-                what = "the name" if h == other else "a host"
-                raise ConfigError(
-                    f"--host {h!r} is {what} of {other_kind} {rec.get('name')!r} (serial "
-                    f"{rec.get('serial')}, issued by this CA): a certificate naming it would let "
-                    f"{name!r} answer for {rec.get('name')!r}"
-                )
-
-
 def issue(
     ca_dir: Path,
     kind: str,
@@ -343,11 +225,11 @@ def issue(
         local = local or is_loopback(name)
         extra: list[x509.GeneralName] = []
         for h in hosts:
-            gn = _host(h, local)
-            if gn not in extra and _san(gn) != name.lower():
+            gn = host_name(h, local)
+            if gn not in extra and san_text(gn) != name.lower():
                 extra.append(gn)
         names: list[x509.GeneralName] = [x509.DNSName(name)]
-        for gn in extra + [_host(h, True) for h in (LOCAL_HOSTS if local else ())]:
+        for gn in extra + [host_name(h, True) for h in (LOCAL_HOSTS if local else ())]:
             if gn not in names:
                 names.append(gn)
         usage = [ExtendedKeyUsageOID.SERVER_AUTH]
@@ -359,9 +241,9 @@ def issue(
         extra = []
         names = [x509.DNSName(name)]
         usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
-    with _index_locked(ca_dir) as index:
+    with index_locked(ca_dir) as index:
         # Loopback names (local development) belong to no one; every other name to one node.
-        _check_unique(index, kind, name, [g for g in extra if not is_loopback(_san(g))])
+        check_unique(index, kind, name, [g for g in extra if not is_loopback(san_text(g))])
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
             x509.CertificateBuilder()
@@ -398,13 +280,13 @@ def issue(
         cert_path, key_path = out_dir / f"{name}.crt", out_dir / f"{name}.key"
         _write_key(key_path, key)
         _write_cert(cert_path, cert)
-        _append_jsonl(
+        append_jsonl(
             ca_dir / INDEX,
             {
                 "serial": serial_hex(cert),
                 "kind": kind,
                 "name": name,
-                "hosts": [_san(g) for g in names if _san(g) != name.lower()],
+                "hosts": [san_text(g) for g in names if san_text(g) != name.lower()],
                 "not_after": cert.not_valid_after_utc.isoformat(),
                 "issued": _now().isoformat(timespec="seconds"),
                 "cert": str(cert_path.resolve()),
@@ -455,12 +337,12 @@ def revoke(ca_dir: Path, what: str, crl: Path | None = None) -> Revoked:
         serial, name = cert.serial_number, common_name(cert)
     else:
         serial = _parse_serial(what)
-        known = [r for r in _read_jsonl(ca_dir / INDEX) if r.get("serial") == f"{serial:x}"]
+        known = [r for r in read_jsonl(ca_dir / INDEX) if r.get("serial") == f"{serial:x}"]
         name = str(known[0].get("name", "")) if known else ""
-    done = {str(r.get("serial")) for r in _read_jsonl(ca_dir / REVOKED)}
+    done = {str(r.get("serial")) for r in read_jsonl(ca_dir / REVOKED)}
     already = f"{serial:x}" in done
     if not already:
-        _append_jsonl(
+        append_jsonl(
             ca_dir / REVOKED,
             {"serial": f"{serial:x}", "name": name, "revoked": _now().isoformat()},
         )
@@ -484,7 +366,7 @@ def write_crl(ca_dir: Path, out: Path | None = None, days: int = 30) -> Path:
             critical=False,
         )
     )
-    for rec in _read_jsonl(ca_dir / REVOKED):
+    for rec in read_jsonl(ca_dir / REVOKED):
         when = dt.datetime.fromisoformat(str(rec["revoked"]))
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder()
