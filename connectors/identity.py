@@ -46,6 +46,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from fedsql import reasons
 from fedsql.certs import common_name
 from fedsql.connectors.config import AgencyConfig, Grant
 from fedsql.connectors.refusals import Refusals, bound_fields, claims
@@ -315,9 +316,11 @@ class Gate:
     def check_purpose(self, caller: Caller) -> None:
         if self.cfg.require_purpose and not caller.principal.purpose.strip():
             raise RefusedFragment(
-                f"connector '{self.cfg.name}' requires a purpose for every query: "
-                "pass --purpose (or purpose= in fedsql.connect)",
+                f"connector '{self.cfg.name}' requires a purpose for every query: give one "
+                "(fedsql query/shell --purpose, .purpose in the shell, purpose= in "
+                "fedsql.connect; Flight SQL clients: the x-fedsql-purpose header)",
                 grpc.StatusCode.PERMISSION_DENIED,
+                reasons.PURPOSE_REQUIRED,
             )
 
     def may_query(self, caller: Caller, table: str) -> bool:

@@ -368,6 +368,8 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             self.gate.check_grants(caller, record["tables"])
         except RefusedFragment as e:
             record.update(outcome="refused", error=str(e))
+            if e.reason:
+                record["refusal"] = e.reason  # its ErrorInfo reason (calls.Explained)
             self._record(record)
             log.info("fragment refused query_id=%s reason=%r", qid, str(e))
             context.abort(e.code, str(e))

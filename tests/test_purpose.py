@@ -12,9 +12,10 @@ import pytest
 from adbc_driver_flightsql import dbapi as flight_sql
 from helpers import LocalService, start_service
 
+from fedsql import reasons
 from fedsql.local import LocalFederation, write_agency_toml
 from fedsql.service.auth import hash_password
-from fedsql.service.remote import purpose_value
+from fedsql.service.remote import Remote, RemoteError, purpose_value
 
 PASSWORD = "purpose-test-password"
 HEADER = "adbc.flight.sql.rpc.call_header.x-fedsql-purpose"
@@ -69,6 +70,26 @@ def test_a_flight_sql_client_sends_its_purpose_to_the_agencies(
         with _connect(svc, purpose) as con:
             assert _sum(con) == [(7,)]
         assert _purposes(local)[-1] == purpose
+
+
+def test_a_missing_purpose_reaches_a_remote_client_as_a_reason_not_a_text(
+    strict: tuple[LocalFederation, LocalService],
+) -> None:
+    """The service passes the agency's PURPOSE_REQUIRED on (the Flight error's
+    extra_info): the shell's hint reads the reason; other refusals carry none."""
+    _, svc = strict
+    remote = Remote(svc.url, "alice", PASSWORD)
+    try:
+        with pytest.raises(RemoteError, match="requires a purpose") as e:
+            remote.sql("SELECT sum(visits) AS v FROM visits")
+        assert e.value.reason == reasons.PURPOSE_REQUIRED
+        with pytest.raises(RemoteError) as other:
+            remote.sql("SELECT nope FROM visits")
+        assert other.value.reason == ""
+        remote.purpose = "regional statistics"
+        assert remote.sql("SELECT sum(visits) AS v FROM visits").column(0)[0].as_py() == 7
+    finally:
+        remote.close()
 
 
 def test_a_purpose_that_is_not_printable_text_is_refused(

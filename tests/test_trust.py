@@ -20,11 +20,11 @@ import pyarrow as pa
 import pytest
 
 import fedsql
-from fedsql import certs, cli
+from fedsql import certs, cli, reasons
 from fedsql.channels import open_channel
 from fedsql.config import ClientTLS, ConnectorRef, load_agency, load_federation
 from fedsql.connectors.audit import AuditLog, seal, verify
-from fedsql.errors import ConfigError, FragmentLimitExceeded, FragmentRefused
+from fedsql.errors import ConfigError, FragmentLimitExceeded, PurposeRequired
 from fedsql.local import LocalConnector, start_connector
 from fedsql.trust import Signer
 from fedsql.v1 import connector_pb2 as pb
@@ -313,6 +313,8 @@ def test_purpose_is_required_when_the_connector_says_so(stub: pb_grpc.ConnectorS
     err = _refused(stub, _request("SELECT n_name FROM nation", purpose=""))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "requires a purpose" in str(err.details())
+    info = reasons.read(err)  # programs read why from ErrorInfo, never from the text
+    assert info is not None and info.reason == reasons.PURPOSE_REQUIRED
 
 
 def test_federation_over_tls_with_purpose(
@@ -336,9 +338,10 @@ roles = ["analyst"]
     sql = "SELECT count(*) AS n FROM orders JOIN nation ON o_custkey % 25 = n_nationkey"
     with fedsql.connect(cfg, user="alice", purpose="monthly statistics") as fed:
         assert fed.sql(sql).column(0)[0].as_py() == 15000
-    with fedsql.connect(cfg, user="alice") as fed, pytest.raises(FragmentRefused) as info:
+    with fedsql.connect(cfg, user="alice") as fed, pytest.raises(PurposeRequired) as info:
         fed.sql(sql)
     assert "requires a purpose" in str(info.value)
+    assert info.value.reason == reasons.PURPOSE_REQUIRED and "x-fedsql-purpose" in str(info.value)
     r = _cli("-vv", "query", "-c", str(cfg), "--user", "alice", "--purpose", "cli check", sql)
     assert r.returncode == 0, r.stderr
     assert "15000" in r.stdout

@@ -30,6 +30,8 @@ DOCTEST_MODULES = [
     "fedsql.shell.backends",
     "fedsql.shell.complete",
     "fedsql.certnames",
+    "fedsql.service.status",
+    "fedsql.reasons",
 ]
 
 

@@ -11,7 +11,12 @@ import grpc
 
 
 class FedSQLError(Exception):
-    """Root of every error fedsql raises on purpose."""
+    """Root of every error fedsql raises on purpose.
+
+    ``reason``: why, for programs (a ``reasons`` name such as PURPOSE_REQUIRED), when
+    it is more than the class says; "" otherwise. Never read the message instead."""
+
+    reason: str = ""
 
 
 class ConfigError(FedSQLError):
@@ -55,6 +60,12 @@ class FragmentNotPermitted(FragmentRefused):
     them, or a purpose it requires is missing (the connector's PERMISSION_DENIED)."""
 
 
+class PurposeRequired(FragmentNotPermitted):
+    """The agency requires a purpose with every query and none was given."""
+
+    reason = "PURPOSE_REQUIRED"
+
+
 class FragmentLimitExceeded(ConnectorError):
     """The fragment went over the agency's per-fragment limits (rows, bytes, seconds)."""
 
@@ -73,9 +84,15 @@ class RefusedFragment(Exception):
     ``code`` is the gRPC status the connector answers with.
     """
 
-    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT):
+    def __init__(
+        self,
+        message: str,
+        code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT,
+        reason: str = "",
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason  # a reasons name, when the refusal has its own (PURPOSE_REQUIRED)
 
 
 def from_rpc_error(agency: str, err: grpc.RpcError) -> FedSQLError:
@@ -90,6 +107,8 @@ def from_rpc_error(agency: str, err: grpc.RpcError) -> FedSQLError:
             return FragmentLimitExceeded(agency, details)
         if info.reason == reasons.UNSUPPORTED:
             return FragmentUnsupported(agency, f"its backend cannot run the fragment: {details}")
+        if info.reason == reasons.PURPOSE_REQUIRED:
+            return PurposeRequired(agency, f"refused the fragment: {details}")
         if info.reason == reasons.NOT_PERMITTED:
             return FragmentNotPermitted(agency, f"refused the fragment: {details}")
         if info.reason == reasons.REFUSED:

@@ -17,6 +17,7 @@ METADATA_KEY = "fedsql-error-bin"
 
 REFUSED = "REFUSED"
 NOT_PERMITTED = "NOT_PERMITTED"
+PURPOSE_REQUIRED = "PURPOSE_REQUIRED"  # NOT_PERMITTED, because no purpose was given
 UNAUTHENTICATED = "UNAUTHENTICATED"
 BUSY = "BUSY"
 LIMIT = "LIMIT"
@@ -35,9 +36,14 @@ _BY_OUTCOME = {
 }
 
 
+_REFUSALS = frozenset({PURPOSE_REQUIRED})  # refusals with a reason of their own
+
+
 def error_info(outcome: str, record: dict[str, Any], code: str) -> pb.ErrorInfo:
     """The ErrorInfo for a call that ends with this audit outcome and gRPC code."""
-    if outcome == "refused":
+    if outcome == "refused" and record.get("refusal") in _REFUSALS:
+        reason = str(record["refusal"])  # the refusal said which (the audit line keeps it)
+    elif outcome == "refused":
         reason = {"PERMISSION_DENIED": NOT_PERMITTED, "UNAUTHENTICATED": UNAUTHENTICATED}.get(
             code, REFUSED
         )

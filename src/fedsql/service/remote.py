@@ -23,7 +23,7 @@ import pyarrow.flight as flight
 from fedsql.errors import FedSQLError, QueryCancelled
 from fedsql.service import protocol as proto
 from fedsql.service.protocol import CANCEL, EXPLAIN, LIST_QUERIES
-from fedsql.service.status import split_code
+from fedsql.service.status import reason_of, split_code
 from fedsql.v1 import flight_sql_pb2 as sql_pb
 
 PURPOSE_HEADER = "x-fedsql-purpose"
@@ -32,7 +32,12 @@ _PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
 class RemoteError(FedSQLError):
-    """The service refused or failed a request."""
+    """The service refused or failed a request; ``reason`` is what the service said
+    of why, for programs (``status.reason_of``)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def purpose_value(purpose: str) -> str:
@@ -224,7 +229,9 @@ class Remote:
             return fn(*args, self.options)
         except flight.FlightCancelledError as e:
             raise QueryCancelled(_clean(e)) from None
-        except (flight.FlightError, pa.ArrowException) as e:
+        except flight.FlightError as e:
+            raise RemoteError(_clean(e), reason_of(e)) from None
+        except pa.ArrowException as e:
             raise RemoteError(_clean(e)) from None
 
     def _fetch(self, msg: Any) -> pa.Table:

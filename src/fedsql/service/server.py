@@ -141,7 +141,7 @@ class FlightSqlService(flight.FlightServerBase):  # type: ignore[misc]
         if isinstance(e, Refused):
             return status.to_flight(e.code, e.message)
         if isinstance(e, FedSQLError):
-            return status.to_flight(*status.from_fedsql(e, self._known(user)))
+            return status.to_flight(*status.from_fedsql(e, self._known(user)), e.reason)
         if isinstance(e, proto.ProtocolError):
             return status.to_flight(INVALID_ARGUMENT, str(e))
         if isinstance(e, flight.FlightError):  # from pyarrow itself, e.g. a client gone

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 import pyarrow.flight as flight
 
+from fedsql import reasons
 from fedsql.errors import (
     CatalogError,
     ConfigError,
@@ -59,6 +60,9 @@ CLEAN: dict[str, type[flight.FlightError]] = {
 }
 CODES = frozenset(CLEAN) | {INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, UNIMPLEMENTED}
 
+# Reasons the service passes on to its clients (FedSQLError.reason).
+REASONS = frozenset({reasons.PURPOSE_REQUIRED})
+
 MAX_MESSAGE = 2000  # characters of a message sent (a parser may echo a whole query)
 
 
@@ -72,8 +76,10 @@ class Refused(Exception):
         self.message = message
 
 
-def to_flight(code: str, message: str) -> flight.FlightError:
+def to_flight(code: str, message: str, reason: str = "") -> flight.FlightError:
     """The Flight exception a handler raises for ``code`` (server paths blanked).
+    ``reason`` (a ``reasons`` name) travels as the error's ``extra_info``, for
+    programs: :func:`reason_of` reads it back.
 
     >>> str(to_flight("NOT_FOUND", "unknown table 'x'"))
     "NOT_FOUND: unknown table 'x'"
@@ -83,10 +89,22 @@ def to_flight(code: str, message: str) -> flight.FlightError:
     if len(message) > MAX_MESSAGE:  # cut first: the path pattern then scans little
         message = message[: MAX_MESSAGE - 3] + "..."
     text = blank_paths(message)
+    extra = reason.encode() if reason in REASONS else b""
     cls = CLEAN.get(code)
     if cls is None:
-        return flight.FlightServerError(f"{code}: {text}")
-    return cls(text)
+        return flight.FlightServerError(f"{code}: {text}", extra_info=extra)
+    return cls(text, extra_info=extra)
+
+
+def reason_of(e: flight.FlightError) -> str:
+    """The reason :func:`to_flight` sent with ``e`` ("" if none, or not one of ours).
+
+    >>> reason_of(to_flight("PERMISSION_DENIED", "no", reasons.PURPOSE_REQUIRED))
+    'PURPOSE_REQUIRED'
+    """
+    raw = e.extra_info or b""
+    text = raw.decode("ascii", "replace") if len(raw) <= 64 else ""
+    return text if text in REASONS else ""
 
 
 def split_code(message: str) -> tuple[str | None, str]:

@@ -20,6 +20,7 @@ from typing import IO, Any, TextIO
 
 import pyarrow as pa
 
+from fedsql import reasons
 from fedsql.errors import FedSQLError
 from fedsql.execute import human_bytes
 from fedsql.shell.backends import (
@@ -106,7 +107,7 @@ class Shell:
         except FedSQLError as e:
             self._clear_progress()
             message = str(e)
-            if "purpose" in message and not self.backend.purpose:
+            if e.reason == reasons.PURPOSE_REQUIRED and not self.backend.purpose:
                 message += " (in the shell: .purpose TEXT)"
             print(f"error: {message}", file=self.err, flush=True)
         except KeyboardInterrupt:
