@@ -36,6 +36,7 @@ MAX_NODES = 500_000
 
 _OPEN = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE, TokenType.CASE})
 _CLOSE = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE, TokenType.END})
+_POSITIONS = frozenset({"line", "col", "start", "end"})  # what sqlglot's parser keeps in meta
 _PREFIX = frozenset(
     {TokenType.NOT, TokenType.DASH, TokenType.PLUS, TokenType.TILDE, TokenType.EXCLAMATION}
 )
@@ -86,13 +87,18 @@ def measure(tree: exp.Expr, what: str) -> None:
     """Bound a parsed tree's depth and size, iteratively; drop its comments on
     the way (they mean nothing to a query, and one written back into SQL text, in
     another dialect with other rules for nesting and escapes, could end somewhere
-    else than where it was read)."""
+    else than where it was read), and the parser's token positions: nothing reads
+    them after parsing, and every copy of a node deep-copies them — generating SQL
+    copies the whole tree first, so they were a third of the connector's time to
+    write the SQL it runs."""
     stack: list[tuple[exp.Expr, int]] = [(tree, 1)]
     nodes = 0
     while stack:
         node, depth = stack.pop()
         nodes += 1
         node.comments = None
+        if node._meta and node._meta.keys() <= _POSITIONS:
+            node._meta = None
         if depth > MAX_DEPTH:
             raise TooComplex(
                 f"{what} is nested more than {MAX_DEPTH} levels deep (long chains of AND, OR "

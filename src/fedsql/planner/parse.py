@@ -34,15 +34,7 @@ def parse(sql: str) -> exp.Query:
     except lang.Refused as e:
         raise PlanError(f"{e}; fedsql accepts the SQL described in {LANGUAGE_DOC}") from None
     assert isinstance(tree, exp.Query)
-    for node in tree.walk():
-        # The parser's token positions, deep-copied with every copy() of a node,
-        # are a third of the planner's copying time; nothing reads them after parsing.
-        if node._meta and node._meta.keys() <= _POSITIONS:
-            node._meta = None
-    return tree
-
-
-_POSITIONS = frozenset({"line", "col", "start", "end"})
+    return tree  # without the parser's token positions (lang.bounds.measure drops them)
 
 
 def declared_names(tree: exp.Query, catalog: Catalog) -> tuple[str, ...] | None:
