@@ -557,3 +557,21 @@ def test_connection_problems_say_what_is_wrong(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_a_connector_only_install_says_which_extra_the_shell_needs(
+    tpch_local: LocalFederation, tmp_path: Path
+) -> None:
+    """Without prompt_toolkit (``pip install fedsql[connector]`` alone), the shell on a
+    terminal says what to install in one line, not a traceback."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nsys.modules['prompt_toolkit'] = None\n")
+    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=str(site), TERM="xterm")
+    args = ["shell", "-c", str(tpch_local.config_path), "--user", "alice"]
+    child = pexpect.spawn(FEDSQL, args, env=env, encoding="utf-8", timeout=60)
+    child.expect(pexpect.EOF)
+    child.close()
+    out = child.before or ""
+    assert "pip install 'fedsql[coordinator]'" in out and "prompt_toolkit" in out, out
+    assert "Traceback" not in out and child.exitstatus == 1

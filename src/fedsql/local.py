@@ -36,7 +36,9 @@ def _tpchgen() -> str:
     found = shutil.which("tpchgen-cli")
     if found:
         return found
-    raise FedSQLError("tpchgen-cli is not installed; run `pip install tpchgen-cli` (make does)")
+    raise FedSQLError(
+        "tpchgen-cli is not installed; run `pip install 'fedsql[coordinator]'` (make does)"
+    )
 
 
 def generate_tpch(sf: float, out_dir: Path) -> Path:

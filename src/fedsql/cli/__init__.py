@@ -12,6 +12,9 @@ from fedsql.cli.parser import build_parser
 from fedsql.errors import FedSQLError
 from fedsql.output import format_table
 
+# What `pip install fedsql[coordinator]` adds (pyproject's coordinator extra).
+COORDINATOR_EXTRAS = frozenset({"prompt_toolkit"})
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -32,6 +35,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] not in COORDINATOR_EXTRAS:
+            raise
+        # A connector-only install (fedsql[connector]) asked for an analyst's command.
+        print(
+            f"error: this command needs {e.name.split('.')[0]}, which comes with the "
+            "coordinator's extras: pip install 'fedsql[coordinator]'",
+            file=sys.stderr,
+        )
+        return 1
 
 
 __all__ = ["build_parser", "format_table", "main"]
