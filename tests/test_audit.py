@@ -35,7 +35,7 @@ from fedsql.audit.verify import chains, describe, verify, verify_chain
 from fedsql.channels import open_channel
 from fedsql.config import load_federation
 from fedsql.connectors.audit import AuditLog
-from fedsql.errors import ConfigError, FragmentRefused
+from fedsql.errors import CatalogError, ConfigError, FragmentRefused
 from fedsql.local import LocalFederation, split_agencies, write_agency_toml
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
@@ -750,3 +750,28 @@ def test_a_v1_log_continues_signed_after_an_upgrade(pki: Path, tmp_path: Path) -
     v = verify(path)
     assert v.ok and v.signed_lines == 2 and v.unsigned_lines == 2 and v.last_seq == 4
     assert "partly signed" in "\n".join(describe(v))
+
+
+def test_metadata_statements_leave_their_line_too(
+    traffic: dict[str, Any],
+    fed: fedsql.Federation,
+    local: LocalFederation,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SHOW, DESCRIBE and information_schema are answered at the coordinator from
+    the catalog; what an analyst asked of it is in the coordinator's log all the same,
+    and the logs still verify."""
+    shown = fed.sql("SHOW TABLES").num_rows
+    fed.sql("SELECT table_name FROM information_schema.tables")
+    with pytest.raises(CatalogError):
+        fed.sql("DESCRIBE nosuch")
+    recs = lines_of(logs(local) / "coordinator-audit.jsonl")
+    by_sql = {r.get("sql"): r for r in recs if r.get("kind") == "query"}
+    show = by_sql["SHOW TABLES"]
+    assert (show["outcome"], show["rows"], show["user"]) == ("ok", shown, "alice")
+    assert show["purpose"] == PURPOSE and show["fragments"] == []
+    assert by_sql["SELECT table_name FROM information_schema.tables"]["outcome"] == "ok"
+    assert by_sql["DESCRIBE nosuch"]["outcome"] != "ok"
+    assert local.pki is not None
+    code, out = verify_out(capsys, str(logs(local)), "--ca", str(local.pki / "ca.crt"))
+    assert code == 0, out

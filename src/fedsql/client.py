@@ -243,10 +243,21 @@ class Federation:
                 self._info = metadata.InfoEngine()
             return self._info
 
-    def _answer(self, st: metadata.Statement, watch: QueryWatch | None) -> pa.Table:
-        """A metadata statement's answer (dispatch.py), from the catalog alone."""
+    def _answer(self, sql: str, st: metadata.Statement, watch: QueryWatch | None) -> pa.Table:
+        """A metadata statement's answer (dispatch.py), from the catalog alone; it
+        leaves a line in the coordinator's audit log like any query (EXPLAIN ANALYZE:
+        its query's line)."""
         t0 = time.perf_counter()
-        table = dispatch.answer(self, st, watch)
+        if st.kind == "explain" and st.analyze:
+            table = dispatch.answer(self, st, watch)
+        else:
+            entry = self._entry(sql, uuid.uuid4().hex[:16])
+            try:
+                table = dispatch.answer(self, st, watch)
+            except BaseException as e:
+                entry.failed(e)
+                raise
+            entry.finished(table.num_rows)
         if st.kind != "explain" or not st.analyze:  # EXPLAIN ANALYZE keeps its query's stats
             stats = self._record(uuid.uuid4().hex[:16], (), t0, table.num_rows, ())
             if watch is not None:
@@ -323,7 +334,7 @@ class Federation:
         """
         st = metadata.statement(sql)
         if st is not None:
-            return self._answer(st, watch)
+            return self._answer(sql, st, watch)
         opts = self._options(timeout, allow_partial)
         entry = self._entry(sql, query_id or uuid.uuid4().hex[:16])
         try:
@@ -381,7 +392,7 @@ class Federation:
         """
         st = metadata.statement(sql)
         if st is not None:
-            table = self._answer(st, watch)
+            table = self._answer(sql, st, watch)
             return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
         opts = self._options(timeout, allow_partial)
         t0 = time.perf_counter()
