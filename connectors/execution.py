@@ -150,22 +150,39 @@ class FragmentRunner:
         rows = sum(max(self._tables[t.meta[EXPOSED_META]].row_count_estimate, 0) for t in tables)
         return rows >= LOCAL_MIN_ROWS and _correlated_scalar(tree)
 
+    def sql_to_run(
+        self, tree: exp.Expr, covered: frozenset[str], key_sets: frozenset[str]
+    ) -> str | None:
+        """For a backend that runs fragments as written, the SQL to run for a checked
+        fragment (its policy views in place), checked again (:func:`runs.verified`);
+        None for the others, whose SQL holds the key sets' values and is written and
+        checked again on every run."""
+        if not self._native:
+            return None
+        return _checked(tree, self.target(covered, key_sets))
+
     def start(
         self,
-        tree: exp.Expr,
+        tree: exp.Expr | None,
         batch_rows: int,
         covered: frozenset[str] = frozenset(),
         keys: dict[str, pa.Table] | None = None,
         interrupter: Interrupter | None = None,
+        sql: str | None = None,
     ) -> Running:
         """Run a checked fragment, its policy views in place (``covered``: the exposed
-        tables that have a policy for this caller, read only through their views)."""
+        tables that have a policy for this caller, read only through their views).
+        ``sql``: what :meth:`sql_to_run` returned for it (``tree`` may then be None)."""
         if interrupter is not None:
             interrupter.check()
         keys = keys or {}
         if self._native:
-            sql = _checked(tree, self.target(covered, frozenset(keys)))
+            if sql is None:
+                assert tree is not None
+                sql = self.sql_to_run(tree, covered, frozenset(keys))
+            assert sql is not None
             return self.backend.execute(sql, batch_rows, keys, interrupter)
+        assert tree is not None
         assert self._mirror is not None
         target = self.target(covered)
 

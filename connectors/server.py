@@ -10,11 +10,10 @@ from typing import Any
 
 import grpc
 import pyarrow as pa
-from sqlglot import exp
 
 from fedsql import lang
 from fedsql.connectors import registry
-from fedsql.connectors.audit import AuditLog, Rotation, audited_sql, public_message, touched
+from fedsql.connectors.audit import AuditLog, Rotation, audited_sql, public_message
 from fedsql.connectors.backend import Backend, BackendError, Interrupter
 from fedsql.connectors.calls import (
     QUERY_ID,
@@ -26,17 +25,16 @@ from fedsql.connectors.calls import (
     status_of,
     utc_now,
 )
+from fedsql.connectors.checked import Checker
 from fedsql.connectors.config import AgencyConfig
 from fedsql.connectors.evidence import Evidence
 from fedsql.connectors.execution import FragmentRunner
-from fedsql.connectors.guard import check_fragment
 from fedsql.connectors.identity import Caller, Gate
 from fedsql.connectors.metrics import (
     SLOT_WAIT_SECONDS,
     NodeMetrics,
     test_delay_seconds,
 )
-from fedsql.connectors.runs import apply_policies
 from fedsql.errors import ConfigError, RefusedFragment
 from fedsql.hashkey import fingerprint
 from fedsql.policy.load import validate
@@ -105,15 +103,12 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         self.audit.start(backend=backend.kind)
         self.gate = Gate(cfg)
         self._tables = {t.full_name.lower(): t for t in backend.tables()}
-        self._schemas = {n: t.arrow_schema for n, t in self._tables.items()}
         # Names that may appear in errors sent back (anything else quoted is blanked).
         self._known = frozenset(
             [n for t in self._tables.values() for n in (t.name.lower(), t.schema.lower())]
             + [f.name.lower() for t in self._tables.values() for f in t.arrow_schema]
         )
-        self._exposed = {
-            (t.schema.lower(), t.name.lower()): (t.schema, t.name) for t in self._tables.values()
-        }
+        self.checker = Checker(self._tables, backend.default_schemas, self.policy, self.runner)
         self._catalogs: dict[tuple[str, ...], pb.Catalog] = {}
         self._running: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
@@ -238,30 +233,6 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             context.abort(e.code, str(e))
         return self._catalog_for(caller)
 
-    def _apply_policy(
-        self, tree: exp.Expr, roles: tuple[str, ...]
-    ) -> tuple[list[str], frozenset[str]]:
-        """Replace every bound exposed table that has a policy for these roles by
-        its view, in place; returns (what was applied, the tables covered)."""
-        if not self.policy:
-            return [], frozenset()
-        covered = frozenset(name for name in self._tables if self.policy.for_table(name, roles))
-        applied = apply_policies(
-            tree,
-            lambda name: self.policy.for_table(name, roles),
-            lambda name: self._tables[name].arrow_schema,
-            self._source_of,
-        )
-        return applied, covered
-
-    def _source_of(self, name: str) -> exp.Table:
-        """A bare reference to an exposed table, spelled as its backend spells it."""
-        t = self._tables[name]
-        return exp.Table(
-            this=exp.to_identifier(t.name, quoted=True),
-            db=exp.to_identifier(t.schema, quoted=True) if t.schema else None,
-        )
-
     def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.CancelResponse:
         try:
             peer = self.gate.check_peer(context)
@@ -361,11 +332,15 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
         try:
             self.gate.check_purpose(caller)
-            tree = check_fragment(
-                request.sql, self._exposed, self.backend.default_schemas, frozenset(keys)
+            checked = self.checker.check(
+                request.sql, frozenset(keys), principal.roles, caller.coordinator
             )
-            record["tables"], record["columns"] = touched(tree, self._schemas)
+            record["tables"], record["columns"] = list(checked.tables), list(checked.columns)
             self.gate.check_grants(caller, record["tables"])
+        except BackendError as e:  # the SQL to run could not be checked: a fedsql bug
+            record.update(outcome="unsupported" if e.unsupported else "error", error=str(e))
+            self._record(record)
+            context.abort(status_of(e), f"backend {self.backend.kind}: {e}")
         except RefusedFragment as e:
             record.update(outcome="refused", error=str(e))
             if e.reason:
@@ -373,10 +348,9 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             self._record(record)
             log.info("fragment refused query_id=%s reason=%r", qid, str(e))
             context.abort(e.code, str(e))
-        applied, covered = self._apply_policy(tree, principal.roles)
-        record["masks"] = applied
+        record["masks"] = list(checked.masks)
         # Names the fragment itself uses may be quoted back in errors; values may not.
-        known = self._known | {i.name.lower() for i in tree.find_all(exp.Identifier)}
+        known = self._known | checked.names
         limits = self.cfg.limits
         remaining = context.time_remaining()
         share = (principal.user, caller.coordinator)
@@ -393,7 +367,9 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             stop.fire()  # ... which happened already
         watchdog = Watchdog(stop, limits.max_seconds, started)
         try:
-            run = self.runner.start(tree, int(request.batch_rows), covered, keys, stop)
+            run = self.runner.start(
+                checked.tree, int(request.batch_rows), checked.covered, keys, stop, checked.sql
+            )
         except RefusedFragment as e:  # what would run does not read back as checked
             self._done(qid, entry, watchdog, share)
             record.update(outcome="refused", error=str(e))
