@@ -15,7 +15,7 @@ between threads): rendering works on copies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
 
@@ -79,15 +79,32 @@ class RemoteQuery:
     wrap: exp.Select | None = None
     # Conditions with values of scalar subqueries answered elsewhere.
     scalars: tuple[ScalarSlot, ...] = ()
+    # ``query`` and ``wrap`` as SQL, written once the plan is made (:meth:`written`):
+    # a cached plan's fragments are sent at every run (their text asked for four to
+    # six times a run), and its trees never change. Held with the trees they are of.
+    texts: tuple[exp.Query, exp.Select | None, str, str] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def sql(self) -> str:
         """The query without its slots and wrap (DuckDB dialect)."""
+        t = self.texts
+        if t is not None and t[0] is self.query:
+            return t[2]
         return self.query.sql(dialect=DIALECT)
 
     @property
     def wrap_sql(self) -> str:
+        t = self.texts
+        if t is not None and t[1] is self.wrap:
+            return t[3]
         return self.wrap.sql(dialect=DIALECT) if self.wrap is not None else ""
+
+    def written(self) -> RemoteQuery:
+        """This fragment with its SQL written once, for a finished plan."""
+        wrap = self.wrap.sql(dialect=DIALECT) if self.wrap is not None else ""
+        return replace(self, texts=(self.query, self.wrap, self.query.sql(dialect=DIALECT), wrap))
 
     @property
     def depends_on(self) -> tuple[str, ...]:

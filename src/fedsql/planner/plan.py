@@ -186,7 +186,7 @@ def plan(
         names = p.declared
     else:
         names = tuple(binder.output_names(sql)) if binder is not None else ()
-    return Plan(tuple(p.st.fragments), p.residual, names, p.notes)
+    return Plan(tuple(f.written() for f in p.st.fragments), p.residual, names, p.notes)
 
 
 def reads_only_fragments(residual: exp.Expr, fragment_ids: set[str]) -> None:
