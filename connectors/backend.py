@@ -259,6 +259,7 @@ def adbc_running(
     to_error: Callable[[Exception], BackendError],
     release: Callable[[bool], None],
     broken: Callable[[Exception], bool] = lambda e: False,
+    options: dict[str, str] | None = None,
 ) -> Running:
     """Run ``sql`` on an ADBC connection (PostgreSQL, SQLite) as a :class:`Running`.
 
@@ -270,6 +271,8 @@ def adbc_running(
     if interrupter is not None:
         interrupter.arm(cur.adbc_cancel)
     try:
+        if options:
+            cur.adbc_statement.set_options(**options)
         cur.execute(sql)
         reader = cur.fetch_record_batch()
     except Exception as e:

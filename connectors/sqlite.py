@@ -37,6 +37,11 @@ from fedsql.wire import RemoteTable
 CAPABILITIES = Capabilities(frozenset({"text_ordering", "correlated_subqueries"}))
 
 
+# Rows the ADBC driver reads before it fixes the result's column types (see execute).
+TYPED_ROWS = 262_144
+_BATCH_ROWS = "adbc.sqlite.query.batch_rows"
+
+
 class SQLiteBackend:
     kind = "sqlite"
     dialect = "sqlite"
@@ -106,7 +111,14 @@ class SQLiteBackend:
             with contextlib.suppress(Exception):
                 con.close()
 
-        return adbc_running(con, sql, interrupter, _backend_error, release)
+        # The driver types each column from its first batch, and SQLite is typed per
+        # value: a computed column NULL (or INTEGER) in the first batch and TEXT later
+        # aborts the stream. One large first batch types from all its rows (NULLs
+        # first, then text: text), so results up to TYPED_ROWS rows always conform.
+        rows = str(max(batch_rows, TYPED_ROWS))
+        return adbc_running(
+            con, sql, interrupter, _backend_error, release, options={_BATCH_ROWS: rows}
+        )
 
     def key_condition(self, probe: exp.Expr, values: list[Any]) -> exp.Expr:
         return in_list(probe, values)
@@ -119,7 +131,14 @@ def _backend_error(e: Exception) -> BackendError:
     text = str(e).strip().splitlines()
     msg = text[0] if text else type(e).__name__
     low = msg.lower()
-    unsupported = "no such function" in low or "syntax error" in low or "near " in low
+    # A column whose values change type past the first TYPED_ROWS rows: table scans
+    # (the coordinator's retry for an unsupported fragment) read declared columns.
+    unsupported = (
+        "no such function" in low
+        or "syntax error" in low
+        or "near " in low
+        or "type mismatch in column" in low
+    )
     return BackendError(
         f"SQLite: {msg.split('] ', 1)[-1]}", user_error=True, unsupported=unsupported
     )

@@ -552,6 +552,12 @@ FOUND = {
     # integer, which did not cast to DECIMAL(15, 2): NULLs conform to any type
     "sqlite-all-null-decimal": "SELECT t6.c_acctbal, t6.c_mktsegment FROM customer AS t6 "
     "RIGHT JOIN nation ON t6.c_nationkey = nation.n_nationkey AND t6.c_address = ' '",
+    # SQLite's ADBC driver typed each column from its first 1,024 rows: a FULL JOIN's
+    # side NULL there (an integer) and text later aborted the stream; the backend now
+    # types from one large first batch (sqlite.TYPED_ROWS)
+    "sqlite-type-from-first-batch": "SELECT * FROM customer t1 FULL JOIN customer t2 "
+    "ON t1.c_custkey = t2.c_custkey AND t1.c_nationkey = t2.c_nationkey "
+    "AND t2.c_phone = '21-'",
     # three equal pre-aggregated fragments: the second was derived from the third and
     # the first from the second, which was gone (the residual read a dropped
     # fragment); a fragment others are derived from now stays fetched
