@@ -101,7 +101,7 @@ def _bind_query(
                 out.append(Binding(node, "cte", name))
             else:
                 out.append(Binding(node, "table", lookup(node)))
-        stack.extend(child for _, child in _children(node))
+        stack.extend(node.iter_expressions())  # what _children yields, without the keys
 
 
 def _children(node: exp.Expr) -> list[tuple[str, exp.Expr]]:
