@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import threading
 import time
 from typing import Any
 
@@ -15,6 +14,7 @@ import grpc
 from fedsql import reasons
 from fedsql.connectors.backend import BackendError, Interrupter
 from fedsql.connectors.config import Limits
+from fedsql.deadlines import Deadline, after
 
 
 class Explained:
@@ -53,11 +53,13 @@ def over_limit(limits: Limits, rows: int, nbytes: int) -> str:
 
 
 class Watchdog:
-    """Interrupts a backend query that runs past ``max_seconds``."""
+    """Interrupts a backend query that runs past ``max_seconds`` (a deadline on the
+    process's one deadline thread: a Timer thread per fragment cost up to a GIL
+    switch interval to start on a busy node)."""
 
     def __init__(self, stop: Interrupter, max_seconds: float | None, started: float) -> None:
         self.fired = False
-        self._timer: threading.Timer | None = None
+        self._deadline: Deadline | None = None
         if max_seconds is None:
             return
 
@@ -66,13 +68,11 @@ class Watchdog:
             stop.fire()
 
         left = max_seconds - (time.perf_counter() - started)
-        self._timer = threading.Timer(max(0.0, left), fire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._deadline = after(left, fire)
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
 
 
 def status_of(e: BackendError) -> grpc.StatusCode:

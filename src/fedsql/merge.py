@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fedsql.deadlines import Deadline, after
 from fedsql.errors import ExecutionError, QueryCancelled, QueryTimeout
 from fedsql.lockdown import open_locked
 from fedsql.policy.masks import register_hash
@@ -169,11 +170,9 @@ class MergeSession:
 
     def _prepare(
         self, deadline: float, watch: QueryWatch | None = None
-    ) -> tuple[duckdb.DuckDBPyConnection, threading.Timer]:
+    ) -> tuple[duckdb.DuckDBPyConnection, Deadline]:
         con = self._engine.cursor()
-        timer = threading.Timer(max(0.0, deadline - time.monotonic()), con.interrupt)
-        timer.daemon = True  # never keeps the process alive
-        timer.start()
+        timer = after(deadline - time.monotonic(), con.interrupt)
         try:
             if watch is not None:
                 watch.merging(con)  # from here a cancel interrupts the merge
