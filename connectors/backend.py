@@ -311,3 +311,20 @@ __all__ = [
     "exposed_names",
     "plain_strings",
 ]
+
+
+class Conformed:
+    """A backend's stream, cast batch by batch to the expected schema."""
+
+    def __init__(self, reader: object, schema: pa.Schema) -> None:
+        self._reader = reader
+        self.schema = schema
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for batch in self._reader:  # type: ignore[attr-defined]
+            try:
+                yield conform(batch, self.schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
+                raise BackendError(
+                    f"a result column does not fit its type: {e}", user_error=False
+                ) from None

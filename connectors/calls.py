@@ -1,20 +1,26 @@
 """One call's machinery, beside the servicer (``server.py``): the abort that carries
-its structured reason, the query id's form, the limits a stream is held to, the
-watchdog for ``max_seconds``, and the counting pass-through of record batches."""
+its structured reason, the request's form (query id, key sets, language,
+compression), the limits a stream is held to, the watchdog for ``max_seconds``,
+the counting pass-through of record batches, and how a call that does not finish
+is told (``Ending``, busy and limit messages)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import grpc
+import pyarrow as pa
 
-from fedsql import reasons
+from fedsql import lang, reasons
 from fedsql.connectors.backend import BackendError, Interrupter
 from fedsql.connectors.config import Limits
 from fedsql.deadlines import Deadline, after
+from fedsql.errors import RefusedFragment
+from fedsql.v1 import connector_pb2 as pb
+from fedsql.wire import COMPRESSIONS, key_set_from_proto
 
 
 class Explained:
@@ -36,7 +42,36 @@ class Explained:
         return getattr(self._context, name)
 
 
+class Slots(Protocol):
+    """The slot counts a busy message names (``metrics.NodeMetrics``)."""
+
+    user_share: int
+    coordinator_share: int
+    max_concurrent: int
+
+
 QUERY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def read_request(request: pb.ExecuteRequest, connector: str) -> dict[str, pa.Table]:
+    """The request's key sets, once its query id, fragment language and compression
+    are ones this connector accepts; anything else is refused by name."""
+    if not QUERY_ID.fullmatch(request.query_id or "-"):
+        raise RefusedFragment(
+            "a query id is 1 to 128 letters, digits or - _ . : (fedsql makes them so)"
+        )
+    try:
+        keys = dict(key_set_from_proto(k) for k in request.key_sets)
+    except ValueError as e:
+        raise RefusedFragment(str(e)) from None
+    if request.fragment_language not in ("", lang.VERSION):
+        raise RefusedFragment(
+            f"the fragment is written in fragment language {request.fragment_language!r}; "
+            f"connector '{connector}' speaks version {lang.VERSION}"
+        )
+    if request.compression not in COMPRESSIONS:
+        raise RefusedFragment(f"compression {request.compression!r} is not one of lz4, zstd")
+    return keys
 
 
 def utc_now() -> str:
@@ -102,3 +137,40 @@ class Counter:
                 raise CallEnded
             self.rows += batch.num_rows
             yield batch
+
+
+class Ending(NamedTuple):
+    """How a fragment that did not finish ends: its audit outcome and error, and
+    the status and message its caller gets."""
+
+    outcome: str
+    error: str
+    code: grpc.StatusCode
+    message: str
+
+
+def limit_message(connector: str, over: str) -> str:
+    return (
+        f"the fragment exceeded {over} ([limits] of connector '{connector}') and was "
+        "stopped; narrow the query (filters, aggregates, LIMIT) or ask the agency"
+    )
+
+
+def busy_message(m: Slots, connector: str, full: str, share: tuple[str, str]) -> str:
+    """Why no fragment slot was free: ``full`` is the share that was used up."""
+    if full == "user":
+        return (
+            f"connector '{connector}' is busy for user '{share[0]}': {m.user_share} of their "
+            f"fragments are running, their share of its {m.max_concurrent} slots "
+            "(max_fragments_per_user); retry when one has finished"
+        )
+    if full == "coordinator":
+        return (
+            f"connector '{connector}' is busy for coordinator '{share[1]}': "
+            f"{m.coordinator_share} of its fragments are running, its share of "
+            f"{m.max_concurrent} slots (max_fragments_per_coordinator); retry shortly"
+        )
+    return (
+        f"connector '{connector}' is busy: {m.max_concurrent} fragments are running, the "
+        "most it runs at once; retry shortly"
+    )

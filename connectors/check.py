@@ -10,7 +10,7 @@ the database role's rights for backends that check them at start (PostgreSQL).
 Certificates are checked in ``check_tls.py``, the backend in ``check_backend.py``.
 Each check is the connector's own start-time code where there is one —
 ``load_agency``, ``trust.server_credentials``, ``signing.NodeKey`` (the key that
-signs the audit log), ``server.open_backend`` (which runs the role check of
+signs the audit log), ``opening.open_backend`` (which runs the role check of
 ``pgrole.py``), ``policy.load.validate`` — so that what passes here starts
 there. Nothing is written: the audit log is opened for appending and closed, a
 probe file is created and removed next to it, the ports are bound and released.

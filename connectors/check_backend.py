@@ -1,6 +1,6 @@
 """``fedsql connector check``: the backend, opened as at start, and what names its tables.
 
-``server.open_backend`` runs each kind's start-time checks (for PostgreSQL the
+``opening.open_backend`` runs each kind's start-time checks (for PostgreSQL the
 role check of ``pgrole.py``); what they log as warnings becomes findings.
 Each exposed table is read (``LIMIT 0``), each mask and row filter validated
 against the real columns, each grant against the exposed tables.
@@ -17,7 +17,7 @@ from sqlglot import exp
 from fedsql.connectors.backend import Backend
 from fedsql.connectors.config import AgencyConfig
 from fedsql.connectors.finding import FAIL, OK, WARN, Checks, Finding
-from fedsql.connectors.server import open_backend
+from fedsql.connectors.opening import open_backend
 from fedsql.errors import ConfigError
 from fedsql.policy.load import validate
 from fedsql.policy.model import Policy

@@ -15,7 +15,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fedsql.connectors.config import AgencyConfig
 from fedsql.connectors.metrics import TEST_DELAY_ENV, serve_metrics
-from fedsql.connectors.server import ConnectorService, load_policy, open_backend
+from fedsql.connectors.opening import load_policy, open_backend
+from fedsql.connectors.server import ConnectorService
 from fedsql.errors import ConfigError
 from fedsql.listen import check_free, failed
 from fedsql.policy.masks import load_hash_key

@@ -20,17 +20,23 @@ function, a table or a scan that was not checked.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 from sqlglot import exp
 
 from fedsql import lang
+from fedsql.connectors.backend import BackendError
 from fedsql.connectors.guard import EXPOSED_META
+from fedsql.errors import RefusedFragment
 from fedsql.lang.compare import first_difference, same
 from fedsql.policy import view_for
 from fedsql.policy.model import TablePolicy
+
+log = logging.getLogger(__name__)
 
 # On each Subquery the connector made from a policy: the exposed table's name.
 POLICY_VIEW_META = "fedsql_policy_view"
@@ -197,3 +203,49 @@ __all__ = [
     "policy_views",
     "verified",
 ]
+
+
+def target_table(t: object, kind: str) -> str:
+    """The exposed table a binding's target names, if it is of ``kind``."""
+    return str(t[1]) if isinstance(t, tuple) and len(t) == 2 and t[0] == kind else ""
+
+
+def checked_sql(
+    tree: exp.Expr,
+    target: Target,
+    dialect: str | None = None,
+    kinds: Any = None,
+    transpiled: tuple[type[exp.Expr], ...] = (),
+) -> str:
+    """:func:`runs.verified`, in the backend's terms (``dialect``: the backend's, for
+    SQL transpiled to it; None: the fragment language as written, run by DuckDB). A
+    fragment's construct that does not read back is refused; SQL as written that
+    fails otherwise is the node's own bug; SQL transpiled to another dialect that
+    fails it is something that dialect cannot say the way it was checked:
+    unsupported, so a smaller fragment may work."""
+    views = None
+    if dialect is not None:
+        try:
+            views = [
+                lang.parse(v.sql(dialect=dialect), "policy view", dialect)
+                for v in policy_views(tree)
+            ]
+        except lang.Refused as e:
+            raise BackendError(f"cannot write a policy in {dialect}: {e}", False, True) from None
+        if kinds is None:
+            kinds = kinds_of(tree, *transpiled)
+    try:
+        return verified(tree, target, dialect, views, kinds)
+    except lang.NotInLanguage as e:  # the fragment's own construct does not read back
+        raise RefusedFragment(str(e)) from None
+    except NotWhatWasChecked as e:
+        log.error("fragment not run (%s): %s", dialect or lang.DIALECT, e)
+        if dialect is not None:
+            raise BackendError(
+                f"the fragment cannot be written in {dialect} as it was checked", False, True
+            ) from None
+        raise BackendError(
+            "the connector could not check the SQL it would run for this fragment "
+            "(a fedsql bug; the connector's log has details)",
+            user_error=False,
+        ) from None

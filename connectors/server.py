@@ -5,83 +5,50 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from typing import Any
 
 import grpc
-import pyarrow as pa
 
-from fedsql import lang
-from fedsql.connectors import registry
 from fedsql.connectors.audit import AuditLog, Rotation, audited_sql, public_message
 from fedsql.connectors.backend import Backend, BackendError, Interrupter
 from fedsql.connectors.calls import (
     QUERY_ID,
     CallEnded,
     Counter,
+    Ending,
     Explained,
     Watchdog,
+    busy_message,
+    limit_message,
     over_limit,
+    read_request,
     status_of,
     utc_now,
 )
+from fedsql.connectors.catalog_view import CatalogView
 from fedsql.connectors.checked import Checker
 from fedsql.connectors.config import AgencyConfig
 from fedsql.connectors.evidence import Evidence
 from fedsql.connectors.execution import FragmentRunner
-from fedsql.connectors.identity import Caller, Gate
+from fedsql.connectors.identity import Gate
 from fedsql.connectors.metrics import (
     SLOT_WAIT_SECONDS,
     NodeMetrics,
     test_delay_seconds,
 )
-from fedsql.errors import ConfigError, RefusedFragment
+from fedsql.connectors.opening import engine_limits
+from fedsql.errors import RefusedFragment
 from fedsql.hashkey import fingerprint
-from fedsql.policy.load import validate
-from fedsql.policy.masks import HASH_KEY_ENV, masked_type, register_hash
 from fedsql.v1 import connector_pb2 as pb
 from fedsql.v1 import connector_pb2_grpc as pb_grpc
 from fedsql.version import __version__
 from fedsql.wire import (
-    COMPRESSIONS,
     NodeStatus,
-    RemoteCatalog,
-    catalog_to_proto,
-    key_set_from_proto,
     reader_to_ipc_chunks,
     status_to_proto,
 )
 
 log = logging.getLogger(__name__)
-
-
-def engine_limits(cfg: AgencyConfig) -> dict[str, Any]:
-    """Memory and spill limits of the node's own DuckDB engines ([limits])."""
-    return {"memory_limit": cfg.limits.max_memory, "max_temp_size": cfg.limits.max_temp}
-
-
-def open_backend(cfg: AgencyConfig, hash_key: bytes | None = None) -> Backend:
-    """The configured backend, opened by its kind (``registry.py``)."""
-
-    def setup(con: Any) -> None:
-        register_hash(con, hash_key)
-
-    try:
-        return registry.open_backend(cfg.backend, setup, engine_limits(cfg))
-    except ConfigError as e:
-        raise ConfigError(f"{cfg.source}: {e}") from None
-
-
-def load_policy(cfg: AgencyConfig, backend: Backend, hash_key: bytes | None) -> None:
-    """Check the agency's policies against its real tables; refuse to start if wrong."""
-    schemas = {t.full_name.lower(): t.arrow_schema for t in backend.tables()}
-    validate(cfg.policy, schemas, f"connector '{cfg.name}'")
-    hashed = [m for m in cfg.policy.masks if m.rule == "hash"]
-    if hashed and hash_key is None:
-        raise ConfigError(
-            f"{hashed[0].where}: a 'hash' mask needs the federation's secret key: set "
-            f"hash_key_file under [connector] or the environment variable {HASH_KEY_ENV}"
-        )
 
 
 class ConnectorService(pb_grpc.ConnectorServicer):
@@ -109,7 +76,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             + [f.name.lower() for t in self._tables.values() for f in t.arrow_schema]
         )
         self.checker = Checker(self._tables, backend.default_schemas, self.policy, self.runner)
-        self._catalogs: dict[tuple[str, ...], pb.Catalog] = {}
+        self.catalogs = CatalogView(cfg, backend, self._tables, self.gate, self.key_fingerprint)
         self._running: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
         slots = cfg.max_concurrent_fragments
@@ -163,65 +130,6 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             )
         )
 
-    def _catalog_for(self, caller: Caller) -> pb.Catalog:
-        """The catalog as this caller may see it: only the tables a grant opens to
-        them; no row count where a row filter hides rows from them (it would tell
-        how many); a row filter's condition only for those it does not bind."""
-        roles = tuple(sorted(set(caller.principal.roles)))
-        user = caller.principal.user if self.cfg.grants is not None else ""
-        key = (user, *roles)
-        cached = self._catalogs.get(key)
-        if cached is not None:
-            return cached
-        tables = []
-        for full, t in self._tables.items():
-            if not self.gate.may_query(caller, full):
-                continue
-            tp = self.policy.for_table(full, roles)
-            masks, filters = self.policy.rules_for(full)
-            fields = []
-            for f in t.arrow_schema:
-                m = tp.masks.get(f.name.lower())
-                fields.append(f.with_type(masked_type(m, f.type)) if m else f)
-            tables.append(
-                replace(
-                    t,
-                    arrow_schema=pa.schema(fields),
-                    masks=tuple(
-                        (f.name, tp.masks[f.name.lower()].describe().split(" [")[0])
-                        for f in t.arrow_schema
-                        if f.name.lower() in tp.masks
-                    ),
-                    mask_rules=tuple(
-                        (f.name, m.describe())
-                        for m in masks
-                        for f in t.arrow_schema
-                        if f.name.lower() == m.column.lower()
-                    ),
-                    row_filtered=bool(tp.filters),
-                    row_filters=tuple(
-                        f.describe_kind() if tp.filters else f.describe() for f in filters
-                    ),
-                    row_count_estimate=-1 if tp.filters else t.row_count_estimate,
-                )
-            )
-        cat = catalog_to_proto(
-            RemoteCatalog(
-                self.cfg.name,
-                __version__,
-                self.backend.kind,
-                tuple(tables),
-                self.backend.dialect,
-                self.backend.capabilities,
-                lang.VERSION,
-                next((s for s in self.backend.default_schemas if s), "main"),
-                hash_key_fingerprint=self.key_fingerprint,
-            )
-        )
-        with self._lock:
-            self._catalogs[key] = cat
-        return cat
-
     def GetCatalog(
         self, request: pb.GetCatalogRequest, context: grpc.ServicerContext
     ) -> pb.Catalog:
@@ -231,7 +139,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             if self.gate.refused(context, e, self.audit.write, request, rpc="GetCatalog"):
                 log.warning("catalog request refused: %s", e)
             context.abort(e.code, str(e))
-        return self._catalog_for(caller)
+        return self.catalogs.for_caller(caller)
 
     def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.CancelResponse:
         try:
@@ -303,34 +211,10 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             purpose=principal.purpose,
             authenticated=caller.authenticated,
         )
-        if not QUERY_ID.fullmatch(request.query_id or "-"):  # the caller known: its mistake
-            msg = "a query id is 1 to 128 letters, digits or - _ . : (fedsql makes them so)"
-            record.update(outcome="refused", error=msg)
-            self._record(record)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
-        try:
-            keys = dict(key_set_from_proto(k) for k in request.key_sets)
-        except ValueError as e:
-            keys = {}
-            record.update(outcome="refused", error=str(e))
-            self._record(record)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        if keys:
-            record["key_sets"] = {n: t.num_rows for n, t in keys.items()}
-        if request.fragment_language not in ("", lang.VERSION):
-            msg = (
-                f"the fragment is written in fragment language {request.fragment_language!r}; "
-                f"connector '{self.cfg.name}' speaks version {lang.VERSION}"
-            )
-            record.update(outcome="refused", error=msg)
-            self._record(record)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
-        if request.compression not in COMPRESSIONS:
-            msg = f"compression {request.compression!r} is not one of lz4, zstd"
-            record.update(outcome="refused", error=msg)
-            self._record(record)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
-        try:
+        try:  # the caller known: a malformed request is its mistake
+            keys = read_request(request, self.cfg.name)
+            if keys:
+                record["key_sets"] = {n: t.num_rows for n, t in keys.items()}
             self.gate.check_purpose(caller)
             checked = self.checker.check(
                 request.sql, frozenset(keys), principal.roles, caller.coordinator
@@ -358,7 +242,10 @@ class ConnectorService(pb_grpc.ConnectorServicer):
         if full:
             record.update(outcome="busy", busy=full)
             self._record(record)
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._busy_message(full, share))
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                busy_message(self.metrics, self.cfg.name, full, share),
+            )
         stop = Interrupter()  # Cancel, a client gone, max_seconds: stops even a starting query
         entry = (stop, self.gate.peer_name(context))  # Cancel matches on the same peer
         with self._lock:
@@ -378,25 +265,11 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             context.abort(e.code, str(e))
         except BackendError as e:
             self._done(qid, entry, watchdog, share)
-            if stop.fired and not watchdog.fired:
-                record.update(outcome="cancelled")
-                self._record(record)
-                context.abort(grpc.StatusCode.CANCELLED, "the fragment was cancelled")
-            if watchdog.fired:
-                over = f"max_seconds = {limits.max_seconds:g}"
-                record.update(outcome="limit", error=over)
-                self._record(record)
-                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._limit_message(over))
-            if e.limit:
-                over = f"{e.limit} = {getattr(limits, e.limit)}"
-                record.update(outcome="limit", error=over)
-                self._record(record)
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._limit_message(over))
-            msg = public_message(str(e), known)
             log.debug("backend error query_id=%s error=%r", qid, str(e))
-            record.update(outcome="unsupported" if e.unsupported else "error", error=msg)
+            end = self._ending(e, stop, watchdog, known)
+            record.update(outcome=end.outcome, **({"error": end.error} if end.error else {}))
             self._record(record)
-            context.abort(status_of(e), f"backend {self.backend.kind}: {msg}")
+            context.abort(end.code, end.message)
         except BaseException:
             self._done(qid, entry, watchdog, share)
             raise
@@ -424,7 +297,9 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 if over:
                     stop.fire()
                     audit("limit", over)
-                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._limit_message(over))
+                    context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, limit_message(self.cfg.name, over)
+                    )
                 nbytes += len(chunk)
                 yield pb.ExecuteResponse(arrow_ipc=chunk)
             if watchdog.fired:
@@ -438,27 +313,11 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 receipt=self.evidence.receipt(request, record),
             )
         except (CallEnded, BackendError) as e:
-            if isinstance(e, CallEnded) or (stop.fired and not watchdog.fired):
-                audit("cancelled")
-                if context.is_active():
-                    context.abort(grpc.StatusCode.CANCELLED, "the fragment was cancelled")
-                return
-            if watchdog.fired:
-                over = f"max_seconds = {limits.max_seconds:g}"
-                audit("limit", over)
-                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._limit_message(over))
-            if isinstance(e, BackendError) and e.limit:
-                over = f"{e.limit} = {getattr(limits, e.limit)}"
-                audit("limit", over)
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._limit_message(over))
-            log.debug("backend error query_id=%s error=%r", qid, str(e))
-            msg = public_message(str(e), known)
-            audit("error", msg)
+            log.debug("fragment ended early query_id=%s error=%r", qid, str(e))
+            end = self._ending(e if isinstance(e, BackendError) else None, stop, watchdog, known)
+            audit(end.outcome, end.error)
             if context.is_active():
-                code = (
-                    grpc.StatusCode.INVALID_ARGUMENT if e.user_error else grpc.StatusCode.INTERNAL
-                )
-                context.abort(code, f"backend {self.backend.kind}: {msg}")
+                context.abort(end.code, end.message)
         finally:
             if not audited:
                 audit("cancelled")
@@ -482,27 +341,24 @@ class ConnectorService(pb_grpc.ConnectorServicer):
                 self._running.pop(qid, None)
         self.metrics.release(*share)
 
-    def _busy_message(self, full: str, share: tuple[str, str]) -> str:
-        m, name = self.metrics, self.cfg.name
-        if full == "user":
-            return (
-                f"connector '{name}' is busy for user '{share[0]}': {m.user_share} of their "
-                f"fragments are running, their share of its {m.max_concurrent} slots "
-                "(max_fragments_per_user); retry when one has finished"
+    def _ending(
+        self, e: BackendError | None, stop: Interrupter, watchdog: Watchdog, known: frozenset[str]
+    ) -> Ending:
+        """How a fragment whose backend query failed or was stopped ends (``e`` is
+        None when the call itself ended): cancelled, over a limit, or the error."""
+        limits, name = self.cfg.limits, self.cfg.name
+        if e is None or (stop.fired and not watchdog.fired):
+            return Ending("cancelled", "", grpc.StatusCode.CANCELLED, "the fragment was cancelled")
+        if watchdog.fired:
+            over = f"max_seconds = {limits.max_seconds:g}"
+            return Ending(
+                "limit", over, grpc.StatusCode.DEADLINE_EXCEEDED, limit_message(name, over)
             )
-        if full == "coordinator":
-            return (
-                f"connector '{name}' is busy for coordinator '{share[1]}': {m.coordinator_share} "
-                f"of its fragments are running, its share of {m.max_concurrent} slots "
-                "(max_fragments_per_coordinator); retry shortly"
+        if e.limit:
+            over = f"{e.limit} = {getattr(limits, e.limit)}"
+            return Ending(
+                "limit", over, grpc.StatusCode.RESOURCE_EXHAUSTED, limit_message(name, over)
             )
-        return (
-            f"connector '{name}' is busy: {m.max_concurrent} fragments are running, the "
-            "most it runs at once; retry shortly"
-        )
-
-    def _limit_message(self, over: str) -> str:
-        return (
-            f"the fragment exceeded {over} ([limits] of connector '{self.cfg.name}') and was "
-            "stopped; narrow the query (filters, aggregates, LIMIT) or ask the agency"
-        )
+        msg = public_message(str(e), known)
+        outcome = "unsupported" if e.unsupported else "error"
+        return Ending(outcome, msg, status_of(e), f"backend {self.backend.kind}: {msg}")

@@ -440,3 +440,29 @@ def test_key_sets_reach_postgres_as_arrays(
     assert diff_tables(got, central.sql(sql).to_arrow_table(), has_order_by(sql)) is None
     records = [json.loads(line) for line in audit.read_text().splitlines()[before:]]
     assert any(r.get("key_sets") for r in records if r["outcome"] == "ok")
+
+
+def test_sqlite_type_change_past_the_first_batch_is_retried_with_scans(tmp_path: Path) -> None:
+    """A pushed join whose text column is NULL for more rows than the first batch
+    holds (sqlite.TYPED_ROWS) and text after: the driver fails mid-stream; the
+    connector says 'unsupported' (not a refusal), and the coordinator's retry with
+    table scans at that agency answers the query."""
+    from fedsql.connectors.sqlite import TYPED_ROWS
+
+    n = TYPED_ROWS + 20_000
+    db = tmp_path / "lite.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE a (k INTEGER PRIMARY KEY)")
+        con.execute("CREATE TABLE b (k INTEGER PRIMARY KEY, s TEXT)")
+        con.executemany("INSERT INTO a VALUES (?)", ((i,) for i in range(n)))
+        con.executemany("INSERT INTO b VALUES (?, ?)", ((i, f"s{i}") for i in range(n - 10, n)))
+    toml = write_agency_toml(tmp_path / "lite.toml", "lite", "sqlite", db)
+    with LocalFederation(tmp_path, [toml]) as local, fedsql.connect(local.config_path) as fed:
+        got = fed.sql("SELECT a.k, b.s FROM a LEFT JOIN b ON a.k = b.k")
+        audit = (tmp_path / "lite-audit.jsonl").read_text().splitlines()
+    assert got.num_rows == n
+    assert sorted(s for s in got.column("s").to_pylist() if s is not None) == sorted(
+        f"s{i}" for i in range(n - 10, n)
+    )
+    outcomes = [json.loads(line).get("outcome") for line in audit]
+    assert "unsupported" in outcomes and outcomes[-1] == "ok", outcomes
