@@ -223,15 +223,20 @@ def checked_sql(
     fails otherwise is the node's own bug; SQL transpiled to another dialect that
     fails it is something that dialect cannot say the way it was checked:
     unsupported, so a smaller fragment may work."""
-    views = None
+    views: list[exp.Select] | None = None
     if dialect is not None:
         try:
-            views = [
+            parsed = [
                 lang.parse(v.sql(dialect=dialect), "policy view", dialect)
                 for v in policy_views(tree)
             ]
         except lang.Refused as e:
             raise BackendError(f"cannot write a policy in {dialect}: {e}", False, True) from None
+        views = [v for v in parsed if isinstance(v, exp.Select)]
+        if len(views) != len(parsed):
+            raise BackendError(
+                f"a policy view does not read back as one SELECT in {dialect}", False, True
+            )
         if kinds is None:
             kinds = kinds_of(tree, *transpiled)
     try:

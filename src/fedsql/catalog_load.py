@@ -9,13 +9,16 @@ masks and filters must name real tables and columns of what came back.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
 from fedsql import lang
 from fedsql.catalog import Catalog
-from fedsql.errors import ConfigError, ConnectorError, FedSQLError
+from fedsql.errors import CatalogError, ConfigError, ConnectorError, FedSQLError
+from fedsql.planner.shape import ShapeBinder
 from fedsql.policy.load import validate
 from fedsql.policy.masks import HASH_KEY_ENV
 from fedsql.policy.model import Policy
@@ -27,6 +30,67 @@ from fedsql.wire import Principal, RemoteCatalog, catalog_from_proto, principal_
 log = logging.getLogger(__name__)
 
 CATALOG_TIMEOUT = 10.0
+DOWN_RECHECK_SECONDS = 5.0  # how soon a catalog missing an agency is loaded again
+
+
+class FederationCatalog:
+    """The catalog a Federation plans with, and its shape binder: loaded at first
+    use (once, however many threads ask), again on :meth:`refresh`, and again once
+    :data:`DOWN_RECHECK_SECONDS` have passed when an agency was down (is it back?)."""
+
+    def __init__(
+        self,
+        links: dict[str, Link],
+        principal: Principal,
+        policy: Policy,
+        hash_key: bytes | None,
+    ) -> None:
+        self._links, self._principal = links, principal
+        self._policy, self._hash_key = policy, hash_key
+        self._catalog: Catalog | None = None
+        self._binder: ShapeBinder | None = None
+        self.lock = threading.Lock()
+        self.down: dict[str, FedSQLError] = {}  # agencies down at the last load
+        self._loaded_at = 0.0
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            with self.lock:
+                if self._catalog is None:
+                    catalog, down = load_catalogs(self._links, self._principal)
+                    check_policy(self._policy, catalog, self._hash_key)
+                    self.down, self._loaded_at = down, time.monotonic()
+                    self._catalog = catalog
+        return self._catalog
+
+    @property
+    def binder(self) -> ShapeBinder:
+        if self._binder is None:
+            self._binder = ShapeBinder(self.catalog)
+        return self._binder
+
+    def refresh(self) -> None:
+        self._catalog = None
+        self._binder = None
+
+    def stale(self) -> bool:
+        """An agency was down at the last load, long enough ago to ask again."""
+        return bool(self.down) and time.monotonic() - self._loaded_at > DOWN_RECHECK_SECONDS
+
+    def unknown_name(self, e: CatalogError) -> FedSQLError:
+        """What to raise for a name the catalog does not know: with agencies down,
+        their error (their tables may be what the query names), else ``e``."""
+        if len(self.down) == 1:
+            (err,) = self.down.values()
+            return err
+        if self.down:
+            return ConnectorError(
+                ", ".join(sorted(self.down)),
+                "unreachable, so their tables are unknown: "
+                + "; ".join(str(e) for e in self.down.values()),
+            )
+        return e
 
 
 def load_catalogs(

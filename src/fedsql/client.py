@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -19,12 +18,11 @@ import pyarrow as pa
 from fedsql import dispatch, metadata
 from fedsql.audit.coordinator import CoordinatorAudit, QueryEntry
 from fedsql.catalog import Catalog
-from fedsql.catalog_load import check_policy, load_catalogs
+from fedsql.catalog_load import FederationCatalog
 from fedsql.config import FederationConfig, load_federation
 from fedsql.errors import (
     CatalogError,
     ConfigError,
-    ConnectorError,
     FedSQLError,
     FragmentUnsupported,
     QueryCancelled,
@@ -34,11 +32,12 @@ from fedsql.execute import (
     MergeEngine,
     QueryStats,
     QueryWatch,
-    connector_stats,
     execute,
     execute_stream,
+    renamed,
 )
 from fedsql.planner import Fragment, Plan, plan
+from fedsql.planner.cache import PlanCache
 from fedsql.planner.render import bind
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy.masks import load_hash_key
@@ -48,14 +47,13 @@ from fedsql.resilience import (
     links_for,
     probe,
 )
+from fedsql.stats import query_stats
 from fedsql.wire import Principal
 
 log = logging.getLogger(__name__)
 
-DOWN_RECHECK_SECONDS = 5.0  # how soon a catalog missing an agency is loaded again
 MISSING_METADATA = b"fedsql.missing_agencies"
 _T = TypeVar("_T")
-PLAN_CACHE_SIZE = 256
 ANONYMOUS = "anonymous"  # the principal of a Federation opened without a user
 
 
@@ -84,14 +82,11 @@ class Federation:
         self._links = links_for(
             config.connectors, config.connect_timeout_seconds, str(config.source or "federation")
         )
-        self._catalog: Catalog | None = None
-        self._catalog_lock = threading.Lock()
-        self._down: dict[str, FedSQLError] = {}  # agencies down when the catalog loaded
-        self._loaded_at = 0.0
-        self._binder: ShapeBinder | None = None
-        self._plans: OrderedDict[tuple[str, frozenset[str]], Plan] = OrderedDict()
-        self._plans_lock = threading.Lock()
         self._hash_key = load_hash_key(config.hash_key_file, f"{config.source}: [coordinator]")
+        self._catalogs = FederationCatalog(
+            self._links, self.principal, config.policy, self._hash_key
+        )
+        self._plans = PlanCache()
         self._merger = MergeEngine(self._hash_key, config.memory_limit, config.temp_directory)
         self._thread = threading.local()
         self._last_stats: QueryStats | None = None
@@ -115,29 +110,8 @@ class Federation:
         """Stats of the last query this thread ran (else the last query of any thread)."""
         return getattr(self._thread, "stats", None) or self._last_stats
 
-    def _record(
-        self,
-        qid: str,
-        runs: tuple[FragmentRun, ...],
-        t0: float,
-        rows: int,
-        missing: tuple[str, ...],
-        plan_s: float = 0.0,
-        fetch_s: float = 0.0,
-        merge_s: float = 0.0,
-    ) -> QueryStats:
+    def _record(self, stats: QueryStats) -> QueryStats:
         """A finished query's stats, kept as ``last_stats`` (for this thread)."""
-        stats = QueryStats(
-            query_id=qid,
-            connectors=connector_stats(runs),
-            fragments=runs,
-            plan_seconds=plan_s,
-            fetch_seconds=fetch_s,
-            merge_seconds=merge_s,
-            total_seconds=time.perf_counter() - t0,
-            result_rows=rows,
-            missing=missing,
-        )
         self._thread.stats = stats
         self._last_stats = stats
         return stats
@@ -145,62 +119,37 @@ class Federation:
     # -- catalog ------------------------------------------------------------
     @property
     def catalog(self) -> Catalog:
-        if self._catalog is None:
-            with self._catalog_lock:  # one load, however many threads ask at once
-                if self._catalog is None:
-                    self._catalog = self._load_catalog()
-        return self._catalog
+        return self._catalogs.catalog
 
     def refresh_catalog(self) -> Catalog:
-        self._catalog = None
-        self._binder = None
+        self._catalogs.refresh()
         self._plans.clear()
         return self.catalog
 
     @property
     def binder(self) -> ShapeBinder:
-        if self._binder is None:
-            self._binder = ShapeBinder(self.catalog)
-        return self._binder
-
-    def _load_catalog(self) -> Catalog:
-        catalog, down = load_catalogs(self._links, self.principal)
-        check_policy(self.config.policy, catalog, self._hash_key)
-        self._down = down
-        self._loaded_at = time.monotonic()
-        return catalog
+        return self._catalogs.binder
 
     # -- queries ------------------------------------------------------------
     def plan(self, sql: str, scan_only: frozenset[str] = frozenset()) -> Plan:
         """The plan for ``sql``; plans are cached per Federation (same catalog,
         policies and roles give the same plan) until the catalog is refreshed."""
-        if self._down and time.monotonic() - self._loaded_at > DOWN_RECHECK_SECONDS:
+        if self._catalogs.stale():
             self.refresh_catalog()  # an agency was down: is it back?
         key = (sql, scan_only)
-        with self._plans_lock:
-            cached = self._plans.get(key)
-            if cached is not None:
-                self._plans.move_to_end(key)
-                return cached
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
         try:
             p = plan(
                 sql, self.catalog, self.binder, self.config.policy, self.principal.roles, scan_only
             )
-        except CatalogError:
-            if len(self._down) == 1:  # its tables may be what the query names
-                (err,) = self._down.values()
-                raise err from None
-            if self._down:
-                raise ConnectorError(
-                    ", ".join(sorted(self._down)),
-                    "unreachable, so their tables are unknown: "
-                    + "; ".join(str(e) for e in self._down.values()),
-                ) from None
-            raise
-        with self._plans_lock:
-            self._plans[key] = p
-            if len(self._plans) > PLAN_CACHE_SIZE:
-                self._plans.popitem(last=False)
+        except CatalogError as e:
+            err = self._catalogs.unknown_name(e)
+            if err is e:
+                raise
+            raise err from None
+        self._plans.put(key, p)
         return p
 
     def explain(
@@ -219,50 +168,13 @@ class Federation:
         self.sql(sql, watch=watch)
         st = self.last_stats
         assert st is not None
-        lines = [text, "", "analyze:"]
-        for r in st.fragments:
-            lines.append(
-                f"  {r.fragment.id} @ {r.fragment.agency}: {r.stats.rows} rows, "
-                f"{r.stats.bytes} bytes, {r.stats.seconds:.3f} s"
-            )
-        lines.append(
-            f"  plan {st.plan_seconds:.3f} s, fetch {st.fetch_seconds:.3f} s, "
-            f"merge {st.merge_seconds:.3f} s, total {st.total_seconds:.3f} s, "
-            f"{st.result_rows} result rows"
-        )
-        for agency, c in sorted(st.connectors.items()):
-            lines.append(
-                f"  agency {agency}: {c.fragments} fragment(s), {c.rows} rows, "
-                f"{c.bytes} bytes, {c.seconds:.3f} s"
-            )
-        return "\n".join(lines)
+        return "\n".join([text, "", *st.analyze_lines()])
 
     def _info_engine(self) -> metadata.InfoEngine:
-        with self._catalog_lock:
+        with self._catalogs.lock:
             if self._info is None:
                 self._info = metadata.InfoEngine()
             return self._info
-
-    def _answer(self, sql: str, st: metadata.Statement, watch: QueryWatch | None) -> pa.Table:
-        """A metadata statement's answer (dispatch.py), from the catalog alone; it
-        leaves a line in the coordinator's audit log like any query (EXPLAIN ANALYZE:
-        its query's line)."""
-        t0 = time.perf_counter()
-        if st.kind == "explain" and st.analyze:
-            table = dispatch.answer(self, st, watch)
-        else:
-            entry = self._entry(sql, uuid.uuid4().hex[:16])
-            try:
-                table = dispatch.answer(self, st, watch)
-            except BaseException as e:
-                entry.failed(e)
-                raise
-            entry.finished(table.num_rows)
-        if st.kind != "explain" or not st.analyze:  # EXPLAIN ANALYZE keeps its query's stats
-            stats = self._record(uuid.uuid4().hex[:16], (), t0, table.num_rows, ())
-            if watch is not None:
-                watch.stats = stats
-        return table
 
     def _options(self, timeout: float | None, allow_partial: bool | None) -> RunOptions:
         c = self.config
@@ -334,7 +246,7 @@ class Federation:
         """
         st = metadata.statement(sql)
         if st is not None:
-            return self._answer(sql, st, watch)
+            return dispatch.run(self, sql, st, watch)
         opts = self._options(timeout, allow_partial)
         entry = self._entry(sql, query_id or uuid.uuid4().hex[:16])
         try:
@@ -367,7 +279,9 @@ class Federation:
         if missing:
             table = mark_partial(table, missing)
         entry.finished(table.num_rows)  # on disk before the analyst has the result
-        stats = self._record(qid, runs, t0, table.num_rows, missing, plan_s, fetch_s, merge_s)
+        stats = self._record(
+            query_stats(qid, runs, t0, table.num_rows, missing, plan_s, fetch_s, merge_s)
+        )
         if watch is not None:
             watch.stats = stats
         return table
@@ -392,7 +306,7 @@ class Federation:
         """
         st = metadata.statement(sql)
         if st is not None:
-            table = self._answer(sql, st, watch)
+            table = dispatch.run(self, sql, st, watch)
             return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
         opts = self._options(timeout, allow_partial)
         t0 = time.perf_counter()
@@ -402,7 +316,7 @@ class Federation:
             plan_s = time.perf_counter() - t0  # go runs as soon as the plan is made
 
             def done(runs: tuple[FragmentRun, ...], rows: int, missing: tuple[str, ...]) -> None:
-                self._record(qid, runs, t0, rows, missing, plan_s)
+                self._record(query_stats(qid, runs, t0, rows, missing, plan_s))
 
             return execute_stream(
                 p,
@@ -423,17 +337,7 @@ class Federation:
             entry.failed(e)
             raise
         reader = entry.streaming(reader)  # the query's line is on disk before its first batch
-        names = list(p.output_names)
-        if names and len(names) == len(reader.schema):
-            schema = pa.schema(
-                [f.with_name(n) for f, n in zip(reader.schema, names, strict=True)],
-                metadata=reader.schema.metadata,
-            )
-            reader = pa.RecordBatchReader.from_batches(
-                schema,
-                (pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in reader),
-            )
-        return reader
+        return renamed(reader, p.output_names)
 
     def status(self, timeout: float = 5.0) -> list[AgencyHealth]:
         """Every connector's health, version, latency and load (asked in parallel)."""

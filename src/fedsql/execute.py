@@ -296,6 +296,19 @@ def _cancel_remote(links: dict[str, Link], agencies: set[str], query_id: str) ->
             log.debug("cancel failed query_id=%s agency=%s", query_id, a)
 
 
+def renamed(reader: pa.RecordBatchReader, names: tuple[str, ...]) -> pa.RecordBatchReader:
+    """The stream with the query's own output names (duplicates kept, unlike DuckDB)."""
+    if not names or len(names) != len(reader.schema):
+        return reader
+    schema = pa.schema(
+        [f.with_name(n) for f, n in zip(reader.schema, names, strict=True)],
+        metadata=reader.schema.metadata,
+    )
+    return pa.RecordBatchReader.from_batches(
+        schema, (pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in reader)
+    )
+
+
 __all__ = [  # re-exported from merge.py, watch.py and stats.py
     "TEMP_TABLE_ROWS",
     "ConnectorStats",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from fedsql.audit.receipts import Receipt
@@ -63,6 +64,50 @@ class QueryStats:
             + (f", {s.seconds:.3f} s" if seconds else "")
             for a, s in sorted(self.connectors.items())
         )
+
+    def analyze_lines(self) -> list[str]:
+        """What ``EXPLAIN ANALYZE`` adds to a plan: per fragment, the phases, per agency."""
+        lines = ["analyze:"]
+        for r in self.fragments:
+            lines.append(
+                f"  {r.fragment.id} @ {r.fragment.agency}: {r.stats.rows} rows, "
+                f"{r.stats.bytes} bytes, {r.stats.seconds:.3f} s"
+            )
+        lines.append(
+            f"  plan {self.plan_seconds:.3f} s, fetch {self.fetch_seconds:.3f} s, "
+            f"merge {self.merge_seconds:.3f} s, total {self.total_seconds:.3f} s, "
+            f"{self.result_rows} result rows"
+        )
+        for agency, c in sorted(self.connectors.items()):
+            lines.append(
+                f"  agency {agency}: {c.fragments} fragment(s), {c.rows} rows, "
+                f"{c.bytes} bytes, {c.seconds:.3f} s"
+            )
+        return lines
+
+
+def query_stats(
+    qid: str,
+    runs: tuple[FragmentRun, ...],
+    t0: float,
+    rows: int,
+    missing: tuple[str, ...],
+    plan_s: float = 0.0,
+    fetch_s: float = 0.0,
+    merge_s: float = 0.0,
+) -> QueryStats:
+    """A finished query's stats (``t0``: its ``perf_counter`` start)."""
+    return QueryStats(
+        query_id=qid,
+        connectors=connector_stats(runs),
+        fragments=runs,
+        plan_seconds=plan_s,
+        fetch_seconds=fetch_s,
+        merge_seconds=merge_s,
+        total_seconds=time.perf_counter() - t0,
+        result_rows=rows,
+        missing=missing,
+    )
 
 
 def human_bytes(n: int) -> str:
