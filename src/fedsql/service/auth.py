@@ -1,4 +1,6 @@
-"""Analysts' sign-in at `fedsql serve`: scrypt password hashes and bearer tokens.
+"""Analysts' sign-in at `fedsql serve`: scrypt password hashes and bearer tokens;
+and what the service needs before it serves (``check_servable``: a user who can
+sign in, TLS unless insecure; ``tls_pair``: its certificate and key).
 
 Flight SQL clients (ADBC, JDBC) sign in the same way: the first call carries
 ``Authorization: Basic base64(user:password)``; the server answers with an
@@ -30,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fedsql.config import FederationConfig
+from fedsql.errors import ConfigError
+from fedsql.trust import read_secret
 
 log = logging.getLogger(__name__)
 
@@ -332,3 +336,27 @@ def _throttled(wait: float) -> str:
         "too many failed sign-ins for this user or from this address; "
         f"try again in {max(1, round(wait))} s"
     )
+
+
+def tls_pair(config: FederationConfig) -> list[tuple[bytes, bytes]]:
+    s = config.service
+    if s.tls_cert is None or s.tls_key is None:
+        return []
+    return [
+        (read_secret(s.tls_cert, "[service.tls].cert"), read_secret(s.tls_key, "[service.tls].key"))
+    ]
+
+
+def check_servable(config: FederationConfig) -> None:
+    """Refuse to start without a way to sign in or without TLS (unless insecure)."""
+    src = config.source or "the federation config"
+    if not any(u.password_hash for u in config.users.values()):
+        raise ConfigError(
+            f"{src}: no user can sign in: give at least one [user.NAME] a password_hash "
+            "(make one with `fedsql passwd`)"
+        )
+    if not config.service.insecure and config.service.tls_cert is None:
+        raise ConfigError(
+            f"{src}: [service] needs TLS: add [service.tls] cert and key (PEM files), or "
+            "set insecure = true under [service] to serve plaintext (local development only)"
+        )

@@ -35,11 +35,11 @@ import pyarrow.flight as flight
 from fedsql import interrupt
 from fedsql.client import Federation
 from fedsql.config import FederationConfig
-from fedsql.errors import ConfigError, FedSQLError, QueryCancelled
+from fedsql.errors import FedSQLError, QueryCancelled
 from fedsql.listen import check_free, failed
 from fedsql.service import protocol as proto
 from fedsql.service import purpose, status
-from fedsql.service.auth import SignIn, SignInRefused
+from fedsql.service.auth import SignIn, SignInRefused, check_servable, tls_pair
 from fedsql.service.metadata import READ_ONLY, metadata
 from fedsql.service.middleware import AuthMiddleware, Handshake
 from fedsql.service.params import (
@@ -60,7 +60,6 @@ from fedsql.service.status import (
     UNIMPLEMENTED,
     Refused,
 )
-from fedsql.trust import read_secret
 from fedsql.v1 import flight_sql_pb2 as sql_pb
 
 log = logging.getLogger(__name__)
@@ -377,30 +376,6 @@ def _text(body: bytes, what: str) -> str:
         return body.decode()
     except UnicodeDecodeError:
         raise Refused(INVALID_ARGUMENT, f"{what} is not UTF-8 text") from None
-
-
-def tls_pair(config: FederationConfig) -> list[tuple[bytes, bytes]]:
-    s = config.service
-    if s.tls_cert is None or s.tls_key is None:
-        return []
-    return [
-        (read_secret(s.tls_cert, "[service.tls].cert"), read_secret(s.tls_key, "[service.tls].key"))
-    ]
-
-
-def check_servable(config: FederationConfig) -> None:
-    """Refuse to start without a way to sign in or without TLS (unless insecure)."""
-    src = config.source or "the federation config"
-    if not any(u.password_hash for u in config.users.values()):
-        raise ConfigError(
-            f"{src}: no user can sign in: give at least one [user.NAME] a password_hash "
-            "(make one with `fedsql passwd`)"
-        )
-    if not config.service.insecure and config.service.tls_cert is None:
-        raise ConfigError(
-            f"{src}: [service] needs TLS: add [service.tls] cert and key (PEM files), or "
-            "set insecure = true under [service] to serve plaintext (local development only)"
-        )
 
 
 def start(config: FederationConfig, listen: str | None = None) -> FlightSqlService:
