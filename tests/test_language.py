@@ -269,7 +269,7 @@ def test_each_engine_is_locked(tmp_path: Path) -> None:
         def tables(self) -> tuple[RemoteTable, ...]:
             return (table,)
 
-    engines["node's local engine"] = FragmentRunner(_Fake(), None)._local_engine()  # type: ignore[arg-type]
+    engines["node's local engine"] = FragmentRunner(_Fake(), None)._localized._engine()  # type: ignore[arg-type]
     secret = tmp_path / "secret.csv"
     secret.write_text("a\ncnry_host_file\n")
     for name, con in engines.items():

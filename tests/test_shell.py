@@ -29,7 +29,14 @@ PROMPT = r"fedsql>"  # prompt_toolkit draws the space as a cursor move
 def spawn(args: list[str], home: Path) -> pexpect.spawn:
     env = dict(os.environ, HOME=str(home), PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm", COLUMNS="200")
     child = pexpect.spawn(FEDSQL, args, env=env, encoding="utf-8", timeout=60, dimensions=(50, 200))
-    child.expect(PROMPT)
+    try:
+        child.expect(PROMPT)
+    except pexpect.EOF:  # say all it printed: pexpect's message keeps the last 100 characters
+        child.close()
+        raise AssertionError(
+            f"fedsql {' '.join(args)} ended before its prompt (exit {child.exitstatus}, "
+            f"signal {child.signalstatus}):\n{child.before}"
+        ) from None
     return child
 
 

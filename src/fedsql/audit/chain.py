@@ -237,6 +237,7 @@ class ChainWriter:
                 return
             known = (self._prev, self._seq) if self._size >= 0 else None
             os.close(self._fd)  # releases the lock on the old file
+            self._fd = -1  # never closed twice: the number may be another's by then
             self._open()
             if known is not None and os.fstat(self._fd).st_size == 0:
                 # The file vanished or was replaced by an empty one: continue the
