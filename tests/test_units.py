@@ -32,6 +32,7 @@ DOCTEST_MODULES = [
     "fedsql.certnames",
     "fedsql.service.status",
     "fedsql.reasons",
+    "fedsql.output",
 ]
 
 

@@ -5,6 +5,7 @@ The CLI, the shell and the notebook share it."""
 from __future__ import annotations
 
 import json
+import math
 from decimal import Decimal
 
 import pyarrow as pa
@@ -66,13 +67,18 @@ def csv_text(table: pa.Table) -> str:
 
 
 def _json_value(v: object) -> str:
-    """One value as JSON; a decimal as the exact JSON number (json.dumps would need a float).
+    """One value as JSON; a decimal as the exact JSON number (json.dumps would need a
+    float); NaN and infinities, which JSON has no number for, as null.
 
     >>> _json_value({"d": Decimal("711.56"), "z": [Decimal("0E-2"), None]})
     '{"d": 711.56, "z": [0.00, null]}'
+    >>> _json_value([float("nan"), float("-inf"), 1.5])
+    '[null, null, 1.5]'
     """
     if isinstance(v, Decimal):
         return f"{v:f}" if v.is_finite() else "null"
+    if isinstance(v, float) and not math.isfinite(v):
+        return "null"
     if isinstance(v, dict):
         items = (f"{json.dumps(str(k))}: {_json_value(x)}" for k, x in v.items())
         return "{" + ", ".join(items) + "}"
