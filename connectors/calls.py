@@ -53,9 +53,13 @@ class Slots(Protocol):
 QUERY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
-def read_request(request: pb.ExecuteRequest, connector: str) -> dict[str, pa.Table]:
+def read_request(
+    request: pb.ExecuteRequest, connector: str, record: dict[str, Any]
+) -> dict[str, pa.Table]:
     """The request's key sets, once its query id, fragment language and compression
-    are ones this connector accepts; anything else is refused by name."""
+    are ones this connector accepts; anything else is refused by name. The key
+    sets' sizes go into the audit ``record`` as soon as they decode (a refusal's
+    line says them too)."""
     if not QUERY_ID.fullmatch(request.query_id or "-"):
         raise RefusedFragment(
             "a query id is 1 to 128 letters, digits or - _ . : (fedsql makes them so)"
@@ -64,6 +68,8 @@ def read_request(request: pb.ExecuteRequest, connector: str) -> dict[str, pa.Tab
         keys = dict(key_set_from_proto(k) for k in request.key_sets)
     except ValueError as e:
         raise RefusedFragment(str(e)) from None
+    if keys:
+        record["key_sets"] = {n: t.num_rows for n, t in keys.items()}
     if request.fragment_language not in ("", lang.VERSION):
         raise RefusedFragment(
             f"the fragment is written in fragment language {request.fragment_language!r}; "

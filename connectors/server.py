@@ -212,9 +212,7 @@ class ConnectorService(pb_grpc.ConnectorServicer):
             authenticated=caller.authenticated,
         )
         try:  # the caller known: a malformed request is its mistake
-            keys = read_request(request, self.cfg.name)
-            if keys:
-                record["key_sets"] = {n: t.num_rows for n, t in keys.items()}
+            keys = read_request(request, self.cfg.name, record)
             self.gate.check_purpose(caller)
             checked = self.checker.check(
                 request.sql, frozenset(keys), principal.roles, caller.coordinator

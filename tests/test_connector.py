@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from fedsql.channels import open_channel
 from fedsql.config import load_federation
 from fedsql.local import LocalFederation, start_connector, write_agency_toml
 from fedsql.v1 import connector_pb2 as pb
-from fedsql.wire import catalog_from_proto, ipc_chunks_to_reader
+from fedsql.wire import catalog_from_proto, ipc_chunks_to_reader, key_set_to_proto
 
 
 def _execute(stub, sql: str) -> pa.Table:  # type: ignore[no-untyped-def]
@@ -254,3 +255,24 @@ def test_compressed_ipc_round_trips(trade_stub, codec: str) -> None:  # type: ig
     with pytest.raises(grpc.RpcError) as info:
         list(trade_stub.Execute(pb.ExecuteRequest(sql=sql, compression="gzip"), timeout=60))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    "bad", [{"compression": "gzip"}, {"fragment_language": "9.9"}], ids=["codec", "language"]
+)
+def test_a_refused_request_still_audits_its_key_sets(  # type: ignore[no-untyped-def]
+    trade_stub, tpch_local: LocalFederation, bad: dict[str, str]
+) -> None:
+    """A request refused for its compression or language: the line says what it
+    shipped (the key sets' sizes), like a refusal by the guard."""
+    qid = f"refused-keys-{next(iter(bad))}"
+    keys = key_set_to_proto("__fedsql_keys0", pa.array([1, 2, 3], pa.int64()))
+    req = pb.ExecuteRequest(
+        query_id=qid, sql="SELECT o_orderkey FROM orders", key_sets=[keys], **bad
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        list(trade_stub.Execute(req, timeout=30))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    audit = (tpch_local.work / "trade-audit.jsonl").read_text().splitlines()
+    (line,) = [r for r in map(json.loads, audit) if r.get("query_id") == qid]
+    assert line["outcome"] == "refused" and line["key_sets"] == {"__fedsql_keys0": 3}, line

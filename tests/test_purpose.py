@@ -108,3 +108,19 @@ def test_a_purpose_that_is_not_printable_text_is_refused(
         ):
             _sum(con)
         assert why in str(e.value)
+
+
+def test_another_purpose_shares_the_catalog_and_its_refresh(fed) -> None:  # type: ignore[no-untyped-def]
+    """``with_purpose`` is the same analyst asking for another reason: one catalog and
+    one plan cache (a plan is a function of catalog, policies and roles, not of the
+    purpose), so a refresh through either is a refresh for both: neither plans from a
+    catalog the other has dropped."""
+    child = fed.with_purpose("audit of 2026 returns")
+    assert child.principal.purpose == "audit of 2026 returns"
+    assert child.principal.user == fed.principal.user
+    assert child.catalog is fed.catalog
+    before = fed.catalog
+    child.refresh_catalog()
+    assert fed.catalog is child.catalog and fed.catalog is not before
+    assert fed.sql("SELECT count(*) FROM region").column(0)[0].as_py() == 5
+    assert child.sql("SELECT count(*) FROM region").column(0)[0].as_py() == 5
