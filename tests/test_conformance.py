@@ -183,12 +183,10 @@ def test_types_round_trip(suite: Suite, agency: str) -> None:
 NEEDS = {
     "decimal_arithmetic": "SELECT sum(amount * 2) AS s, avg(amount) AS m FROM {a}t",
     "dates": "SELECT extract(year FROM d) AS y, count(*) AS n FROM {a}t GROUP BY 1",
-    "date_parts": "SELECT extract(DAYOFYEAR FROM d) AS y, extract(DAYOFWEEK FROM d) AS w "
-    "FROM {a}t",
+    "date_parts": "SELECT extract(DAYOFYEAR FROM d) AS y, extract(DAYOFWEEK FROM d) AS w FROM {a}t",
     "casts": "SELECT CAST(id AS VARCHAR) AS s FROM {a}t WHERE id < 20",
     "plain_like": "SELECT count(*) AS n FROM {a}t WHERE name LIKE 'a%'",
-    "pattern_matching": "SELECT count(*) AS n FROM {a}t WHERE name LIKE 'a\\_%' "
-    "OR name ILIKE 'B%'",
+    "pattern_matching": "SELECT count(*) AS n FROM {a}t WHERE name LIKE 'a\\_%' OR name ILIKE 'B%'",
     "string_functions": "SELECT left(name, 2) AS l, count(*) AS n FROM {a}t GROUP BY 1",
     "string_functions_extra": "SELECT md5(name) AS h FROM {a}t WHERE id < 5",
     "negative_substring": "SELECT substr(name, -2) AS s FROM {a}t WHERE id < 5",

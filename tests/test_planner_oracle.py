@@ -561,10 +561,16 @@ FOUND = {
     # three equal pre-aggregated fragments: the second was derived from the third and
     # the first from the second, which was gone (the residual read a dropped
     # fragment); a fragment others are derived from now stays fetched
-    "derived-from-derived": "SELECT max(a) FROM (" + " UNION ALL ".join(
-        ["SELECT max(s_acctbal) AS a FROM supplier WHERE s_acctbal > (SELECT "
-         f"min(o_totalprice) - {i} FROM orders JOIN customer ON o_custkey = c_custkey "
-         "WHERE o_comment LIKE '%final%requests%')" for i in range(3)]) + ") AS t",
+    "derived-from-derived": "SELECT max(a) FROM ("
+    + " UNION ALL ".join(
+        [
+            "SELECT max(s_acctbal) AS a FROM supplier WHERE s_acctbal > (SELECT "
+            f"min(o_totalprice) - {i} FROM orders JOIN customer ON o_custkey = c_custkey "
+            "WHERE o_comment LIKE '%final%requests%')"
+            for i in range(3)
+        ]
+    )
+    + ") AS t",
 }
 
 
