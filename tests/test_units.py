@@ -6,11 +6,14 @@ import doctest
 import importlib
 from pathlib import Path
 
+import grpc
 import pyarrow as pa
 import pytest
 
+from fedsql import reasons
 from fedsql.config import load_agency, load_federation
 from fedsql.errors import ConfigError
+from fedsql.v1 import connector_pb2 as pb
 from fedsql.wire import ipc_chunks_to_reader, reader_to_ipc_chunks
 
 DOCTEST_MODULES = [
@@ -132,3 +135,43 @@ def test_federation_config(tmp_path: Path) -> None:
                 '[[connector]]\nname="a"\naddress="h:2"\ninsecure=true\n',
             )
         )
+
+
+class _CallError(grpc.RpcError):
+    """A failed call as gRPC hands it over: code, details, trailing metadata."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, reason: str = "") -> None:
+        self._code, self._details = code, details
+        info = pb.ErrorInfo(reason=reason).SerializeToString() if reason else None
+        self._trailers = ((reasons.METADATA_KEY, info),) if info else ()
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        return self._trailers
+
+
+def test_busy_and_over_a_limit_are_told_apart_by_reason_not_text() -> None:
+    """Both are RESOURCE_EXHAUSTED; the connector's ErrorInfo says which, whatever
+    the message says (only a connector older than reasons is read by its text)."""
+    from fedsql.errors import FragmentLimitExceeded
+    from fedsql.resilience import Link, retryable
+
+    link = Link("tax", "127.0.0.1:9", 1.0)
+    try:
+        exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+        busy = _CallError(exhausted, "every slot is taken", reasons.BUSY)
+        over = _CallError(exhausted, "the fragment exceeded max_rows = 5", reasons.LIMIT)
+        assert retryable(busy) and not retryable(over)
+        assert "too busy" in str(link.error(busy))
+        assert isinstance(link.error(over), FragmentLimitExceeded)
+        old_busy = _CallError(exhausted, "connector 'tax' is busy")
+        old_over = _CallError(exhausted, "exceeded max_rows = 5 ([limits] of connector 'tax')")
+        assert "too busy" in str(link.error(old_busy))
+        assert isinstance(link.error(old_over), FragmentLimitExceeded)
+    finally:
+        link.close()

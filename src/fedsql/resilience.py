@@ -54,6 +54,14 @@ def retryable(err: grpc.RpcError) -> bool:
     return code in RETRYABLE and "[limits]" not in details  # a connector before ErrorInfo
 
 
+def _busy(err: grpc.RpcError, details: str) -> bool:
+    """RESOURCE_EXHAUSTED because every slot was taken, not a fragment over a limit."""
+    info = reasons.read(err)
+    if info is not None:  # the connector said why
+        return info.reason == reasons.BUSY
+    return "[limits]" not in details  # a connector before ErrorInfo
+
+
 BACKOFF_BASE = 0.2  # seconds before the first retry; doubles each time
 BACKOFF_MAX = 2.0
 # Keepalive pings find a peer that vanished without closing its connection
@@ -134,7 +142,7 @@ class Link:
                 f"unreachable at {self.address} ({details}); is `fedsql connector serve` "
                 "running there, and is the address in the federation config right?",
             )
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "[limits]" not in details:
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _busy(err, details):
             return ConnectorError(self.name, f"too busy, even after retries: {details}")
         return from_rpc_error(self.name, err)
 
