@@ -84,6 +84,15 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
                 import pyarrow.compute as pc
 
                 arr = pc.round(arr, field.type.scale).cast(field.type)
+            elif pa.types.is_decimal(field.type) and pa.types.is_integer(arr.type):
+                # SQLite keeps a whole-number DECIMAL value as an INTEGER, so a batch of
+                # them (TPC-H's l_quantity) arrives as int64. Arrow casts an integer
+                # type to a decimal only if every value of the type would fit (19
+                # digits plus the scale); through the widest decimal, the narrowing
+                # cast checks the values themselves.
+                scale = field.type.scale
+                wide = pa.decimal128(38, scale) if scale <= 18 else pa.decimal256(76, scale)
+                arr = arr.cast(wide).cast(field.type)
             else:
                 arr = arr.cast(field.type)
         cols.append(arr)

@@ -466,3 +466,26 @@ def test_sqlite_type_change_past_the_first_batch_is_retried_with_scans(tmp_path:
     )
     outcomes = [json.loads(line).get("outcome") for line in audit]
     assert "unsupported" in outcomes and outcomes[-1] == "ok", outcomes
+
+
+def test_sqlite_whole_number_decimals_arrive_as_decimals(tmp_path: Path) -> None:
+    """SQLite keeps a DECIMAL value that is a whole number as an INTEGER, so a batch
+    of them (TPC-H's l_quantity) reaches the connector as int64, which Arrow will not
+    cast to DECIMAL(15, 2) by type alone: scanned, filtered and summed, they are the
+    decimals one DuckDB gives."""
+    db = tmp_path / "q.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE items (k INTEGER, q DECIMAL(15,2), p DECIMAL(15,2))")
+        con.executemany(
+            "INSERT INTO items VALUES (?, ?, ?)",
+            [(1, 17, 1.5), (2, 36, 2), (3, None, 0.25), (4, 8, 100)],
+        )
+    toml = write_agency_toml(tmp_path / "q.toml", "q", "sqlite", db)
+    dec = decimal.Decimal
+    with LocalFederation(tmp_path, [toml]) as local, fedsql.connect(local.config_path) as fed:
+        got = fed.sql("SELECT k, q, p FROM items ORDER BY k")
+        assert got.schema.field("q").type == pa.decimal128(15, 2)
+        assert got.column("q").to_pylist() == [dec("17.00"), dec("36.00"), None, dec("8.00")]
+        assert got.column("p").to_pylist() == [dec("1.50"), dec("2.00"), dec("0.25"), dec("100.00")]
+        total = fed.sql("SELECT sum(q) AS s, count(*) AS n FROM items WHERE q > 10")
+        assert total.to_pylist() == [{"s": dec("53.00"), "n": 2}]
