@@ -120,6 +120,10 @@ class Backend(Protocol):
     # How many queries may stream from it at once (a fragment computed in the
     # node's DuckDB opens one scan per table it reads).
     max_scans: int
+    # The correlated subqueries ("scalar", "exists", "in") it runs once per outer
+    # row: with engine = "auto", a fragment holding one over enough rows runs in
+    # the node's DuckDB instead (execution.py). Unused where it runs as written.
+    per_row_subqueries: frozenset[str]
 
     def tables(self) -> tuple[RemoteTable, ...]:
         """The tables this backend exposes (cached; the data is read-only)."""

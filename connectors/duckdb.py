@@ -43,6 +43,7 @@ class DuckDBEngine:
     default_schemas = ("", "main")
     capabilities = Capabilities()  # it is DuckDB: everything
     max_scans = 64
+    per_row_subqueries: frozenset[str] = frozenset()  # DuckDB decorrelates them all
 
     def __init__(
         self, con: duckdb.DuckDBPyConnection, tables: tuple[RemoteTable, ...], kind: str

@@ -5,16 +5,18 @@ run it one of two ways, chosen per fragment:
 
 - *native*: transpiled to the backend's dialect (sqlglot); every batch it
   returns is cast to the schema DuckDB would have produced;
-- *local* (``local_engine.py``): the node's own DuckDB computes the fragment over scans of the
-  backend — each scan only the columns the fragment uses, filtered by the
+- *local* (``local_engine.py``): the node's own DuckDB computes the fragment over
+  scans of the backend — each scan only the columns the fragment uses, filtered by the
   conjuncts that touch that table alone (``scans.py``), so indexes and
   selective filters still run in the database while joins and aggregates run
   vectorised and in parallel. Only the fragment's result leaves the agency
   either way.
 
 ``engine = "auto"`` (the default) picks local for a fragment with a correlated
-scalar subquery over at least :data:`LOCAL_MIN_ROWS` estimated rows (PostgreSQL
-runs it once per outer row) and native for the rest: measured, PostgreSQL
+subquery the backend runs once per outer row (``Backend.per_row_subqueries``:
+PostgreSQL a scalar one, SQLite also EXISTS and IN; TPC-H Q21 on SQLite at SF
+0.1: 178 s) over at least :data:`LOCAL_MIN_ROWS` estimated rows, and native for
+the rest: measured, PostgreSQL
 aggregates in place faster than it can export rows (~2 µs a row through COPY).
 A fragment under one of the agency's policy views always runs locally: masks and
 row filters have DuckDB's meaning on every backend (PostgreSQL's ``substr`` or
@@ -53,26 +55,39 @@ from fedsql.connectors.shape import ShapeMirror
 LOCAL_MIN_ROWS = 50_000
 
 
-def _correlated_scalar(tree: exp.Expr) -> bool:
-    """A scalar subquery reading an outer query's columns: PostgreSQL runs it once per
-    outer row (a SubPlan), where DuckDB decorrelates it into a join.
+def correlated_kinds(tree: exp.Expr) -> frozenset[str]:
+    """The kinds of correlated subquery a fragment holds: ``scalar``, ``exists``,
+    ``in``, each one that reads an outer query's columns. DuckDB decorrelates them
+    into joins; PostgreSQL runs a correlated scalar subquery once per outer row (a
+    SubPlan), SQLite every kind (``Backend.per_row_subqueries``).
 
     >>> import sqlglot
-    >>> _correlated_scalar(sqlglot.parse_one(
-    ...     "SELECT 1 FROM l WHERE l.q < (SELECT avg(i.q) FROM l AS i WHERE i.p = l.p)"))
-    True
-    >>> _correlated_scalar(sqlglot.parse_one(
-    ...     "SELECT 1 FROM l WHERE EXISTS (SELECT 1 FROM o WHERE o.k = l.k)"))
-    False
+    >>> sorted(correlated_kinds(sqlglot.parse_one(
+    ...     "SELECT 1 FROM l WHERE l.q < (SELECT avg(i.q) FROM l AS i WHERE i.p = l.p)")))
+    ['scalar']
+    >>> sorted(correlated_kinds(sqlglot.parse_one(
+    ...     "SELECT 1 FROM l WHERE EXISTS (SELECT 1 FROM o WHERE o.k = l.k) "
+    ...     "AND l.x IN (SELECT y FROM z WHERE z.k = l.k) AND l.x IN (SELECT y FROM z)")))
+    ['exists', 'in']
+    >>> sorted(correlated_kinds(sqlglot.parse_one(
+    ...     "SELECT 1 FROM l WHERE NOT EXISTS (SELECT 1 FROM o WHERE o.k = 1)")))
+    []
     """
-    for sub in tree.find_all(exp.Subquery):
-        if isinstance(sub.parent, exp.Exists | exp.In | exp.From | exp.Join):
-            continue
-        inner = sub.this
+    kinds: set[str] = set()
+    for node in tree.find_all(exp.Subquery, exp.Exists):
+        if isinstance(node, exp.Exists):
+            kind = "exists"
+        elif isinstance(node.parent, exp.In):
+            kind = "in"
+        elif isinstance(node.parent, exp.Exists | exp.From | exp.Join):
+            continue  # the EXISTS itself is looked at; a derived table runs once
+        else:
+            kind = "scalar"
+        inner = node.this
         own = {t.alias_or_name.lower() for t in inner.find_all(exp.Table)}
         if any(c.table and c.table.lower() not in own for c in inner.find_all(exp.Column)):
-            return True
-    return False
+            kinds.add(kind)
+    return frozenset(kinds)
 
 
 class FragmentRunner:
@@ -115,14 +130,16 @@ class FragmentRunner:
 
     def _compute_locally(self, tree: exp.Expr) -> bool:
         """Whether this fragment goes to the node's DuckDB (``engine`` local, or auto
-        and a correlated scalar subquery over :data:`LOCAL_MIN_ROWS` estimated rows)."""
+        and a correlated subquery the backend runs once per outer row, over
+        :data:`LOCAL_MIN_ROWS` estimated rows)."""
         tables = [t for t in tree.find_all(exp.Table) if t.meta.get(EXPOSED_META)]
         if not tables or len(tables) > self.backend.max_scans or self._engine == "native":
             return False
         if self._engine == "local":
             return True
         rows = sum(max(self._tables[t.meta[EXPOSED_META]].row_count_estimate, 0) for t in tables)
-        return rows >= LOCAL_MIN_ROWS and _correlated_scalar(tree)
+        per_row = self.backend.per_row_subqueries
+        return rows >= LOCAL_MIN_ROWS and bool(correlated_kinds(tree) & per_row)
 
     def sql_to_run(
         self, tree: exp.Expr, covered: frozenset[str], key_sets: frozenset[str]

@@ -79,6 +79,9 @@ class PostgresBackend:
     dialect = "postgres"
     runs_as_written = False  # fragments are transpiled; key sets written as arrays
     default_schemas = ("", "public")
+    # A correlated scalar subquery is a SubPlan, run once per outer row; EXISTS and
+    # IN become semi-joins.
+    per_row_subqueries = frozenset({"scalar"})
     # PostgreSQL runs what DuckDB does for the SQL fedsql pushes, given a "C"
     # collation (with another, comparing and sorting *text* differ; numbers and
     # dates do not). Expressions it computes its own way are not asked of it

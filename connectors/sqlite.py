@@ -49,6 +49,8 @@ class SQLiteBackend:
     default_schemas = ("", "main")
     capabilities = CAPABILITIES
     max_scans = 64  # a connection per query
+    # Every correlated subquery runs once per outer row (no decorrelation).
+    per_row_subqueries = frozenset({"scalar", "exists", "in"})
     transpiled_kinds = (exp.Date,)  # CAST(x AS DATE) is written DATE(x)
 
     def __init__(self, path: Path, only: tuple[str, ...] | None) -> None:

@@ -489,3 +489,35 @@ def test_sqlite_whole_number_decimals_arrive_as_decimals(tmp_path: Path) -> None
         assert got.column("p").to_pylist() == [dec("1.50"), dec("2.00"), dec("0.25"), dec("100.00")]
         total = fed.sql("SELECT sum(q) AS s, count(*) AS n FROM items WHERE q > 10")
         assert total.to_pylist() == [{"s": dec("53.00"), "n": 2}]
+
+
+def test_sqlite_correlated_exists_runs_in_the_node_duckdb(tmp_path: Path) -> None:
+    """SQLite runs a correlated EXISTS (or IN) once per outer row: TPC-H Q21 took three
+    minutes at SF 0.1. With engine = "auto", such a fragment over enough rows runs in
+    the node's own DuckDB over scans (audited engine "local"), answers as one DuckDB
+    does, and a fragment without one still runs in SQLite."""
+    from fedsql.connectors.execution import LOCAL_MIN_ROWS
+
+    n = LOCAL_MIN_ROWS
+    db = tmp_path / "c.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE a (k INTEGER, v INTEGER)")
+        con.execute("CREATE TABLE b (k INTEGER, w INTEGER)")
+        con.executemany("INSERT INTO a VALUES (?, ?)", ((i, i % 7) for i in range(n)))
+        con.executemany("INSERT INTO b VALUES (?, ?)", ((i * 3, i % 5) for i in range(n // 3)))
+    toml = write_agency_toml(tmp_path / "c.toml", "c", "sqlite", db)
+    exists = (
+        "SELECT count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w <> a.v)"
+    )
+    within = "SELECT count(*) AS n FROM a WHERE a.v IN (SELECT b.w FROM b WHERE b.k = a.k)"
+    want = duckdb.connect()
+    want.execute("CREATE TABLE a AS SELECT range AS k, range % 7 AS v FROM range($1)", [n])
+    want.execute("CREATE TABLE b AS SELECT range * 3 AS k, range % 5 AS w FROM range($1)", [n // 3])
+    with LocalFederation(tmp_path, [toml]) as local, fedsql.connect(local.config_path) as fed:
+        audit = tmp_path / "c-audit.jsonl"
+        for sql in (exists, within):
+            got = fed.sql(sql).column("n").to_pylist()
+            assert got == [want.execute(sql).fetchone()[0]], sql
+            assert json.loads(audit.read_text().splitlines()[-1])["engine"] == "local", sql
+        fed.sql("SELECT count(*) AS n FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = 3)")
+        assert json.loads(audit.read_text().splitlines()[-1])["engine"] == "native"

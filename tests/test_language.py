@@ -265,6 +265,7 @@ def test_each_engine_is_locked(tmp_path: Path) -> None:
         default_schemas = ("",)
         capabilities = Capabilities()
         max_scans = 4
+        per_row_subqueries: frozenset[str] = frozenset()
 
         def tables(self) -> tuple[RemoteTable, ...]:
             return (table,)
