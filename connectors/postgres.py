@@ -89,7 +89,8 @@ class PostgresBackend:
     # Left out: what PostgreSQL computes or names its own way (LIKE's default
     # backslash escape and POSIX regular expressions, substr's count from a start
     # below 1, hashes as bytes, NULLs in greatest(), DuckDB-only functions, EXTRACT
-    # parts beyond year..minute, which sqlglot writes as DuckDB names them).
+    # parts beyond year..minute, which sqlglot writes as DuckDB names them; QUALIFY,
+    # which sqlglot writes as a subquery that applies ORDER BY and LIMIT first).
     capabilities = Capabilities(
         ALL_FEATURES
         - {
@@ -103,6 +104,7 @@ class PostgresBackend:
             "math_functions",
             "duckdb_functions",
             "date_parts",
+            "qualify",
         }
     )
 

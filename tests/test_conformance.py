@@ -197,6 +197,8 @@ NEEDS = {
     "list_aggregates": "SELECT string_agg(name, ',' ORDER BY id) AS s FROM {a}t WHERE id < 9",
     "statistics": "SELECT stddev_samp(score) AS s FROM {a}t",
     "text_ordering": "SELECT name FROM {a}t WHERE name > 'Bcd' ORDER BY name, id LIMIT 4",
+    "qualify": "SELECT id, name FROM {a}t "
+    "QUALIFY row_number() OVER (PARTITION BY name ORDER BY id) = 1 ORDER BY id LIMIT 3",
     "correlated_subqueries": "SELECT count(*) AS n FROM {a}t WHERE id > "
     "(SELECT max(u.id) FROM {a}u AS u WHERE u.tag = t.name)",
 }

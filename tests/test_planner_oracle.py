@@ -571,6 +571,13 @@ FOUND = {
         ]
     )
     + ") AS t",
+    # QUALIFY with ORDER BY and LIMIT pushed to PostgreSQL: sqlglot writes it as a
+    # subquery that sorts and limits before the QUALIFY filter (0 rows, not 19);
+    # QUALIFY is a capability (qualify) only DuckDB declares
+    "qualify-before-limit": "SELECT d2.c1 AS a0, AVG(d2.c0) OVER (PARTITION BY d2.c2, d2.c0) "
+    "AS a1 FROM (SELECT t1.o_shippriority AS c0, t1.o_clerk AS c1, t1.o_custkey AS c2 "
+    "FROM orders AS t1 WHERE TRUE) AS d2 QUALIFY MAX(d2.c2) OVER (PARTITION BY d2.c2, d2.c1) "
+    "<= 3 ORDER BY 1 ASC, 2 LIMIT 24",
 }
 
 

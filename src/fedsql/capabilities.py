@@ -176,6 +176,13 @@ FEATURES: dict[str, Feature] = {
             text_only=True,
         ),
         Feature(
+            "qualify",
+            "QUALIFY, a filter on window functions applied before the query's ORDER BY and "
+            "LIMIT (sqlglot writes it for other dialects as a subquery that sorts and "
+            "limits first)",
+            ("Qualify",),
+        ),
+        Feature(
             "correlated_subqueries",
             "subqueries that read their outer query's columns",
             (CORRELATED_SUBQUERY,),
