@@ -18,25 +18,11 @@ the limits. A fragment refused is checked again each time.
 Backends that do not run fragments as written (SQLite, PostgreSQL) write the key
 sets' values into the SQL they run, so that SQL is generated and checked again
 for every call (``execution.py``); their fragments are not kept.
-
->>> from fedsql.connectors.checked import Lru
->>> lru = Lru(max_entries=2, max_chars=100)
->>> lru.put(("a",), "A", 10)
->>> lru.put(("b",), "B", 10)
->>> lru.get(("a",))
-'A'
->>> lru.put(("c",), "C", 10)
->>> lru.get(("b",)) is None  # the least recently used went
-True
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 import pyarrow as pa
 from sqlglot import exp
@@ -45,6 +31,7 @@ from fedsql.connectors.audit import touched
 from fedsql.connectors.execution import FragmentRunner
 from fedsql.connectors.guard import check_fragment
 from fedsql.connectors.runs import apply_policies
+from fedsql.lru import Lru
 from fedsql.policy.model import Policy
 from fedsql.wire import RemoteTable
 
@@ -68,44 +55,6 @@ class Checked:
     sql: str | None  # the SQL to run, checked (backends that run fragments as written)
 
 
-_V = TypeVar("_V")
-
-
-class Lru(Generic[_V]):
-    """A thread-safe LRU map bounded in entries and in the characters they hold."""
-
-    def __init__(self, max_entries: int = MAX_ENTRIES, max_chars: int = MAX_CHARS) -> None:
-        self.max_entries = max_entries
-        self.max_chars = max_chars
-        self._items: OrderedDict[Hashable, tuple[_V, int]] = OrderedDict()
-        self._chars = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> _V | None:
-        with self._lock:
-            got = self._items.get(key)
-            if got is None:
-                return None
-            self._items.move_to_end(key)
-            return got[0]
-
-    def put(self, key: Hashable, value: _V, chars: int) -> None:
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._chars -= old[1]
-            self._items[key] = (value, chars)
-            self._chars += chars
-            while self._items and (
-                len(self._items) > self.max_entries or self._chars > self.max_chars
-            ):
-                _, (_, gone) = self._items.popitem(last=False)
-                self._chars -= gone
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 class Checker:
     """The node's check of fragments, keeping what it found for those it accepted last."""
 
@@ -125,7 +74,7 @@ class Checker:
         self._default_schemas = default_schemas
         self._policy = policy
         self._runner = runner
-        self.kept: Lru[Checked] = kept if kept is not None else Lru()
+        self.kept: Lru[Checked] = kept if kept is not None else Lru(MAX_ENTRIES, MAX_CHARS)
 
     def check(
         self, sql: str, key_sets: frozenset[str], roles: tuple[str, ...], coordinator: str

@@ -108,7 +108,9 @@ class FragmentRunner:
         self._mirror = None if self._native else ShapeMirror(backend.tables())
         self._engine = engine
         self._transpiled = TRANSPILED + tuple(getattr(backend, "transpiled_kinds", ()))
-        self._localized = LocalEngine(backend, hash_key, self._limits, self._transpiled)
+        self._localized = LocalEngine(
+            backend, self._tables, self._exposed, hash_key, self._limits, self._transpiled
+        )
 
     def target(self, covered: frozenset[str], key_sets: frozenset[str] = frozenset()) -> Target:
         """What SQL run for this fragment may read: exposed tables (those in
@@ -139,7 +141,7 @@ class FragmentRunner:
             return True
         rows = sum(max(self._tables[t.meta[EXPOSED_META]].row_count_estimate, 0) for t in tables)
         per_row = self.backend.per_row_subqueries
-        return rows >= LOCAL_MIN_ROWS and bool(correlated_kinds(tree) & per_row)
+        return bool(per_row) and rows >= LOCAL_MIN_ROWS and bool(correlated_kinds(tree) & per_row)
 
     def sql_to_run(
         self, tree: exp.Expr, covered: frozenset[str], key_sets: frozenset[str]

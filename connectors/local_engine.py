@@ -44,15 +44,15 @@ class LocalEngine:
     def __init__(
         self,
         backend: Backend,
+        tables: dict[str, RemoteTable],
+        exposed: dict[tuple[str, str], tuple[str, str]],
         hash_key: bytes | None,
         limits: dict[str, Any],
         transpiled: tuple[type[exp.Expr], ...],
     ) -> None:
         self.backend = backend
-        self._tables: dict[str, RemoteTable] = {t.full_name.lower(): t for t in backend.tables()}
-        self._exposed = {
-            (t.schema.lower(), t.name.lower()): (t.schema, t.name) for t in backend.tables()
-        }
+        self._tables = tables  # the runner's: lower-case full name -> table
+        self._exposed = exposed  # (schema, name) lower case -> as the backend spells them
         self._hash_key = hash_key
         self._limits = limits
         self._transpiled = transpiled

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from fedsql.connectors.checked import Checker, Lru
+from fedsql.connectors.checked import Checker
 from fedsql.connectors.duckdb import open_duckdb
 from fedsql.connectors.execution import FragmentRunner
 from fedsql.errors import RefusedFragment
 from fedsql.lockdown import open_locked
+from fedsql.lru import Lru
 from fedsql.policy.model import Mask, Policy, RowFilter
 
 POLICY = Policy(

@@ -36,6 +36,7 @@ DOCTEST_MODULES = [
     "fedsql.service.status",
     "fedsql.reasons",
     "fedsql.output",
+    "fedsql.lru",
 ]
 
 

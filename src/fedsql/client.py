@@ -36,8 +36,8 @@ from fedsql.execute import (
     execute_stream,
     renamed,
 )
+from fedsql.lru import Lru
 from fedsql.planner import Fragment, Plan, plan
-from fedsql.planner.cache import PlanCache
 from fedsql.planner.render import bind
 from fedsql.planner.shape import ShapeBinder
 from fedsql.policy.masks import load_hash_key
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 MISSING_METADATA = b"fedsql.missing_agencies"
 _T = TypeVar("_T")
+PLAN_CACHE_SIZE = 256
+PLAN_CACHE_CHARS = 16 << 20  # of the plans' SQL text
 ANONYMOUS = "anonymous"  # the principal of a Federation opened without a user
 
 
@@ -86,7 +88,9 @@ class Federation:
         self._catalogs = FederationCatalog(
             self._links, self.principal, config.policy, self._hash_key
         )
-        self._plans = PlanCache()
+        # Plans per (SQL, agencies planned as scans only): the same catalog, policies
+        # and roles give the same plan; dropped when the catalog is refreshed.
+        self._plans: Lru[Plan] = Lru(PLAN_CACHE_SIZE, PLAN_CACHE_CHARS)
         self._merger = MergeEngine(self._hash_key, config.memory_limit, config.temp_directory)
         self._thread = threading.local()
         self._last_stats: QueryStats | None = None
@@ -149,7 +153,7 @@ class Federation:
             if err is e:
                 raise
             raise err from None
-        self._plans.put(key, p)
+        self._plans.put(key, p, len(sql))
         return p
 
     def explain(
